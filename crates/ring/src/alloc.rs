@@ -1,0 +1,672 @@
+//! Token allocation: how a ring changes when members join, leave or change
+//! weight.
+//!
+//! `hashed` derives every token from `(member id, i)`. `balanced` edits the
+//! current layout greedily, always moving the least data that restores
+//! balance:
+//!
+//! * a **joining** member takes its share in `tokens_per_member × weight`
+//!   pieces. Each piece is cut from the largest range of the member that is
+//!   most over its target: a new token `p` inside `(prev, t]` hands
+//!   `(prev, p]` to the joiner, and the size of the cut is chosen exactly, so
+//!   the joiner ends at its target. A donor that carries surplus tokens (left
+//!   to it by an earlier leave) hands over a whole token instead when one has
+//!   about the right size, which keeps the token count from growing.
+//! * a **leaving** member's ranges, largest first, each go whole to the member
+//!   most under its target, by handing over the token (no new token, nothing
+//!   moves but the leaver's data). When the range's clockwise neighbour can
+//!   absorb it without going over target, the token is simply dropped.
+//! * a member whose **weight** changes acts as a joiner for the extra share,
+//!   or sheds whole ranges (and one exact cut) to the least loaded.
+//!
+//! Joins, leaves and weight changes given together are done together: joiners
+//! enter first with nothing, so a leaver's ranges go straight to them (a pod
+//! replaced by another moves its data once, not twice).
+//!
+//! Everything iterates in a fixed order (member ids, tokens), so the same ring
+//! and the same change always give the same new ring: a restarted coordinator
+//! computes what it computed before.
+
+use crate::{MemberId, MemberSpec, Ring, RingConfig, RingError, Strategy, TOKEN_SPACE, Token};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+
+/// A change of membership: who joins, who leaves, whose weight or zone
+/// changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// Members to add.
+    pub join: Vec<MemberSpec>,
+    /// Ids of members to remove.
+    pub leave: Vec<MemberId>,
+    /// Members that stay but whose weight or zone changes (the spec holds the
+    /// new values).
+    pub update: Vec<MemberSpec>,
+}
+
+impl MembershipChange {
+    /// Whether the change does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.join.is_empty() && self.leave.is_empty() && self.update.is_empty()
+    }
+
+    /// The change that takes `ring` to exactly the `desired` member set.
+    pub fn between(ring: &Ring, desired: &[MemberSpec]) -> Result<Self, RingError> {
+        let mut seen = HashSet::new();
+        for spec in desired {
+            if !seen.insert(spec.id.as_str()) {
+                return Err(RingError::DuplicateMember(spec.id.clone()));
+            }
+        }
+        let mut change = MembershipChange::default();
+        for spec in desired {
+            match ring.member(spec.id.as_str()) {
+                None => change.join.push(spec.clone()),
+                Some(current) if current != spec => change.update.push(spec.clone()),
+                Some(_) => {}
+            }
+        }
+        for m in ring.members() {
+            if !seen.contains(m.id.as_str()) {
+                change.leave.push(m.id.clone());
+            }
+        }
+        Ok(change)
+    }
+}
+
+impl Ring {
+    /// The ring after `change`. The ring itself is left as it is.
+    pub fn apply(&self, change: &MembershipChange) -> Result<Ring, RingError> {
+        let change = self.validate(change)?;
+        if change.is_empty() {
+            return Ok(self.clone());
+        }
+        match self.config.strategy {
+            Strategy::Hashed => Ok(apply_hashed(self, &change)),
+            Strategy::Balanced => Ok(apply_balanced(self, &change)),
+        }
+    }
+
+    /// The ring with exactly the `desired` members (joins, leaves and updates
+    /// worked out from the current members).
+    pub fn rebalance_to(&self, desired: &[MemberSpec]) -> Result<Ring, RingError> {
+        self.apply(&MembershipChange::between(self, desired)?)
+    }
+
+    /// The ring with one more member.
+    pub fn join(&self, spec: MemberSpec) -> Result<Ring, RingError> {
+        self.apply(&MembershipChange {
+            join: vec![spec],
+            ..Default::default()
+        })
+    }
+
+    /// The ring without one member.
+    pub fn leave(&self, id: &str) -> Result<Ring, RingError> {
+        self.apply(&MembershipChange {
+            leave: vec![id.into()],
+            ..Default::default()
+        })
+    }
+
+    /// Checks a change and returns it in canonical order (sorted by id).
+    fn validate(&self, change: &MembershipChange) -> Result<MembershipChange, RingError> {
+        let mut touched: HashSet<&str> = HashSet::new();
+        for spec in change.join.iter().chain(&change.update) {
+            if spec.id.as_str().is_empty() {
+                return Err(RingError::EmptyMemberId);
+            }
+            self.config.tokens_for(spec)?;
+            if !touched.insert(spec.id.as_str()) {
+                return Err(RingError::DuplicateMember(spec.id.clone()));
+            }
+        }
+        for spec in &change.join {
+            if self.member(spec.id.as_str()).is_some() {
+                return Err(RingError::AlreadyMember(spec.id.clone()));
+            }
+        }
+        for spec in &change.update {
+            if self.member(spec.id.as_str()).is_none() {
+                return Err(RingError::UnknownMember(spec.id.clone()));
+            }
+        }
+        for id in &change.leave {
+            if self.member(id.as_str()).is_none() {
+                return Err(RingError::UnknownMember(id.clone()));
+            }
+            if !touched.insert(id.as_str()) {
+                return Err(RingError::DuplicateMember(id.clone()));
+            }
+        }
+        let mut canonical = change.clone();
+        canonical.join.sort_by(|a, b| a.id.cmp(&b.id));
+        canonical.update.sort_by(|a, b| a.id.cmp(&b.id));
+        canonical.leave.sort();
+        // Updates that change nothing are dropped.
+        canonical
+            .update
+            .retain(|spec| self.member(spec.id.as_str()) != Some(spec));
+        Ok(canonical)
+    }
+}
+
+/// The `i`-th hashed token of a member, before collision handling.
+fn hashed_token(id: &MemberId, i: u32, attempt: u32) -> Token {
+    let mut buf = Vec::with_capacity(id.as_str().len() + 9);
+    buf.extend_from_slice(id.as_str().as_bytes());
+    buf.push(0xff); // not valid UTF-8: no id can collide with another's prefix
+    buf.extend_from_slice(&i.to_le_bytes());
+    buf.extend_from_slice(&attempt.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&buf)
+}
+
+fn apply_hashed(ring: &Ring, change: &MembershipChange) -> Ring {
+    let config = ring.config;
+    let mut specs: BTreeMap<MemberId, MemberSpec> = ring
+        .members
+        .iter()
+        .map(|m| (m.id.clone(), m.clone()))
+        .collect();
+    for id in &change.leave {
+        specs.remove(id);
+    }
+    for spec in change.update.iter().chain(&change.join) {
+        specs.insert(spec.id.clone(), spec.clone());
+    }
+    // Rebuild from scratch: tokens depend only on (id, i), so this is the
+    // same as editing, and simpler. Members in id order make the (2^-64
+    // rare) collision handling deterministic.
+    let members: Vec<MemberSpec> = specs.into_values().collect();
+    let mut taken: BTreeMap<Token, u32> = BTreeMap::new();
+    for (index, spec) in members.iter().enumerate() {
+        let count = config.tokens_for(spec).expect("validated");
+        for i in 0..count {
+            let mut attempt = 0;
+            loop {
+                let token = hashed_token(&spec.id, i, attempt);
+                if let std::collections::btree_map::Entry::Vacant(e) = taken.entry(token) {
+                    e.insert(index as u32);
+                    break;
+                }
+                attempt += 1;
+            }
+        }
+    }
+    let (tokens, owners) = taken.into_iter().unzip();
+    Ring::from_sorted_parts(config, members, tokens, owners)
+}
+
+/// One member while a balanced layout is being edited.
+struct Slot {
+    spec: MemberSpec,
+    /// Still a member after the change.
+    active: bool,
+    /// Tokens it owns, as primary.
+    load: u128,
+    /// Its ranges as `(length, end token)`, so the largest is last.
+    ranges: BTreeSet<(u128, Token)>,
+}
+
+/// A ring being edited: tokens in a B-tree so inserts and removals are cheap.
+struct Layout {
+    config: RingConfig,
+    tokens: BTreeMap<Token, usize>,
+    slots: Vec<Slot>,
+    total_weight: u64,
+}
+
+impl Layout {
+    fn from_ring(ring: &Ring) -> Self {
+        let mut layout = Layout {
+            config: ring.config,
+            tokens: BTreeMap::new(),
+            slots: ring
+                .members
+                .iter()
+                .map(|spec| Slot {
+                    spec: spec.clone(),
+                    active: true,
+                    load: 0,
+                    ranges: BTreeSet::new(),
+                })
+                .collect(),
+            total_weight: ring.members.iter().map(|m| u64::from(m.weight)).sum(),
+        };
+        for position in 0..ring.tokens.len() {
+            let slot = ring.owners[position] as usize;
+            let len = ring.range_at(position).len();
+            let end = ring.tokens[position];
+            layout.tokens.insert(end, slot);
+            layout.slots[slot].load += len;
+            layout.slots[slot].ranges.insert((len, end));
+        }
+        layout
+    }
+
+    fn target(&self, slot: usize) -> f64 {
+        if !self.slots[slot].active || self.total_weight == 0 {
+            return 0.0;
+        }
+        TOKEN_SPACE as f64 * f64::from(self.slots[slot].spec.weight) / self.total_weight as f64
+    }
+
+    /// Load over target; infinite for a member with no target.
+    fn pressure(&self, slot: usize) -> f64 {
+        self.slots[slot].load as f64 / self.target(slot)
+    }
+
+    fn predecessor(&self, token: Token) -> Token {
+        self.tokens
+            .range(..token)
+            .next_back()
+            .or_else(|| self.tokens.iter().next_back())
+            .map(|(&t, _)| t)
+            .expect("layout is not empty")
+    }
+
+    fn successor(&self, token: Token) -> Token {
+        self.tokens
+            .range((Bound::Excluded(token), Bound::Unbounded))
+            .next()
+            .or_else(|| self.tokens.iter().next())
+            .map(|(&t, _)| t)
+            .expect("layout is not empty")
+    }
+
+    /// Length of the range ending at `token`, which must be in the layout.
+    fn range_len(&self, token: Token) -> u128 {
+        let prev = self.predecessor(token);
+        if prev == token {
+            TOKEN_SPACE
+        } else {
+            token.wrapping_sub(prev) as u128
+        }
+    }
+
+    fn set_range(&mut self, slot: usize, token: Token, old: u128, new: u128) {
+        let s = &mut self.slots[slot];
+        s.ranges.remove(&(old, token));
+        s.ranges.insert((new, token));
+        s.load = s.load - old + new;
+    }
+
+    /// Adds token `p` (not yet present) owned by `owner`; it takes
+    /// `(predecessor, p]` from the owner of its successor.
+    fn insert(&mut self, p: Token, owner: usize) {
+        if self.tokens.is_empty() {
+            self.tokens.insert(p, owner);
+            self.slots[owner].load += TOKEN_SPACE;
+            self.slots[owner].ranges.insert((TOKEN_SPACE, p));
+            return;
+        }
+        let next = self.successor(p);
+        let prev = self.predecessor(p);
+        let next_len = self.range_len(next);
+        let taken = p.wrapping_sub(prev) as u128;
+        let next_owner = self.tokens[&next];
+        self.set_range(next_owner, next, next_len, next_len - taken);
+        self.tokens.insert(p, owner);
+        self.slots[owner].load += taken;
+        self.slots[owner].ranges.insert((taken, p));
+    }
+
+    /// Drops token `t`; its range goes to the owner of its successor.
+    fn remove(&mut self, t: Token) {
+        let owner = self.tokens[&t];
+        let len = self.range_len(t);
+        let next = self.successor(t);
+        let next_len = self.range_len(next);
+        self.slots[owner].ranges.remove(&(len, t));
+        self.slots[owner].load -= len;
+        self.tokens.remove(&t);
+        if next != t {
+            let next_owner = self.tokens[&next];
+            self.set_range(next_owner, next, next_len, next_len + len);
+        }
+    }
+
+    /// Hands token `t` and its range to `owner`.
+    fn reassign(&mut self, t: Token, owner: usize) {
+        let from = self.tokens[&t];
+        let len = self.range_len(t);
+        self.slots[from].ranges.remove(&(len, t));
+        self.slots[from].load -= len;
+        self.slots[owner].ranges.insert((len, t));
+        self.slots[owner].load += len;
+        self.tokens.insert(t, owner);
+    }
+
+    fn token_count(&self, slot: usize) -> usize {
+        self.slots[slot].ranges.len()
+    }
+
+    fn surplus(&self, slot: usize) -> usize {
+        let wanted = self
+            .config
+            .tokens_for(&self.slots[slot].spec)
+            .expect("validated") as usize;
+        self.token_count(slot).saturating_sub(wanted)
+    }
+
+    /// The active member most over its target that has a range to cut.
+    fn most_loaded(&self, except: usize) -> Option<usize> {
+        let mut best: Option<(f64, usize)> = None;
+        for slot in 0..self.slots.len() {
+            if slot == except || !self.slots[slot].active {
+                continue;
+            }
+            match self.slots[slot].ranges.last() {
+                Some(&(len, _)) if len >= 2 => {}
+                _ => continue,
+            }
+            let pressure = self.pressure(slot);
+            if best.is_none_or(|(b, _)| pressure > b) {
+                best = Some((pressure, slot));
+            }
+        }
+        best.map(|(_, slot)| slot)
+    }
+
+    /// The active member most under its target.
+    fn least_loaded(&self, except: usize) -> Option<usize> {
+        let mut best: Option<(f64, usize)> = None;
+        for slot in 0..self.slots.len() {
+            if slot == except || !self.slots[slot].active {
+                continue;
+            }
+            let pressure = self.pressure(slot);
+            if best.is_none_or(|(b, _)| pressure < b) {
+                best = Some((pressure, slot));
+            }
+        }
+        best.map(|(_, slot)| slot)
+    }
+
+    /// Lays out `slots` on an empty ring: evenly spaced tokens, each round of
+    /// the circle visiting every member once per unit of weight in an order
+    /// scrambled per round, so every member's ranges are spread around the
+    /// circle and have the same size.
+    fn lay_out_fresh(&mut self, members: &[usize]) {
+        let rounds = self.config.tokens_per_member;
+        let mut sequence: Vec<usize> = Vec::new();
+        for round in 0..rounds {
+            let mut entries: Vec<(Token, usize)> = Vec::new();
+            for &slot in members {
+                for unit in 0..self.slots[slot].spec.weight {
+                    let key = hashed_token(&self.slots[slot].spec.id, round, unit);
+                    entries.push((key, slot));
+                }
+            }
+            entries.sort_unstable();
+            sequence.extend(entries.into_iter().map(|(_, slot)| slot));
+        }
+        let count = sequence.len() as u128;
+        for (k, slot) in sequence.into_iter().enumerate() {
+            // Spread over the whole circle; the last token is u64::MAX.
+            let token = ((k as u128 + 1) * TOKEN_SPACE / count - 1) as Token;
+            self.insert(token, slot);
+        }
+    }
+
+    /// Gives `slot` its target share in `pieces` cuts (or whole surplus
+    /// tokens), more when that many members would end up over target: with
+    /// few members each join raises everyone's relative load by 1/N, so all
+    /// of them must give a little.
+    fn fill(&mut self, slot: usize, pieces: usize) {
+        let target = self.target(slot);
+        let mut remaining = (target - self.slots[slot].load as f64).max(0.0) as u128;
+        let crowded = 1.0 + 0.5 / f64::from(self.config.tokens_per_member);
+        let over = (0..self.slots.len())
+            .filter(|&s| s != slot && self.slots[s].active && self.pressure(s) > crowded)
+            .count();
+        let pieces = pieces.max(over.min(4 * pieces));
+        for k in 0..pieces {
+            if remaining == 0 {
+                break;
+            }
+            let desired = (remaining / (pieces - k) as u128).max(1);
+            let Some(donor) = self.most_loaded(slot) else {
+                break;
+            };
+            if self.surplus(donor) > 0 {
+                // A whole token of about the right size: no new token needed.
+                let low = desired / 3;
+                let high = desired + desired / 2;
+                let near = self.slots[donor]
+                    .ranges
+                    .range((low, 0)..=(high, Token::MAX))
+                    .min_by_key(|&&(len, _)| len.abs_diff(desired))
+                    .copied();
+                if let Some((len, t)) = near {
+                    self.reassign(t, slot);
+                    remaining = remaining.saturating_sub(len);
+                    continue;
+                }
+            }
+            let (len, t) = *self.slots[donor].ranges.last().expect("donor has ranges");
+            let amount = desired.min(len - 1);
+            // The new token p cuts (prev, t] into (prev, p], to the joiner,
+            // and (p, t], kept by the donor: p = prev + amount.
+            let p = t.wrapping_sub((len - amount) as u64);
+            self.insert(p, slot);
+            remaining = remaining.saturating_sub(amount);
+        }
+    }
+
+    /// Hands the ranges of a member that no longer exists to others.
+    fn evacuate(&mut self, slot: usize) {
+        let piece = self.piece_size(slot);
+        while let Some(&(len, t)) = self.slots[slot].ranges.iter().next_back() {
+            self.hand_off(slot, t, len, piece, u128::MAX);
+        }
+    }
+
+    /// Sheds ranges, in pieces, until `slot` is down to its target.
+    fn shed(&mut self, slot: usize) {
+        let piece = self.piece_size(slot);
+        loop {
+            let excess = (self.slots[slot].load as f64 - self.target(slot)).max(0.0) as u128;
+            if excess == 0 || self.slots[slot].ranges.len() <= 1 && excess < 2 {
+                return;
+            }
+            let &(len, t) = self.slots[slot]
+                .ranges
+                .iter()
+                .next_back()
+                .expect("has ranges");
+            if !self.hand_off(slot, t, len, piece.min(excess), excess) {
+                return;
+            }
+        }
+    }
+
+    /// Half of a nominal range (a member of weight 1's fair share over its
+    /// tokens): the size of the pieces a member gives away. Pieces smaller
+    /// than a range let several members share a leaver's data, so none
+    /// overshoots its target by a whole range; a fixed size (rather than a
+    /// fraction of the giver's ranges) keeps pieces from shrinking, and the
+    /// token count from growing, over many changes.
+    fn piece_size(&self, _slot: usize) -> u128 {
+        let weight = self.total_weight.max(1) as u128;
+        (TOKEN_SPACE / weight / (2 * u128::from(self.config.tokens_per_member))).max(1)
+    }
+
+    /// Gives (part of) range `(prev, t]` of `slot`, of length `len`, away:
+    /// whole to the clockwise neighbour if it has room for it, else `piece`
+    /// (or the whole range when it is about that size, and never much more
+    /// than `limit`) to the least loaded member. Returns whether anything
+    /// moved.
+    fn hand_off(&mut self, slot: usize, t: Token, len: u128, piece: u128, limit: u128) -> bool {
+        let next = self.successor(t);
+        let neighbour = self.tokens[&next];
+        if neighbour != slot
+            && self.slots[neighbour].active
+            && len <= limit
+            && (self.slots[neighbour].load + len) as f64 <= self.target(neighbour)
+        {
+            // Dropping the token: the neighbour absorbs the range, and the
+            // ring gets one token smaller.
+            self.remove(t);
+            return true;
+        }
+        let Some(receiver) = self.least_loaded(slot) else {
+            if !self.slots[slot].active {
+                self.remove(t);
+                return true;
+            }
+            return false;
+        };
+        if len < 2 || (len <= piece + piece / 2 && len <= limit) {
+            self.reassign(t, receiver);
+        } else {
+            let amount = piece.min(len - 1);
+            self.insert(t.wrapping_sub((len - amount) as u64), receiver);
+        }
+        true
+    }
+
+    /// The last resort when greedy steps left a member too far over target
+    /// (several joins and leaves at once among few members): cut a piece from
+    /// the most loaded member to the least loaded, a few times at most. This
+    /// moves a little data between members that stay, so it is bounded.
+    fn polish(&mut self) {
+        let tokens = f64::from(self.config.tokens_per_member);
+        let ceiling = 1.0 + (0.6 / tokens).max(0.01);
+        for _ in 0..self.config.tokens_per_member {
+            let Some(high) = self.most_loaded(usize::MAX) else {
+                return;
+            };
+            if self.pressure(high) <= ceiling {
+                return;
+            }
+            let Some(low) = self.least_loaded(high) else {
+                return;
+            };
+            let over = self.slots[high].load as f64 - self.target(high);
+            let under = self.target(low) - self.slots[low].load as f64;
+            let amount = over.min(under).min(self.piece_size(high) as f64) as u128;
+            let &(len, t) = self.slots[high]
+                .ranges
+                .iter()
+                .next_back()
+                .expect("has ranges");
+            if amount < 1 || len < 2 {
+                return;
+            }
+            let amount = amount.min(len - 1);
+            self.insert(t.wrapping_sub((len - amount) as u64), low);
+        }
+    }
+
+    /// Drops tokens whose successor has the same owner, as long as that
+    /// owner carries more tokens than it is meant to. Ownership (and every
+    /// replica set) stays exactly the same.
+    fn merge_surplus(&mut self) {
+        let candidates: Vec<Token> = self.tokens.keys().copied().collect();
+        for t in candidates {
+            if self.tokens.len() < 2 {
+                break;
+            }
+            let owner = self.tokens[&t];
+            let next = self.successor(t);
+            if self.tokens[&next] == owner && self.surplus(owner) > 0 {
+                self.remove(t);
+            }
+        }
+    }
+
+    fn into_ring(self) -> Ring {
+        // Members sorted by id; slot numbers remapped to member indices.
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| self.slots[s].active)
+            .collect();
+        order.sort_by(|&a, &b| self.slots[a].spec.id.cmp(&self.slots[b].spec.id));
+        let mut remap = vec![u32::MAX; self.slots.len()];
+        for (index, &slot) in order.iter().enumerate() {
+            remap[slot] = index as u32;
+        }
+        let (tokens, owners) = self
+            .tokens
+            .iter()
+            .map(|(&t, &slot)| (t, remap[slot]))
+            .unzip();
+        let members = order
+            .into_iter()
+            .map(|slot| self.slots[slot].spec.clone())
+            .collect();
+        Ring::from_sorted_parts(self.config, members, tokens, owners)
+    }
+}
+
+fn apply_balanced(ring: &Ring, change: &MembershipChange) -> Ring {
+    let mut layout = Layout::from_ring(ring);
+    let slot_of: HashMap<MemberId, usize> = layout
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.spec.id.clone(), i))
+        .collect();
+
+    // Weight and zone updates first: they set the targets everything else
+    // aims at.
+    let mut grown = Vec::new();
+    let mut shrunk = Vec::new();
+    for spec in &change.update {
+        let slot = slot_of[&spec.id];
+        let old = layout.slots[slot].spec.weight;
+        layout.total_weight = layout.total_weight - u64::from(old) + u64::from(spec.weight);
+        layout.slots[slot].spec = spec.clone();
+        match spec.weight.cmp(&old) {
+            std::cmp::Ordering::Greater => grown.push(slot),
+            std::cmp::Ordering::Less => shrunk.push(slot),
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    // Joiners enter with nothing, so leavers' ranges can go straight to them.
+    let mut joiners = Vec::new();
+    for spec in &change.join {
+        layout.total_weight += u64::from(spec.weight);
+        layout.slots.push(Slot {
+            spec: spec.clone(),
+            active: true,
+            load: 0,
+            ranges: BTreeSet::new(),
+        });
+        joiners.push(layout.slots.len() - 1);
+    }
+    for id in &change.leave {
+        let slot = slot_of[id];
+        layout.slots[slot].active = false;
+        layout.total_weight -= u64::from(layout.slots[slot].spec.weight);
+    }
+
+    if layout.tokens.is_empty() {
+        layout.lay_out_fresh(&joiners);
+        return layout.into_ring();
+    }
+    for id in &change.leave {
+        layout.evacuate(slot_of[id]);
+    }
+    if layout.tokens.is_empty() {
+        // Everyone left; joiners (if any) start a fresh circle.
+        layout.lay_out_fresh(&joiners);
+        return layout.into_ring();
+    }
+    for &slot in &shrunk {
+        layout.shed(slot);
+    }
+    for &slot in grown.iter().chain(&joiners) {
+        // As many pieces as nominal ranges are missing: a fresh joiner gets
+        // `tokens_per_member × weight`, one that already received a leaver's
+        // ranges fewer.
+        let missing = (layout.target(slot) - layout.slots[slot].load as f64).max(0.0);
+        let nominal = 2.0 * layout.piece_size(slot) as f64;
+        let pieces = (missing / nominal).ceil().max(1.0) as usize;
+        layout.fill(slot, pieces);
+    }
+    layout.polish();
+    layout.merge_surplus();
+    layout.into_ring()
+}

@@ -1,0 +1,593 @@
+//! The immutable ring: sorted tokens, their owners, and every query on them.
+
+use crate::index::TokenIndex;
+use crate::{MemberId, MemberSpec, RingError, TOKEN_SPACE, Token, TokenRange, hash_key};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The most tokens one member may carry (tokens per member × weight).
+pub const MAX_TOKENS_PER_MEMBER: u32 = 1 << 16;
+
+/// How tokens are chosen for members.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Member `m`'s `i`-th token is a hash of `(m, i)`: stateless and
+    /// reproducible from member ids alone; balance only as good as the number
+    /// of tokens allows.
+    Hashed,
+    /// Tokens are chosen so ownership stays even with few tokens: a joining
+    /// member takes its share from the most loaded members, a leaving member's
+    /// share goes to the least loaded. Depends on history, so it must be
+    /// persisted.
+    #[default]
+    Balanced,
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Strategy::Hashed => "hashed",
+            Strategy::Balanced => "balanced",
+        })
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hashed" => Ok(Strategy::Hashed),
+            "balanced" => Ok(Strategy::Balanced),
+            other => Err(format!(
+                "unknown strategy {other:?}: expected \"balanced\" or \"hashed\""
+            )),
+        }
+    }
+}
+
+/// Settings of a ring that stay fixed over its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RingConfig {
+    /// Token allocation strategy.
+    pub strategy: Strategy,
+    /// Tokens per unit of weight.
+    pub tokens_per_member: u32,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Balanced,
+            tokens_per_member: 16,
+        }
+    }
+}
+
+impl RingConfig {
+    /// A config with the given strategy and tokens per member.
+    pub fn new(strategy: Strategy, tokens_per_member: u32) -> Self {
+        Self {
+            strategy,
+            tokens_per_member,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), RingError> {
+        if self.tokens_per_member == 0 || self.tokens_per_member > MAX_TOKENS_PER_MEMBER {
+            return Err(RingError::BadTokensPerMember {
+                got: self.tokens_per_member,
+                max: MAX_TOKENS_PER_MEMBER,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tokens a member of `weight` is meant to carry.
+    pub(crate) fn tokens_for(&self, spec: &MemberSpec) -> Result<u32, RingError> {
+        let tokens = u64::from(self.tokens_per_member) * u64::from(spec.weight);
+        if spec.weight == 0 {
+            return Err(RingError::ZeroWeight(spec.id.clone()));
+        }
+        if tokens > u64::from(MAX_TOKENS_PER_MEMBER) {
+            return Err(RingError::WeightTooLarge {
+                id: spec.id.clone(),
+                weight: spec.weight,
+                tokens,
+                max: u64::from(MAX_TOKENS_PER_MEMBER),
+            });
+        }
+        Ok(tokens as u32)
+    }
+}
+
+/// How many replicas a key has and whether they must span zones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Replication {
+    /// Replication factor: distinct members per key.
+    pub factor: usize,
+    /// Take one member per zone first (as Cassandra's NetworkTopologyStrategy
+    /// and dskit's zone-aware replication do), then fill with distinct members
+    /// when there are fewer zones than the factor.
+    pub zone_aware: bool,
+}
+
+impl Replication {
+    /// `factor` replicas, zone-aware or not.
+    pub fn new(factor: usize, zone_aware: bool) -> Self {
+        Self { factor, zone_aware }
+    }
+
+    /// One replica: just the owner.
+    pub const SINGLE: Replication = Replication {
+        factor: 1,
+        zone_aware: false,
+    };
+}
+
+/// Where a token lands: the position of its owning token, that token's range
+/// and its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location<'a> {
+    /// Position of the owning token in the sorted token array.
+    pub position: usize,
+    /// The owning token's range `(previous token, token]`.
+    pub range: TokenRange,
+    /// The member that owns the range.
+    pub owner: &'a MemberId,
+}
+
+/// A member's share of the ring.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ownership {
+    /// The member.
+    pub id: MemberId,
+    /// Fraction of the token space (or of all replicas) it holds, in [0, 1].
+    pub fraction: f64,
+    /// The fraction its weight entitles it to.
+    pub target: f64,
+}
+
+/// A virtual-node consistent-hash ring.
+///
+/// Immutable: changes produce a new ring ([`Ring::apply`]), so a reader can
+/// keep using the old one while the next is built. Tokens are sorted and
+/// distinct; token `t` owns `(previous token, t]`, the first token also owns
+/// the wrap-around part.
+#[derive(Clone)]
+pub struct Ring {
+    pub(crate) config: RingConfig,
+    /// Sorted by id; a member's index here is what `owners` holds.
+    pub(crate) members: Vec<MemberSpec>,
+    /// Zone number of each member (members without a zone share one number).
+    zone_of: Vec<u32>,
+    zone_count: usize,
+    pub(crate) tokens: Vec<Token>,
+    pub(crate) owners: Vec<u32>,
+    index: TokenIndex,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("config", &self.config)
+            .field("members", &self.members.len())
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl PartialEq for Ring {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config
+            && self.members == other.members
+            && self.tokens == other.tokens
+            && self.owners == other.owners
+    }
+}
+
+impl Eq for Ring {}
+
+impl Ring {
+    /// An empty ring.
+    pub fn new(config: RingConfig) -> Result<Self, RingError> {
+        config.validate()?;
+        Ok(Self::from_sorted_parts(
+            config,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        ))
+    }
+
+    /// A ring holding `members`, with tokens chosen by the config's strategy.
+    pub fn with_members(
+        config: RingConfig,
+        members: impl IntoIterator<Item = MemberSpec>,
+    ) -> Result<Self, RingError> {
+        Self::new(config)?.apply(&crate::MembershipChange {
+            join: members.into_iter().collect(),
+            ..Default::default()
+        })
+    }
+
+    /// Builds a ring from members sorted by id and `(token, member index)`
+    /// pairs sorted by token. Callers guarantee both orders and distinctness.
+    pub(crate) fn from_sorted_parts(
+        config: RingConfig,
+        members: Vec<MemberSpec>,
+        tokens: Vec<Token>,
+        owners: Vec<u32>,
+    ) -> Self {
+        let mut zones: BTreeMap<Option<&str>, u32> = BTreeMap::new();
+        for m in &members {
+            let next = zones.len() as u32;
+            zones.entry(m.zone.as_deref()).or_insert(next);
+        }
+        let zone_of = members.iter().map(|m| zones[&m.zone.as_deref()]).collect();
+        let zone_count = zones.len();
+        let index = TokenIndex::build(&tokens);
+        Self {
+            config,
+            members,
+            zone_of,
+            zone_count,
+            tokens,
+            owners,
+            index,
+        }
+    }
+
+    /// The ring's settings.
+    pub fn config(&self) -> RingConfig {
+        self.config
+    }
+
+    /// Members sorted by id.
+    pub fn members(&self) -> &[MemberSpec] {
+        &self.members
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the ring has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The member with this id.
+    pub fn member(&self, id: &str) -> Option<&MemberSpec> {
+        self.member_index(id).map(|i| &self.members[i])
+    }
+
+    /// Position of a member in [`Ring::members`].
+    pub fn member_index(&self, id: &str) -> Option<usize> {
+        self.members
+            .binary_search_by(|m| m.id.as_str().cmp(id))
+            .ok()
+    }
+
+    /// The sorted token array.
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// The member index owning each token of [`Ring::tokens`].
+    pub fn owner_indices(&self) -> &[u32] {
+        &self.owners
+    }
+
+    /// Every token with its owner, sorted by token.
+    pub fn token_owners(&self) -> impl ExactSizeIterator<Item = (Token, &MemberId)> + '_ {
+        self.tokens
+            .iter()
+            .zip(&self.owners)
+            .map(|(&t, &o)| (t, &self.members[o as usize].id))
+    }
+
+    /// The tokens of one member, sorted.
+    pub fn tokens_of(&self, id: &str) -> Result<Vec<Token>, RingError> {
+        let member = self
+            .member_index(id)
+            .ok_or_else(|| RingError::UnknownMember(id.into()))? as u32;
+        Ok(self
+            .tokens
+            .iter()
+            .zip(&self.owners)
+            .filter(|&(_, &o)| o == member)
+            .map(|(&t, _)| t)
+            .collect())
+    }
+
+    /// The zone number of a member index (members sharing a zone share it).
+    pub fn zone_index(&self, member: usize) -> u32 {
+        self.zone_of[member]
+    }
+
+    /// Number of distinct zones (a missing zone counts as one zone).
+    pub fn zone_count(&self) -> usize {
+        self.zone_count
+    }
+
+    /// The position of the token owning `token`: the first token `>= token`,
+    /// wrapping to the first. The ring must not be empty.
+    #[inline]
+    fn successor(&self, token: Token) -> usize {
+        self.index.successor(&self.tokens, token)
+    }
+
+    /// The range of the token at `position`.
+    pub fn range_at(&self, position: usize) -> TokenRange {
+        let end = self.tokens[position];
+        let start = if position == 0 {
+            self.tokens[self.tokens.len() - 1]
+        } else {
+            self.tokens[position - 1]
+        };
+        TokenRange::new(start, end)
+    }
+
+    /// The owner of a key (hashed with xxh3-64).
+    #[inline]
+    pub fn owner(&self, key: &[u8]) -> Result<&MemberId, RingError> {
+        self.owner_of_token(hash_key(key))
+    }
+
+    /// The owner of a token.
+    #[inline]
+    pub fn owner_of_token(&self, token: Token) -> Result<&MemberId, RingError> {
+        if self.tokens.is_empty() {
+            return Err(RingError::Empty);
+        }
+        let position = self.successor(token);
+        Ok(&self.members[self.owners[position] as usize].id)
+    }
+
+    /// Where a token lands: owning position, range and owner.
+    pub fn locate(&self, token: Token) -> Result<Location<'_>, RingError> {
+        if self.tokens.is_empty() {
+            return Err(RingError::Empty);
+        }
+        let position = self.successor(token);
+        Ok(Location {
+            position,
+            range: self.range_at(position),
+            owner: &self.members[self.owners[position] as usize].id,
+        })
+    }
+
+    /// Checks a replication setting against this ring.
+    pub fn check_replication(&self, replication: &Replication) -> Result<(), RingError> {
+        if self.tokens.is_empty() {
+            return Err(RingError::Empty);
+        }
+        if replication.factor == 0 {
+            return Err(RingError::ZeroReplicationFactor);
+        }
+        if replication.factor > self.members.len() {
+            return Err(RingError::ReplicationFactorTooLarge {
+                requested: replication.factor,
+                members: self.members.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The replicas of a key: `replication.factor` distinct members, walking
+    /// clockwise from the key's token (zone-aware: one per zone first).
+    pub fn replicas(
+        &self,
+        key: &[u8],
+        replication: &Replication,
+    ) -> Result<Vec<&MemberId>, RingError> {
+        self.replicas_of_token(hash_key(key), replication)
+    }
+
+    /// The replicas of a token.
+    pub fn replicas_of_token(
+        &self,
+        token: Token,
+        replication: &Replication,
+    ) -> Result<Vec<&MemberId>, RingError> {
+        self.check_replication(replication)?;
+        let mut picked = Vec::with_capacity(replication.factor);
+        self.replica_indices_at(self.successor(token), replication, &mut picked);
+        Ok(picked
+            .into_iter()
+            .map(|m| &self.members[m as usize].id)
+            .collect())
+    }
+
+    /// The replicas of a key as member indices (into [`Ring::members`]),
+    /// written into `out` without allocating: the hot-path form of
+    /// [`Ring::replicas`].
+    pub fn replica_indices(
+        &self,
+        key: &[u8],
+        replication: &Replication,
+        out: &mut Vec<u32>,
+    ) -> Result<(), RingError> {
+        self.check_replication(replication)?;
+        self.replica_indices_at(self.successor(hash_key(key)), replication, out);
+        Ok(())
+    }
+
+    /// Member indices of the replicas of the range at `position`, into `out`
+    /// (cleared first). The replication must have passed
+    /// [`Ring::check_replication`]; then exactly `factor` distinct members
+    /// come out, the owner first.
+    pub fn replica_indices_at(
+        &self,
+        position: usize,
+        replication: &Replication,
+        out: &mut Vec<u32>,
+    ) {
+        out.clear();
+        let n = self.tokens.len();
+        let rf = replication.factor;
+        if replication.zone_aware && self.zone_count > 1 {
+            // First walk: one member per zone, as long as zones remain.
+            let zones_wanted = rf.min(self.zone_count);
+            let mut zones_seen: u64 = 0; // bitset for the first 64 zones
+            let mut zone_list: Vec<u32> = Vec::new(); // beyond 64 zones
+            let mut at = position;
+            let mut step = 0;
+            while out.len() < zones_wanted && step < n {
+                let member = self.owners[at];
+                let zone = self.zone_of[member as usize];
+                let seen = if zone < 64 {
+                    zones_seen & (1 << zone) != 0
+                } else {
+                    zone_list.contains(&zone)
+                };
+                if !seen {
+                    if zone < 64 {
+                        zones_seen |= 1 << zone;
+                    } else {
+                        zone_list.push(zone);
+                    }
+                    out.push(member);
+                }
+                at = if at + 1 == n { 0 } else { at + 1 };
+                step += 1;
+            }
+        }
+        // (Second) walk: distinct members in clockwise order.
+        let mut at = position;
+        let mut step = 0;
+        while out.len() < rf && step < n {
+            let member = self.owners[at];
+            if !out.contains(&member) {
+                out.push(member);
+            }
+            at = if at + 1 == n { 0 } else { at + 1 };
+            step += 1;
+        }
+    }
+
+    /// The ranges a member owns (as primary), adjacent ranges merged, in
+    /// token order of their ends.
+    pub fn ranges_of(&self, id: &str) -> Result<Vec<TokenRange>, RingError> {
+        let member = self
+            .member_index(id)
+            .ok_or_else(|| RingError::UnknownMember(id.into()))? as u32;
+        let n = self.tokens.len();
+        if self.owners.iter().all(|&o| o == member) {
+            return Ok(vec![TokenRange::FULL]);
+        }
+        // Start right after a token the member does not own, so that runs of
+        // adjacent ranges are never cut by the array's wrap-around.
+        let first_foreign = self
+            .owners
+            .iter()
+            .position(|&o| o != member)
+            .expect("some token has another owner");
+        let mut ranges = Vec::new();
+        let mut run_start: Option<Token> = None;
+        for step in 1..=n {
+            let position = (first_foreign + step) % n;
+            if self.owners[position] == member {
+                if run_start.is_none() {
+                    run_start = Some(self.range_at(position).start);
+                }
+            } else if let Some(start) = run_start.take() {
+                let end = self.range_at(position).start;
+                ranges.push(TokenRange::new(start, end));
+            }
+        }
+        ranges.sort_by_key(|r| r.end);
+        Ok(ranges)
+    }
+
+    /// Each member's target share of the token space (its weight over the
+    /// total weight), indexed like [`Ring::members`].
+    pub fn targets(&self) -> Vec<f64> {
+        let total: u64 = self.members.iter().map(|m| u64::from(m.weight)).sum();
+        self.members
+            .iter()
+            .map(|m| f64::from(m.weight) / total as f64)
+            .collect()
+    }
+
+    /// Exact token-space ownership per member index, in tokens (sums to 2^64).
+    pub fn owned_tokens(&self) -> Vec<u128> {
+        let mut owned = vec![0u128; self.members.len()];
+        for position in 0..self.tokens.len() {
+            owned[self.owners[position] as usize] += self.range_at(position).len();
+        }
+        owned
+    }
+
+    /// Fraction of the token space each member owns as primary.
+    pub fn ownership(&self) -> Vec<Ownership> {
+        let owned = self.owned_tokens();
+        self.ownership_from(&owned, 1)
+    }
+
+    /// Fraction of all replicas each member holds (`factor` copies of the
+    /// token space in all; each member's share is of that total).
+    pub fn replica_ownership(
+        &self,
+        replication: &Replication,
+    ) -> Result<Vec<Ownership>, RingError> {
+        self.check_replication(replication)?;
+        let mut owned = vec![0u128; self.members.len()];
+        let mut picked = Vec::with_capacity(replication.factor);
+        for position in 0..self.tokens.len() {
+            self.replica_indices_at(position, replication, &mut picked);
+            let len = self.range_at(position).len();
+            for &m in &picked {
+                owned[m as usize] += len;
+            }
+        }
+        Ok(self.ownership_from(&owned, replication.factor))
+    }
+
+    fn ownership_from(&self, owned: &[u128], copies: usize) -> Vec<Ownership> {
+        let targets = self.targets();
+        self.members
+            .iter()
+            .zip(owned)
+            .zip(targets)
+            .map(|((m, &o), target)| Ownership {
+                id: m.id.clone(),
+                fraction: o as f64 / (TOKEN_SPACE as f64 * copies as f64),
+                target,
+            })
+            .collect()
+    }
+
+    /// The balance figure: the largest ratio of a member's ownership to its
+    /// target (max/mean for equal weights). 1.0 is perfect; an empty ring
+    /// reports 1.0.
+    pub fn balance(&self) -> f64 {
+        balance_of(&self.ownership())
+    }
+}
+
+/// Max of fraction/target over members: the balance figure (max/mean for
+/// equal weights). 1.0 for an empty list.
+pub fn balance_of(ownership: &[Ownership]) -> f64 {
+    ownership
+        .iter()
+        .map(|o| o.fraction / o.target)
+        .fold(None, |acc: Option<f64>, x| {
+            Some(acc.map_or(x, |a| a.max(x)))
+        })
+        .unwrap_or(1.0)
+}
+
+/// Coefficient of variation of fraction/target over members (0 is perfect).
+pub fn spread_of(ownership: &[Ownership]) -> f64 {
+    if ownership.is_empty() {
+        return 0.0;
+    }
+    let ratios: Vec<f64> = ownership.iter().map(|o| o.fraction / o.target).collect();
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    let variance = ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / ratios.len() as f64;
+    variance.sqrt() / mean
+}

@@ -1,0 +1,425 @@
+//! Property tests of the ring's invariants, checked against slow,
+//! obviously-right reference implementations.
+
+use proptest::prelude::*;
+use ringleader_ring::{
+    MemberId, MemberSpec, MembershipChange, Replication, Ring, RingConfig, RingError,
+    Strategy as TokenStrategy, TOKEN_SPACE, Token, TokenRange, hash_key,
+};
+use std::collections::{BTreeMap, HashSet};
+
+/// Reference lookup: scan every token for the smallest one >= the hash,
+/// falling back to the smallest token overall (wrap-around).
+fn linear_owner(ring: &Ring, token: Token) -> &MemberId {
+    let pairs: Vec<(Token, &MemberId)> = ring.token_owners().collect();
+    pairs
+        .iter()
+        .filter(|(t, _)| *t >= token)
+        .min_by_key(|(t, _)| *t)
+        .or_else(|| pairs.iter().min_by_key(|(t, _)| *t))
+        .map(|(_, m)| *m)
+        .expect("ring not empty")
+}
+
+/// Reference replicas: walk clockwise over the owners' list.
+fn walk_replicas(ring: &Ring, token: Token, replication: &Replication) -> Vec<MemberId> {
+    let pairs: Vec<(Token, MemberSpec)> = ring
+        .token_owners()
+        .map(|(t, id)| (t, ring.member(id.as_str()).unwrap().clone()))
+        .collect();
+    let start = pairs.iter().position(|(t, _)| *t >= token).unwrap_or(0);
+    let walk: Vec<&MemberSpec> = (0..pairs.len())
+        .map(|i| &pairs[(start + i) % pairs.len()].1)
+        .collect();
+    let mut picked: Vec<MemberId> = Vec::new();
+    if replication.zone_aware {
+        let mut zones = HashSet::new();
+        let zone_count = ring
+            .members()
+            .iter()
+            .map(|m| &m.zone)
+            .collect::<HashSet<_>>()
+            .len();
+        if zone_count > 1 {
+            for m in &walk {
+                if picked.len() == replication.factor.min(zone_count) {
+                    break;
+                }
+                if zones.insert(m.zone.clone()) {
+                    picked.push(m.id.clone());
+                }
+            }
+        }
+    }
+    for m in &walk {
+        if picked.len() == replication.factor {
+            break;
+        }
+        if !picked.contains(&m.id) {
+            picked.push(m.id.clone());
+        }
+    }
+    picked
+}
+
+fn arb_strategy() -> impl Strategy<Value = TokenStrategy> {
+    prop_oneof![Just(TokenStrategy::Balanced), Just(TokenStrategy::Hashed)]
+}
+
+fn arb_member(i: usize) -> impl Strategy<Value = MemberSpec> {
+    (prop::option::of(0u8..4), 1u32..4).prop_map(move |(zone, weight)| MemberSpec {
+        id: MemberId::new(format!("m{i}")),
+        zone: zone.map(|z| format!("zone-{z}")),
+        weight,
+    })
+}
+
+fn arb_ring() -> impl Strategy<Value = Ring> {
+    (arb_strategy(), 1u32..24, 1usize..12)
+        .prop_flat_map(|(strategy, tokens, n)| {
+            let members: Vec<_> = (0..n).map(arb_member).collect();
+            (Just(strategy), Just(tokens), members)
+        })
+        .prop_map(|(strategy, tokens, members)| {
+            Ring::with_members(RingConfig::new(strategy, tokens), members).expect("valid members")
+        })
+}
+
+/// A membership change against `ring`: some leave, some join (fresh ids
+/// starting at `next`), some change weight or zone.
+fn arb_membership_change(
+    ring: &Ring,
+    next: usize,
+) -> impl Strategy<Value = MembershipChange> + use<> {
+    let ids: Vec<MemberId> = ring.members().iter().map(|m| m.id.clone()).collect();
+    let specs: Vec<MemberSpec> = ring.members().to_vec();
+    let n = ids.len();
+    (
+        prop::collection::vec(any::<bool>(), n),
+        prop::collection::vec(0u8..6, n),
+        0usize..4,
+        prop::collection::vec((prop::option::of(0u8..4), 1u32..4), 4),
+    )
+        .prop_map(move |(leave, update, joins, join_specs)| {
+            let mut change = MembershipChange::default();
+            for i in 0..n {
+                if leave[i] {
+                    change.leave.push(ids[i].clone());
+                } else if update[i] == 0 {
+                    change
+                        .update
+                        .push(specs[i].clone().with_weight(specs[i].weight % 3 + 1));
+                } else if update[i] == 1 {
+                    change.update.push(specs[i].clone().with_zone("zone-9"));
+                }
+            }
+            for (k, (zone, weight)) in join_specs.into_iter().take(joins).enumerate() {
+                change.join.push(MemberSpec {
+                    id: MemberId::new(format!("j{}", next + k)),
+                    zone: zone.map(|z| format!("zone-{z}")),
+                    weight,
+                });
+            }
+            change
+        })
+}
+
+fn ring_and_change() -> impl Strategy<Value = (Ring, MembershipChange)> {
+    arb_ring().prop_flat_map(|ring| {
+        let change = arb_membership_change(&ring, 100);
+        (Just(ring), change)
+    })
+}
+
+/// Checks that `ranges_of` over all members covers the circle exactly once.
+fn assert_partition(ring: &Ring) -> Result<(), TestCaseError> {
+    let mut all: Vec<(TokenRange, &MemberId)> = Vec::new();
+    for m in ring.members() {
+        for r in ring.ranges_of(m.id.as_str()).unwrap() {
+            all.push((r, &m.id));
+        }
+    }
+    if all.len() == 1 {
+        prop_assert!(all[0].0.is_full());
+        return Ok(());
+    }
+    let total: u128 = all.iter().map(|(r, _)| r.len()).sum();
+    prop_assert_eq!(total, TOKEN_SPACE, "ranges must add up to the whole space");
+    // Sorted by end, each range must start where the previous one ended.
+    all.sort_by_key(|(r, _)| r.end);
+    for i in 0..all.len() {
+        let prev = all[(i + all.len() - 1) % all.len()].0;
+        prop_assert_eq!(
+            all[i].0.start,
+            prev.end,
+            "gap or overlap before {}",
+            all[i].0
+        );
+    }
+    // And each range's points belong to its member.
+    for (r, m) in &all {
+        prop_assert_eq!(linear_owner(ring, r.end), *m);
+        prop_assert_eq!(linear_owner(ring, r.start.wrapping_add(1)), *m);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lookups_agree_with_linear_scan(ring in arb_ring(), probes in prop::collection::vec(any::<u64>(), 64), keys in prop::collection::vec(any::<Vec<u8>>(), 16)) {
+        let tokens: Vec<Token> = ring.tokens().to_vec();
+        let edges = tokens.iter().flat_map(|&t| [t, t.wrapping_add(1), t.wrapping_sub(1)]);
+        for probe in probes.into_iter().chain(edges).chain([0, u64::MAX]) {
+            prop_assert_eq!(ring.owner_of_token(probe).unwrap(), linear_owner(&ring, probe));
+            let location = ring.locate(probe).unwrap();
+            prop_assert!(location.range.contains(probe));
+        }
+        for key in keys {
+            prop_assert_eq!(ring.owner(&key).unwrap(), linear_owner(&ring, hash_key(&key)));
+        }
+    }
+
+    #[test]
+    fn ranges_partition_the_token_space(ring in arb_ring()) {
+        assert_partition(&ring)?;
+    }
+
+    #[test]
+    fn replicas_are_distinct_and_zone_aware(ring in arb_ring(), probes in prop::collection::vec(any::<u64>(), 32), rf in 1usize..6, zone_aware in any::<bool>()) {
+        let replication = Replication::new(rf, zone_aware);
+        if rf > ring.len() {
+            let too_many = matches!(ring.replicas_of_token(0, &replication), Err(RingError::ReplicationFactorTooLarge { .. }));
+            prop_assert!(too_many);
+            return Ok(());
+        }
+        let zone_count = ring.members().iter().map(|m| &m.zone).collect::<HashSet<_>>().len();
+        for probe in probes {
+            let replicas = ring.replicas_of_token(probe, &replication).unwrap();
+            prop_assert_eq!(replicas.len(), rf);
+            prop_assert_eq!(replicas[0], ring.owner_of_token(probe).unwrap());
+            let distinct: HashSet<_> = replicas.iter().collect();
+            prop_assert_eq!(distinct.len(), rf);
+            if zone_aware {
+                // As many zones as possible are covered.
+                let zones: HashSet<_> = replicas.iter().map(|id| ring.member(id.as_str()).unwrap().zone.clone()).collect();
+                prop_assert_eq!(zones.len(), rf.min(zone_count));
+            }
+            let expected = walk_replicas(&ring, probe, &replication);
+            let got: Vec<MemberId> = replicas.into_iter().cloned().collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn serialization_round_trips(ring in arb_ring()) {
+        let json = serde_json::to_string(&ring).unwrap();
+        let back: Ring = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(&back, &ring);
+        prop_assert_eq!(back.tokens(), ring.tokens());
+        for probe in [0u64, 1, u64::MAX / 3, u64::MAX] {
+            prop_assert_eq!(back.owner_of_token(probe).unwrap(), ring.owner_of_token(probe).unwrap());
+        }
+    }
+
+    #[test]
+    fn changes_keep_every_invariant((ring, change) in ring_and_change()) {
+        let next = ring.apply(&change).unwrap();
+        // Membership is exactly what the change says.
+        let mut expected: BTreeMap<MemberId, MemberSpec> = ring.members().iter().map(|m| (m.id.clone(), m.clone())).collect();
+        for id in &change.leave { expected.remove(id); }
+        for spec in change.update.iter().chain(&change.join) { expected.insert(spec.id.clone(), spec.clone()); }
+        let got: Vec<MemberSpec> = next.members().to_vec();
+        prop_assert_eq!(got, expected.into_values().collect::<Vec<_>>());
+        if next.is_empty() {
+            prop_assert!(next.tokens().is_empty());
+            return Ok(());
+        }
+        // Every member owns something; tokens are sorted and distinct.
+        prop_assert!(next.tokens().windows(2).all(|w| w[0] < w[1]));
+        for m in next.members() {
+            prop_assert!(!next.tokens_of(m.id.as_str()).unwrap().is_empty(), "{} has no token", m.id);
+        }
+        assert_partition(&next)?;
+        // The same change on the same ring gives the same ring.
+        prop_assert_eq!(ring.apply(&change).unwrap(), next.clone());
+        // And it survives serialization.
+        let back: Ring = serde_json::from_str(&serde_json::to_string(&next).unwrap()).unwrap();
+        prop_assert_eq!(back, next);
+    }
+
+    #[test]
+    fn hashed_tokens_depend_only_on_member_ids(ring in arb_ring()) {
+        prop_assume!(ring.config().strategy == TokenStrategy::Hashed);
+        let fresh = Ring::with_members(ring.config(), ring.members().iter().rev().cloned()).unwrap();
+        prop_assert_eq!(fresh, ring);
+    }
+
+    /// Small N here; large N and long sequences are in the simulation
+    /// (`ringleader simulate`, docs/benchmarks.md).
+    #[test]
+    fn balanced_stays_within_five_percent(initial in 3usize..12, steps in prop::collection::vec((0usize..3, 0usize..3, any::<u64>()), 1..12)) {
+        let config = RingConfig::new(TokenStrategy::Balanced, 16);
+        let mut ring = Ring::with_members(config, (0..initial).map(|i| MemberSpec::new(format!("m{i}")))).unwrap();
+        let mut next_id = initial;
+        for (joins, leaves, pick) in steps {
+            let mut change = MembershipChange::default();
+            let leaves = leaves.min(ring.len().saturating_sub(3));
+            for k in 0..leaves {
+                let id = ring.members()[(pick as usize + k * 7) % ring.len()].id.clone();
+                if !change.leave.contains(&id) { change.leave.push(id); }
+            }
+            for _ in 0..joins {
+                change.join.push(MemberSpec::new(format!("m{next_id}")));
+                next_id += 1;
+            }
+            ring = ring.apply(&change).unwrap();
+            prop_assert!(ring.balance() <= 1.05, "balance {} after {:?}", ring.balance(), change);
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let config = RingConfig::default();
+    let empty = Ring::new(config).unwrap();
+    assert_eq!(empty.owner(b"k"), Err(RingError::Empty));
+    assert_eq!(
+        Ring::with_members(config, [MemberSpec::new("a"), MemberSpec::new("a")]).unwrap_err(),
+        RingError::DuplicateMember("a".into())
+    );
+    assert_eq!(
+        Ring::with_members(config, [MemberSpec::new("a").with_weight(0)]).unwrap_err(),
+        RingError::ZeroWeight("a".into())
+    );
+    assert_eq!(
+        Ring::with_members(config, [MemberSpec::new("")]).unwrap_err(),
+        RingError::EmptyMemberId
+    );
+    assert!(matches!(
+        Ring::new(RingConfig::new(TokenStrategy::Balanced, 0)),
+        Err(RingError::BadTokensPerMember { .. })
+    ));
+    let ring = Ring::with_members(config, ["a", "b", "c"].map(MemberSpec::new)).unwrap();
+    assert_eq!(
+        ring.replicas(b"k", &Replication::new(0, false))
+            .unwrap_err(),
+        RingError::ZeroReplicationFactor
+    );
+    let err = ring
+        .replicas(b"k", &Replication::new(4, false))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RingError::ReplicationFactorTooLarge {
+            requested: 4,
+            members: 3
+        }
+    );
+    assert!(err.to_string().contains("between 1 and 3"), "{err}");
+    assert_eq!(
+        ring.leave("zz").unwrap_err(),
+        RingError::UnknownMember("zz".into())
+    );
+    assert_eq!(
+        ring.join(MemberSpec::new("a")).unwrap_err(),
+        RingError::AlreadyMember("a".into())
+    );
+    assert!(matches!(
+        ring.ranges_of("zz"),
+        Err(RingError::UnknownMember(_))
+    ));
+}
+
+#[test]
+fn corrupt_snapshots_are_refused() {
+    let ring = Ring::with_members(RingConfig::default(), ["a", "b"].map(MemberSpec::new)).unwrap();
+    let good = serde_json::to_value(&ring).unwrap();
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("format", {
+            let mut v = good.clone();
+            v["format"] = 9.into();
+            v
+        }),
+        ("base64", {
+            let mut v = good.clone();
+            v["members"][0]["tokens"] = "!!".into();
+            v
+        }),
+        ("multiple of 8", {
+            let mut v = good.clone();
+            v["members"][0]["tokens"] = "AAAA".into();
+            v
+        }),
+        ("sorted", {
+            let mut v = good.clone();
+            v["members"].as_array_mut().unwrap().reverse();
+            v
+        }),
+        ("appears twice", {
+            let mut v = good.clone();
+            v["members"][1]["tokens"] = v["members"][0]["tokens"].clone();
+            v
+        }),
+        ("weight 0", {
+            let mut v = good.clone();
+            v["members"][0]["weight"] = 0.into();
+            v
+        }),
+        ("unknown field", {
+            let mut v = good.clone();
+            v["extra"] = 1.into();
+            v
+        }),
+    ];
+    for (what, value) in cases {
+        let err = serde_json::from_value::<Ring>(value).expect_err(what);
+        assert!(!err.to_string().is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn a_restarted_pod_keeps_its_tokens() {
+    // Same id, same zone: nothing changes, whatever the order of members.
+    let ring = Ring::with_members(
+        RingConfig::default(),
+        ["db-0", "db-1", "db-2"].map(MemberSpec::new),
+    )
+    .unwrap();
+    let again = ring
+        .rebalance_to(&["db-2", "db-0", "db-1"].map(MemberSpec::new))
+        .unwrap();
+    assert_eq!(again, ring);
+}
+
+#[test]
+fn join_takes_only_from_others_and_about_its_share() {
+    let ring = Ring::with_members(
+        RingConfig::default(),
+        (0..10).map(|i| MemberSpec::new(format!("m{i}"))),
+    )
+    .unwrap();
+    let bigger = ring.join(MemberSpec::new("new")).unwrap();
+    // Every token of the old ring still has its old owner or the new member.
+    let mut changed: u128 = 0;
+    let mut boundaries: Vec<Token> = ring
+        .tokens()
+        .iter()
+        .chain(bigger.tokens())
+        .copied()
+        .collect();
+    boundaries.sort_unstable();
+    boundaries.dedup();
+    for (i, &end) in boundaries.iter().enumerate() {
+        let start = boundaries[(i + boundaries.len() - 1) % boundaries.len()];
+        let before = ring.owner_of_token(end).unwrap();
+        let after = bigger.owner_of_token(end).unwrap();
+        if before != after {
+            assert_eq!(after.as_str(), "new");
+            changed += TokenRange::new(start, end).len();
+        }
+    }
+    let moved = changed as f64 / TOKEN_SPACE as f64;
+    assert!((moved - 1.0 / 11.0).abs() < 1e-6, "moved {moved}");
+}
