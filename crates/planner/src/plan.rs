@@ -1,0 +1,609 @@
+//! Plans: the moves that take data from where it is to where it must go.
+
+use crate::holdings::Holdings;
+use crate::{Placement, PlanError};
+use ringleader_ring::{MemberId, TOKEN_SPACE, Token, TokenRange};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+/// A move's stable id: a hash of its range, source and target, so a
+/// restarted coordinator computes the same ids for the same moves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MoveId(String);
+
+impl MoveId {
+    /// The id of moving `range` from `from` to `to`.
+    pub fn derive(range: TokenRange, from: &MemberId, to: &MemberId) -> Self {
+        let mut bytes = Vec::with_capacity(16 + from.as_str().len() + to.as_str().len() + 1);
+        bytes.extend_from_slice(&range.start.to_le_bytes());
+        bytes.extend_from_slice(&range.end.to_le_bytes());
+        bytes.extend_from_slice(from.as_str().as_bytes());
+        bytes.push(0xff); // never in UTF-8: separates the two ids unambiguously
+        bytes.extend_from_slice(to.as_str().as_bytes());
+        MoveId(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MoveId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for MoveId {
+    fn from(s: &str) -> Self {
+        MoveId(s.to_owned())
+    }
+}
+
+/// Where a move stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveState {
+    /// Not reported done yet.
+    Pending,
+    /// The target reported it has the range.
+    Done,
+    /// No longer needed: the membership changed again before it was done.
+    Cancelled,
+    /// Every member that held the range is gone or down: the data must come
+    /// from a backup or be given up. Visible so an operator can act.
+    SourceLost,
+}
+
+impl MoveState {
+    /// Whether the move still has to happen (pending or source lost).
+    pub fn is_open(self) -> bool {
+        matches!(self, MoveState::Pending | MoveState::SourceLost)
+    }
+}
+
+impl fmt::Display for MoveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MoveState::Pending => "pending",
+            MoveState::Done => "done",
+            MoveState::Cancelled => "cancelled",
+            MoveState::SourceLost => "source_lost",
+        })
+    }
+}
+
+/// One range to stream from one member to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// Stable id.
+    pub id: MoveId,
+    /// The range `(start, end]`.
+    pub range: TokenRange,
+    /// A member holding the range now.
+    pub from: MemberId,
+    /// The member that must receive it.
+    pub to: MemberId,
+    /// Progress.
+    pub state: MoveState,
+}
+
+/// A range a member may drop once the plan is done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleanup {
+    /// The member that no longer needs the range.
+    pub member: MemberId,
+    /// The range.
+    pub range: TokenRange,
+}
+
+/// Data flowing into and out of one member, as fractions of the token space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Received.
+    pub inbound: f64,
+    /// Sent.
+    pub outbound: f64,
+}
+
+/// What a plan amounts to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Number of moves that are not cancelled.
+    pub moves: usize,
+    /// Data moved, as a fraction of all replicas (the token space times the
+    /// replication factor).
+    pub moved_fraction: f64,
+    /// The least data any plan could move for this change (see
+    /// [`ideal_fraction`]).
+    pub ideal_fraction: f64,
+    /// Per-member inbound and outbound fractions of the token space.
+    pub members: BTreeMap<MemberId, Flow>,
+}
+
+/// A rebalance plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Moves in token order.
+    pub moves: Vec<Move>,
+    /// What each member may drop when every move is done.
+    pub cleanups: Vec<Cleanup>,
+    /// The figures.
+    pub summary: Summary,
+}
+
+impl Plan {
+    /// Whether every move is done or cancelled.
+    pub fn is_complete(&self) -> bool {
+        self.moves.iter().all(|m| !m.state.is_open())
+    }
+
+    /// The move with this id.
+    pub fn get(&self, id: &str) -> Option<&Move> {
+        self.moves.iter().find(|m| m.id.as_str() == id)
+    }
+
+    /// Marks a move done. Done again is fine (idempotent); a cancelled move
+    /// or an unknown id is an error.
+    pub fn mark_done(&mut self, id: &str) -> Result<&Move, PlanError> {
+        let m = self
+            .moves
+            .iter_mut()
+            .find(|m| m.id.as_str() == id)
+            .ok_or_else(|| PlanError::UnknownMove(id.to_owned()))?;
+        match m.state {
+            MoveState::Cancelled => Err(PlanError::MoveCancelled(id.to_owned())),
+            _ => {
+                m.state = MoveState::Done;
+                Ok(m)
+            }
+        }
+    }
+
+    /// Count of moves in each state.
+    pub fn counts(&self) -> BTreeMap<MoveState, usize> {
+        let mut counts = BTreeMap::new();
+        for m in &self.moves {
+            *counts.entry(m.state).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+impl PartialOrd for MoveState {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for MoveState {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (*self as u8).cmp(&(*other as u8))
+    }
+}
+
+/// Knobs for planning.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// Members that cannot stream data now (down, in grace): never chosen as
+    /// a source when another holder exists; a range only they hold becomes a
+    /// `source_lost` move.
+    pub unavailable: BTreeSet<MemberId>,
+}
+
+/// The plan that takes data placed as `from` to placement `to`.
+pub fn plan(from: &Placement, to: &Placement, options: &PlanOptions) -> Result<Plan, PlanError> {
+    if to.ring().is_empty() {
+        return Err(PlanError::EmptyTarget);
+    }
+    let (moves, cleanups) = diff(
+        &Holdings::of(from),
+        &Holdings::of(to),
+        &Context::new(from, to, options, &[], &[]),
+    );
+    Ok(finish(moves, cleanups, from, to))
+}
+
+/// Plans again while `current` is in flight: from what is true now (`from`,
+/// the committed placement, plus the moves already done) to `to`. Moves
+/// still needed keep their id and state; open moves no longer needed come
+/// back `cancelled`; done moves stay listed as done.
+pub fn replan(
+    from: &Placement,
+    current: &Plan,
+    to: &Placement,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    if to.ring().is_empty() {
+        return Err(PlanError::EmptyTarget);
+    }
+    let done: Vec<&Move> = current
+        .moves
+        .iter()
+        .filter(|m| m.state == MoveState::Done)
+        .collect();
+    let now = Holdings::of(from).overlay(done.iter().map(|m| (m.range, &m.to)), []);
+    let open: Vec<&Move> = current.moves.iter().filter(|m| m.state.is_open()).collect();
+    let known: Vec<&Move> = current.moves.iter().collect();
+    let ctx = Context::new(from, to, options, &known, &open);
+    let (fresh, cleanups) = diff(&now, &Holdings::of(to), &ctx);
+    let fresh_ids: BTreeSet<MoveId> = fresh.iter().map(|m| m.id.clone()).collect();
+    let mut moves: Vec<Move> = done.into_iter().cloned().collect();
+    moves.extend(fresh);
+    moves.extend(
+        open.into_iter()
+            .filter(|m| !fresh_ids.contains(&m.id))
+            .map(|m| Move {
+                state: MoveState::Cancelled,
+                ..m.clone()
+            }),
+    );
+    moves.sort_by(|a, b| (a.range.end, &a.to, &a.id).cmp(&(b.range.end, &b.to, &b.id)));
+    Ok(finish(moves, cleanups, from, to))
+}
+
+/// What holds data after `plan` is carried out on `from`: every move that
+/// is not cancelled adds its target, every cleanup removes its member. Equal
+/// (in canonical form) to `Holdings::of(to)` for a correct plan.
+pub fn apply(from: &Placement, plan: &Plan) -> Holdings {
+    Holdings::of(from).overlay(
+        plan.moves
+            .iter()
+            .filter(|m| m.state != MoveState::Cancelled)
+            .map(|m| (m.range, &m.to)),
+        plan.cleanups.iter().map(|c| (c.range, &c.member)),
+    )
+}
+
+/// The least data a change can move, as a fraction of all replicas: what
+/// each member must newly hold, summed. A member's share of the replicas is
+/// `rf × weight / total weight`, capped at one full copy; a join of one
+/// member into N equal ones gives 1/(N+1), a leave from N gives 1/N.
+pub fn ideal_fraction(from: &Placement, to: &Placement) -> f64 {
+    fn shares(p: &Placement) -> HashMap<&MemberId, f64> {
+        let rf = p.effective_replication().factor as f64;
+        let total: f64 = p.ring().members().iter().map(|m| f64::from(m.weight)).sum();
+        p.ring()
+            .members()
+            .iter()
+            .map(|m| (&m.id, (rf * f64::from(m.weight) / total).min(1.0)))
+            .collect()
+    }
+    let before = shares(from);
+    let after = shares(to);
+    let rf = to.effective_replication().factor as f64;
+    if from.ring().is_empty() {
+        return 0.0;
+    }
+    // Summed in member order, so the figure is the same to the last bit
+    // every time.
+    to.ring()
+        .members()
+        .iter()
+        .map(|m| (after[&m.id] - before.get(&m.id).copied().unwrap_or(0.0)).max(0.0))
+        .sum::<f64>()
+        / rf
+}
+
+fn finish(moves: Vec<Move>, cleanups: Vec<Cleanup>, from: &Placement, to: &Placement) -> Plan {
+    let rf = to.effective_replication().factor as f64;
+    let mut members: BTreeMap<MemberId, Flow> = BTreeMap::new();
+    let mut moved: u128 = 0;
+    let mut count = 0;
+    for m in moves.iter().filter(|m| m.state != MoveState::Cancelled) {
+        count += 1;
+        let len = m.range.len();
+        moved += len;
+        let fraction = len as f64 / TOKEN_SPACE as f64;
+        members.entry(m.to.clone()).or_default().inbound += fraction;
+        members.entry(m.from.clone()).or_default().outbound += fraction;
+    }
+    Plan {
+        moves,
+        cleanups,
+        summary: Summary {
+            moves: count,
+            moved_fraction: moved as f64 / (TOKEN_SPACE as f64 * rf),
+            ideal_fraction: ideal_fraction(from, to),
+            members,
+        },
+    }
+}
+
+/// Facts about members that source selection needs, over the union of the
+/// two rosters.
+struct Context {
+    roster: Vec<MemberId>,
+    zone: Vec<Option<u32>>,
+    /// Not a member of the target: it is leaving the cluster.
+    leaving: Vec<bool>,
+    unavailable: Vec<bool>,
+    /// Open moves of the plan being replaced, by target: `(range, source)`.
+    previous: HashMap<u32, Vec<(TokenRange, u32)>>,
+}
+
+impl Context {
+    /// `known`: moves whose members must be in the roster (they may hold
+    /// data though in neither placement); `previous`: open moves whose
+    /// sources are preferred.
+    fn new(
+        from: &Placement,
+        to: &Placement,
+        options: &PlanOptions,
+        known: &[&Move],
+        previous: &[&Move],
+    ) -> Self {
+        let mut zones: BTreeMap<MemberId, Option<String>> = BTreeMap::new();
+        for m in from.ring().members().iter().chain(to.ring().members()) {
+            zones.insert(m.id.clone(), m.zone.clone());
+        }
+        for m in known {
+            zones.entry(m.from.clone()).or_insert(None);
+            zones.entry(m.to.clone()).or_insert(None);
+        }
+        let zone_names: BTreeSet<&String> = zones.values().flatten().collect();
+        let zone_names: Vec<&String> = zone_names.into_iter().collect();
+        let roster: Vec<MemberId> = zones.keys().cloned().collect();
+        let zone = zones
+            .values()
+            .map(|z| {
+                z.as_ref()
+                    .map(|z| zone_names.binary_search(&z).expect("collected") as u32)
+            })
+            .collect();
+        let leaving = roster
+            .iter()
+            .map(|id| to.ring().member(id.as_str()).is_none())
+            .collect();
+        let unavailable = roster
+            .iter()
+            .map(|id| options.unavailable.contains(id))
+            .collect();
+        let index = |id: &MemberId| roster.binary_search(id).expect("collected") as u32;
+        let mut by_target: HashMap<u32, Vec<(TokenRange, u32)>> = HashMap::new();
+        for m in previous {
+            by_target
+                .entry(index(&m.to))
+                .or_default()
+                .push((m.range, index(&m.from)));
+        }
+        Self {
+            zone,
+            leaving,
+            unavailable,
+            previous: by_target,
+            roster,
+        }
+    }
+
+    fn index(&self, id: &MemberId) -> u32 {
+        self.roster
+            .binary_search(id)
+            .expect("member of a placement") as u32
+    }
+
+    /// The source an earlier plan chose for `target` over `range`, if any.
+    fn previous_source(&self, target: u32, range: &TokenRange) -> Option<u32> {
+        self.previous.get(&target).and_then(|moves| {
+            moves
+                .iter()
+                .find(|(r, _)| {
+                    r.contains(range.end) && (r.start == range.start || r.contains(range.start))
+                })
+                .map(|&(_, source)| source)
+        })
+    }
+}
+
+/// A move being built, with context indices.
+struct Building {
+    range: TokenRange,
+    from: u32,
+    to: u32,
+    lost: bool,
+}
+
+/// The moves and cleanups that take `a` to `b`.
+fn diff(a: &Holdings, b: &Holdings, ctx: &Context) -> (Vec<Move>, Vec<Cleanup>) {
+    if a.is_empty() || b.is_empty() {
+        // Nothing is held yet (a fresh ring), or nothing will be: no data to
+        // stream either way.
+        return (Vec::new(), Vec::new());
+    }
+    let map_a: Vec<u32> = a.roster.iter().map(|id| ctx.index(id)).collect();
+    let map_b: Vec<u32> = b.roster.iter().map(|id| ctx.index(id)).collect();
+    // Elementary ranges: every boundary of either side.
+    let mut bounds: Vec<Token> = Vec::with_capacity(a.ends.len() + b.ends.len());
+    {
+        let (mut i, mut j) = (0, 0);
+        while i < a.ends.len() || j < b.ends.len() {
+            let next = match (a.ends.get(i), b.ends.get(j)) {
+                (Some(&x), Some(&y)) if x == y => {
+                    i += 1;
+                    j += 1;
+                    x
+                }
+                (Some(&x), Some(&y)) if x < y => {
+                    i += 1;
+                    x
+                }
+                (Some(_), Some(&y)) => {
+                    j += 1;
+                    y
+                }
+                (Some(&x), None) => {
+                    i += 1;
+                    x
+                }
+                (None, Some(&y)) => {
+                    j += 1;
+                    y
+                }
+                (None, None) => unreachable!("loop condition"),
+            };
+            bounds.push(next);
+        }
+    }
+    let n = bounds.len();
+    let mut building: Vec<Building> = Vec::new();
+    // (from, to) -> index of the move that ends where the next range starts.
+    let mut open: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut last_source: HashMap<u32, u32> = HashMap::new();
+    let mut cleanups: Vec<(TokenRange, u32)> = Vec::new();
+    let mut open_cleanup: HashMap<u32, usize> = HashMap::new();
+    let mut load: HashMap<u32, u128> = HashMap::new();
+    let (mut ia, mut ib) = (0usize, 0usize);
+    let mut old: Vec<u32> = Vec::with_capacity(8);
+    let mut new: Vec<u32> = Vec::with_capacity(8);
+    for k in 0..n {
+        let end = bounds[k];
+        let range = if n == 1 {
+            TokenRange::FULL
+        } else {
+            TokenRange::new(bounds[(k + n - 1) % n], end)
+        };
+        while ia < a.ends.len() && a.ends[ia] < end {
+            ia += 1;
+        }
+        while ib < b.ends.len() && b.ends[ib] < end {
+            ib += 1;
+        }
+        let sa = if ia == a.ends.len() { 0 } else { ia };
+        let sb = if ib == b.ends.len() { 0 } else { ib };
+        old.clear();
+        old.extend(a.segment(sa).iter().map(|&m| map_a[m as usize]));
+        new.clear();
+        new.extend(b.segment(sb).iter().map(|&m| map_b[m as usize]));
+        if old == new {
+            continue;
+        }
+        for &target in new.iter().filter(|m| !old.contains(m)) {
+            let source = choose_source(ctx, &old, &new, target, &range, &last_source, &load);
+            *load.entry(source).or_insert(0) += range.len();
+            last_source.insert(target, source);
+            let lost = ctx.unavailable[source as usize];
+            match open.get(&(source, target)) {
+                Some(&i) if building[i].range.end == range.start && building[i].lost == lost => {
+                    building[i].range.end = range.end;
+                }
+                _ => {
+                    open.insert((source, target), building.len());
+                    building.push(Building {
+                        range,
+                        from: source,
+                        to: target,
+                        lost,
+                    });
+                }
+            }
+        }
+        for &gone in old.iter().filter(|m| !new.contains(m)) {
+            match open_cleanup.get(&gone) {
+                Some(&i) if cleanups[i].0.end == range.start => cleanups[i].0.end = range.end,
+                _ => {
+                    open_cleanup.insert(gone, cleanups.len());
+                    cleanups.push((range, gone));
+                }
+            }
+        }
+    }
+    // Join runs that meet across the wrap-around point.
+    if n > 1 {
+        let seam = bounds[n - 1];
+        merge_seam(
+            &mut building,
+            seam,
+            |m| (m.from, m.to, m.lost),
+            |m| &mut m.range,
+        );
+        merge_seam(&mut cleanups, seam, |c| c.1, |c| &mut c.0);
+    }
+    let moves = building
+        .into_iter()
+        .map(|m| {
+            let from = ctx.roster[m.from as usize].clone();
+            let to = ctx.roster[m.to as usize].clone();
+            Move {
+                id: MoveId::derive(m.range, &from, &to),
+                range: m.range,
+                from,
+                to,
+                state: if m.lost {
+                    MoveState::SourceLost
+                } else {
+                    MoveState::Pending
+                },
+            }
+        })
+        .collect();
+    let cleanups = cleanups
+        .into_iter()
+        .map(|(range, m)| Cleanup {
+            member: ctx.roster[m as usize].clone(),
+            range,
+        })
+        .collect();
+    (moves, cleanups)
+}
+
+/// Merges an item that starts at `seam` (the first elementary range wraps
+/// from the last boundary) into an item with the same key that ends there.
+fn merge_seam<T, K: PartialEq>(
+    items: &mut Vec<T>,
+    seam: Token,
+    key: impl Fn(&T) -> K,
+    range: impl Fn(&mut T) -> &mut TokenRange,
+) {
+    let mut i = 0;
+    while i < items.len() {
+        if range(&mut items[i]).start == seam
+            && let Some(j) = (0..items.len()).find(|&j| {
+                j != i && key(&items[j]) == key(&items[i]) && range(&mut items[j]).end == seam
+            })
+        {
+            let start = range(&mut items[j]).start;
+            let end = range(&mut items[i]).end;
+            let merged = TokenRange::new(start, end);
+            *range(&mut items[i]) = merged;
+            items.remove(j);
+            continue;
+        }
+        i += 1;
+    }
+}
+
+/// Picks who streams `range` to `target` among the members holding it now.
+/// In order: an available member; the source an earlier plan chose (so a
+/// replan keeps its moves); a member leaving the cluster; a member losing the
+/// range; one in the target's zone; the one that fed the target the adjacent
+/// range (so moves merge); the least loaded so far; the lowest id.
+fn choose_source(
+    ctx: &Context,
+    holders: &[u32],
+    next: &[u32],
+    target: u32,
+    range: &TokenRange,
+    last_source: &HashMap<u32, u32>,
+    load: &HashMap<u32, u128>,
+) -> u32 {
+    let previous = ctx.previous_source(target, range);
+    let zone = ctx.zone[target as usize];
+    *holders
+        .iter()
+        .min_by_key(|&&h| {
+            (
+                ctx.unavailable[h as usize],
+                previous != Some(h),
+                !ctx.leaving[h as usize],
+                next.contains(&h),
+                zone.is_none() || ctx.zone[h as usize] != zone,
+                last_source.get(&target) != Some(&h),
+                load.get(&h).copied().unwrap_or(0),
+                h,
+            )
+        })
+        .expect("a changed range has holders")
+}
