@@ -215,6 +215,8 @@ struct Layout {
     tokens: BTreeMap<Token, usize>,
     slots: Vec<Slot>,
     total_weight: u64,
+    /// Members joining in this change: they get leavers' data first.
+    joiners: Vec<usize>,
 }
 
 impl Layout {
@@ -233,6 +235,7 @@ impl Layout {
                 })
                 .collect(),
             total_weight: ring.members.iter().map(|m| u64::from(m.weight)).sum(),
+            joiners: Vec::new(),
         };
         for position in 0..ring.tokens.len() {
             let slot = ring.owners[position] as usize;
@@ -384,6 +387,22 @@ impl Layout {
         best.map(|(_, slot)| slot)
     }
 
+    /// Who gets a piece `slot` gives away: a joiner still under target
+    /// first (so a replaced member's data moves once, straight to its
+    /// replacement), else the member most under target.
+    fn receiver_for(&self, slot: usize) -> Option<usize> {
+        self.joiners
+            .iter()
+            .copied()
+            .filter(|&j| j != slot && self.pressure(j) < 1.0)
+            .min_by(|&a, &b| {
+                self.pressure(a)
+                    .total_cmp(&self.pressure(b))
+                    .then(a.cmp(&b))
+            })
+            .or_else(|| self.least_loaded(slot))
+    }
+
     /// Lays out `slots` on an empty ring: evenly spaced tokens, each round of
     /// the circle visiting every member once per unit of weight in an order
     /// scrambled per round, so every member's ranges are spread around the
@@ -433,7 +452,9 @@ impl Layout {
             if self.surplus(donor) > 0 {
                 // A whole token of about the right size: no new token needed.
                 let low = desired / 3;
-                let high = desired + desired / 2;
+                // Never more than still needed: overshooting would push
+                // data on to someone else.
+                let high = (desired + desired / 2).min(remaining);
                 let near = self.slots[donor]
                     .ranges
                     .range((low, 0)..=(high, Token::MAX))
@@ -446,7 +467,20 @@ impl Layout {
                 }
             }
             let (len, t) = *self.slots[donor].ranges.last().expect("donor has ranges");
-            let amount = desired.min(len - 1);
+            // When the pieces left can reach every member over target, take
+            // exactly each one's excess: everyone ends on target and nothing
+            // needs polishing (which would move data between members that
+            // stay). Otherwise equal pieces from the most loaded.
+            let donors = (0..self.slots.len())
+                .filter(|&s| s != slot && self.slots[s].active && self.pressure(s) > 1.0)
+                .count();
+            let excess = (self.slots[donor].load as f64 - self.target(donor)).max(1.0) as u128;
+            let amount = if donors <= pieces - k {
+                excess.min(remaining)
+            } else {
+                desired
+            }
+            .min(len - 1);
             // The new token p cuts (prev, t] into (prev, p], to the joiner,
             // and (p, t], kept by the donor: p = prev + amount.
             let p = t.wrapping_sub((len - amount) as u64);
@@ -501,9 +535,15 @@ impl Layout {
     fn hand_off(&mut self, slot: usize, t: Token, len: u128, piece: u128, limit: u128) -> bool {
         let next = self.successor(t);
         let neighbour = self.tokens[&next];
+        let receiver = self.receiver_for(slot);
+        // Nobody is starving: a joiner still far below target should get the
+        // data instead, or it would have to take it from someone else later
+        // and the data would move twice.
+        let nobody_starving = receiver.is_none_or(|r| self.pressure(r) >= 0.95);
         if neighbour != slot
             && self.slots[neighbour].active
             && len <= limit
+            && nobody_starving
             && (self.slots[neighbour].load + len) as f64 <= self.target(neighbour)
         {
             // Dropping the token: the neighbour absorbs the range, and the
@@ -511,7 +551,7 @@ impl Layout {
             self.remove(t);
             return true;
         }
-        let Some(receiver) = self.least_loaded(slot) else {
+        let Some(receiver) = receiver else {
             if !self.slots[slot].active {
                 self.remove(t);
                 return true;
@@ -636,6 +676,7 @@ fn apply_balanced(ring: &Ring, change: &MembershipChange) -> Ring {
         });
         joiners.push(layout.slots.len() - 1);
     }
+    layout.joiners = joiners.clone();
     for id in &change.leave {
         let slot = slot_of[id];
         layout.slots[slot].active = false;
