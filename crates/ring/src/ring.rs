@@ -212,6 +212,50 @@ impl Ring {
         })
     }
 
+    /// A ring from explicit token assignments, as a client receives them
+    /// from `GET /v1/ring?tokens=true`. Checks every invariant: unique
+    /// non-empty ids, weights, distinct tokens, tokens only of listed members,
+    /// every member with at least one token.
+    pub fn from_assignments(
+        config: RingConfig,
+        members: impl IntoIterator<Item = MemberSpec>,
+        tokens: impl IntoIterator<Item = (Token, MemberId)>,
+    ) -> Result<Self, RingError> {
+        config.validate()?;
+        let mut members: Vec<MemberSpec> = members.into_iter().collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        for pair in members.windows(2) {
+            if pair[0].id == pair[1].id {
+                return Err(RingError::DuplicateMember(pair[0].id.clone()));
+            }
+        }
+        for m in &members {
+            if m.id.as_str().is_empty() {
+                return Err(RingError::EmptyMemberId);
+            }
+            config.tokens_for(m)?;
+        }
+        let mut assigned: BTreeMap<Token, u32> = BTreeMap::new();
+        let mut has_token = vec![false; members.len()];
+        for (token, id) in tokens {
+            let index = members
+                .binary_search_by(|m| m.id.cmp(&id))
+                .map_err(|_| RingError::UnknownMember(id.clone()))?;
+            if assigned.insert(token, index as u32).is_some() {
+                return Err(RingError::InvalidSnapshot(format!("token {token} is assigned twice")));
+            }
+            has_token[index] = true;
+        }
+        if let Some(i) = has_token.iter().position(|&h| !h) {
+            return Err(RingError::InvalidSnapshot(format!(
+                "member {:?} has no token",
+                members[i].id.as_str()
+            )));
+        }
+        let (tokens, owners) = assigned.into_iter().unzip();
+        Ok(Self::from_sorted_parts(config, members, tokens, owners))
+    }
+
     /// Builds a ring from members sorted by id and `(token, member index)`
     /// pairs sorted by token. Callers guarantee both orders and distinctness.
     pub(crate) fn from_sorted_parts(

@@ -1,0 +1,378 @@
+//! The coordinator's HTTP API as Rust types: every request and response body.
+//!
+//! The server serializes these and the client deserializes them, so the two
+//! cannot drift. Field names are the contract of DESIGN §6: fields may be
+//! added, never renamed. Tokens travel as decimal strings, since JSON numbers
+//! lose `u64` precision in many clients.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// The ring's settings, as the coordinator runs with them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SettingsView {
+    /// Replication factor.
+    pub rf: usize,
+    /// Token allocation: `balanced` or `hashed`.
+    pub strategy: String,
+    /// Tokens per unit of weight.
+    pub tokens_per_member: u32,
+    /// One replica per zone first.
+    pub zone_aware: bool,
+    /// `ack` (shards report moves done) or `auto` (plans commit at once).
+    pub mode: String,
+}
+
+/// A member's state as the coordinator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// In the ring and ready.
+    Up,
+    /// In the ring, but not ready, terminating or gone; its down-grace is
+    /// running. It keeps its ranges until the grace ends.
+    Down,
+    /// Ready and about to join: waiting for the settle window, or receiving
+    /// its ranges in an in-flight plan.
+    Joining,
+    /// Handing its ranges off in an in-flight plan.
+    Leaving,
+}
+
+impl MemberState {
+    /// The state's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Up => "up",
+            MemberState::Down => "down",
+            MemberState::Joining => "joining",
+            MemberState::Leaving => "leaving",
+        }
+    }
+}
+
+/// One member in `GET /v1/ring`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MemberView {
+    /// Stable id (the pod name).
+    pub id: String,
+    /// State.
+    pub state: MemberState,
+    /// Zone, if known.
+    pub zone: Option<String>,
+    /// Addresses from the EndpointSlices.
+    pub addresses: Vec<String>,
+    /// Relative capacity.
+    pub weight: u32,
+    /// Fraction of the token space it owns as primary in the committed ring.
+    pub ownership: f64,
+    /// Fraction of all replicas it holds (equals `ownership` for rf 1).
+    pub replica_ownership: f64,
+}
+
+/// A token and its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TokenView {
+    /// The token, as a decimal string.
+    pub token: String,
+    /// Its owner.
+    pub member: String,
+}
+
+/// `GET /v1/ring`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RingResponse {
+    /// The committed placement's epoch.
+    pub epoch: u64,
+    /// Settings.
+    pub settings: SettingsView,
+    /// Members of the committed ring, and those joining.
+    pub members: Vec<MemberView>,
+    /// max/mean ownership (1.0 is perfect).
+    pub balance: f64,
+    /// Every token, sorted, with `?tokens=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<TokenView>>,
+    /// Whether a plan is in flight.
+    pub plan_in_flight: bool,
+    /// The coordinator instance that leads (writes and plans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+/// A token range `(start, end]`, decimal strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RangeView {
+    /// Exclusive start.
+    pub start: String,
+    /// Inclusive end.
+    pub end: String,
+}
+
+/// `GET /v1/lookup?key=K[&rf=N]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LookupResponse {
+    /// Epoch of the ring that answered.
+    pub epoch: u64,
+    /// The key as given.
+    pub key: String,
+    /// Its xxh3-64 token, decimal.
+    pub token: String,
+    /// The member owning it.
+    pub owner: String,
+    /// Its replicas, owner first.
+    pub replicas: Vec<String>,
+    /// The owning token's range.
+    pub range: RangeView,
+}
+
+/// `POST /v1/lookup` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LookupBatchRequest {
+    /// Keys to look up (at most 10,000).
+    pub keys: Vec<String>,
+    /// Replicas wanted; defaults to the configured factor.
+    #[serde(default)]
+    pub rf: Option<usize>,
+}
+
+/// `POST /v1/lookup` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LookupBatchResponse {
+    /// Epoch of the ring that answered.
+    pub epoch: u64,
+    /// One result per key, in order.
+    pub results: Vec<LookupResponse>,
+}
+
+/// A move as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MoveView {
+    /// Stable id.
+    pub id: String,
+    /// The range.
+    pub range: RangeView,
+    /// Source member.
+    pub from: String,
+    /// Target member.
+    pub to: String,
+    /// `pending`, `done`, `cancelled` or `source_lost`.
+    pub state: String,
+}
+
+/// A range a member may drop once the plan is done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CleanupView {
+    /// The member.
+    pub member: String,
+    /// The range.
+    pub range: RangeView,
+}
+
+/// Data in and out of a member, fractions of the token space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FlowView {
+    /// Received.
+    pub inbound: f64,
+    /// Sent.
+    pub outbound: f64,
+}
+
+/// A plan's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SummaryView {
+    /// Fraction of all replicas moved.
+    pub moved_fraction: f64,
+    /// The least any plan could move for this change.
+    pub ideal_fraction: f64,
+    /// Moves (not cancelled).
+    pub moves: usize,
+    /// Moves by state.
+    pub states: BTreeMap<String, usize>,
+    /// Per-member inbound and outbound.
+    pub members: BTreeMap<String, FlowView>,
+}
+
+/// A plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PlanView {
+    /// Plan id.
+    pub id: String,
+    /// Epoch it starts from.
+    pub from_epoch: u64,
+    /// Epoch it commits as.
+    pub to_epoch: u64,
+    /// `in_progress` or `committed`.
+    pub state: String,
+    /// Moves in token order.
+    pub moves: Vec<MoveView>,
+    /// Figures.
+    pub summary: SummaryView,
+    /// What members may drop once the plan is committed.
+    pub cleanups: Vec<CleanupView>,
+    /// Members after the plan, and their states.
+    pub members: Vec<String>,
+}
+
+/// `GET /v1/plan`: `{"plan": null}` when nothing is pending.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PlanResponse {
+    /// The plan, if any.
+    pub plan: Option<PlanView>,
+}
+
+/// `GET /v1/members/{id}/ranges`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MemberRangesResponse {
+    /// Committed epoch.
+    pub epoch: u64,
+    /// The member.
+    pub member: String,
+    /// Its state.
+    pub state: MemberState,
+    /// Ranges it owns as primary in the committed ring.
+    pub owns: Vec<RangeView>,
+    /// Ranges it holds a replica of (owner or not) in the committed ring.
+    pub replicates: Vec<RangeView>,
+    /// Moves in flight towards it.
+    pub receiving: Vec<MoveView>,
+    /// Moves in flight from it.
+    pub handing_off: Vec<MoveView>,
+    /// Ranges it may drop once the plan commits.
+    pub cleanups: Vec<RangeView>,
+}
+
+/// `POST /v1/plan/moves/{id}/done` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MoveDoneResponse {
+    /// The move, now done.
+    #[serde(rename = "move")]
+    pub move_: MoveView,
+    /// Moves still open in the plan.
+    pub remaining: usize,
+    /// The committed epoch after this report (one more when it was the last).
+    pub epoch: u64,
+    /// Whether this report committed the plan.
+    pub committed: bool,
+}
+
+/// A member in a preview request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PreviewMember {
+    /// Id.
+    pub id: String,
+    /// Zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Weight, default 1.
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// `POST /v1/preview` body: the member set to try, either as members or as
+/// EndpointSlices (YAML or JSON text, as `kubectl get endpointslices -o yaml`
+/// prints them). Exactly one of the two.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    /// Members.
+    #[serde(default)]
+    pub members: Option<Vec<PreviewMember>>,
+    /// EndpointSlices as text; only ready, non-terminating endpoints count.
+    #[serde(default)]
+    pub endpoint_slices: Option<String>,
+}
+
+/// `POST /v1/preview` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PreviewResponse {
+    /// The epoch the preview starts from.
+    pub from_epoch: u64,
+    /// Members of the resulting ring with their ownership.
+    pub members: Vec<MemberView>,
+    /// Balance of the resulting ring.
+    pub balance: f64,
+    /// The moves it would take and their figures.
+    pub moves: Vec<MoveView>,
+    /// Figures.
+    pub summary: SummaryView,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HealthResponse {
+    /// `ok`, or what is not ready.
+    pub status: String,
+    /// The membership source's state: `starting`, `synced`, `resyncing`,
+    /// `failing`.
+    pub source: String,
+    /// The source's last error, if failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_error: Option<String>,
+    /// Whether the state store was read.
+    pub state_loaded: bool,
+    /// Committed epoch.
+    pub epoch: u64,
+    /// Who leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+/// Every error: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `not_found`, `bad_request`.
+    pub code: String,
+    /// What happened and what to do about it.
+    pub message: String,
+}
+
+/// A Server-Sent Event of `GET /v1/watch` (the `data` field).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WatchEvent {
+    /// `epoch` (a new committed epoch) or `plan` (the plan changed), or
+    /// `state` (the current state, sent first and on resume).
+    pub kind: String,
+    /// Committed epoch.
+    pub epoch: u64,
+    /// Plan revision: counts every change to the plan within the epoch.
+    pub revision: u64,
+    /// The plan, if one is pending (or was just committed in auto mode).
+    pub plan: Option<PlanView>,
+}
