@@ -3,7 +3,7 @@
 //! `ringleader serve` runs the coordinator; `ringleader simulate` runs
 //! offline scenarios of joins and leaves against the ring and planner.
 
-mod simulate;
+use ringleader::simulate;
 
 use clap::{Args, Parser, Subcommand};
 use ringleader_ring::{Replication, RingConfig, Strategy};

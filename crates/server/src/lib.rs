@@ -1,0 +1,11 @@
+//! The ringleader coordinator, as a library for the binary and its tests.
+//!
+//! Data flows one way: a membership source (ringleader-watch) feeds the
+//! [`coordinator`] (flap damping, settling, planning with ringleader-ring
+//! and ringleader-planner), whose state goes to the [`state`] store and, as
+//! a read-only view, to the HTTP API.
+
+pub mod coordinator;
+pub mod settings;
+pub mod simulate;
+pub mod state;

@@ -1,0 +1,249 @@
+//! The file source: EndpointSlices read from a file, re-read when it
+//! changes.
+//!
+//! Changes are noticed two ways: a `notify` watch on the file's *parent
+//! directory* (so a rename over the file — what editors and Kubernetes
+//! ConfigMap volume mounts do, the latter by swapping a `..data` symlink —
+//! and a delete followed by a re-create are seen; any event in the
+//! directory triggers a check), and a poll every second (configurable) as a
+//! fallback for file systems without events. A check reads the file and
+//! parses it only if its content hash changed.
+//!
+//! A file that cannot be read or parsed, or whose slices are invalid, makes
+//! health `Failing` with the reason (line and column for parse errors) and
+//! keeps the last good member set. A deleted file does the same until it
+//! comes back.
+
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use notify::Watcher;
+use tokio::sync::Notify;
+
+use crate::{Error, MemberSet, MembershipStream, SourceEvent, SourceHealth, members_from_text};
+
+/// Settings of the file source; [`stream`](Self::stream) starts it.
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    path: PathBuf,
+    poll_interval: Duration,
+    service: Option<String>,
+}
+
+impl FileSource {
+    /// Follows the EndpointSlices in the file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            poll_interval: Duration::from_secs(1),
+            service: None,
+        }
+    }
+
+    /// How often the file is checked even without change events (default 1 s).
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Only slices labelled `kubernetes.io/service-name=<service>` count
+    /// (for files holding the slices of several Services).
+    #[must_use]
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// Starts following the file. The stream begins with `Health(Starting)`,
+    /// never ends, and stops watching the file when dropped.
+    pub fn stream(self) -> MembershipStream {
+        let runner = FileRunner {
+            config: self,
+            changed: Arc::new(Notify::new()),
+            watcher: None,
+            last_read: LastRead::Never,
+            last_members: None,
+            health: SourceHealth::Starting,
+            first: true,
+            out: VecDeque::from([SourceEvent::Health(SourceHealth::Starting)]),
+        };
+        futures::stream::unfold(runner, |mut runner| async move {
+            loop {
+                if let Some(event) = runner.out.pop_front() {
+                    return Some((event, runner));
+                }
+                runner.step().await;
+            }
+        })
+        .boxed()
+    }
+}
+
+/// What the last check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LastRead {
+    Never,
+    Missing,
+    Unreadable,
+    Content(u64),
+}
+
+struct FileRunner {
+    config: FileSource,
+    changed: Arc<Notify>,
+    watcher: Option<notify::RecommendedWatcher>,
+    last_read: LastRead,
+    last_members: Option<MemberSet>,
+    health: SourceHealth,
+    first: bool,
+    out: VecDeque<SourceEvent>,
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+impl FileRunner {
+    fn ensure_watcher(&mut self) {
+        if self.watcher.is_some() {
+            return;
+        }
+        let changed = self.changed.clone();
+        let dir = parent_dir(&self.config.path).to_owned();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Err(error) = &event {
+                tracing::debug!(%error, "file watch error; the poll still runs");
+            }
+            changed.notify_one();
+        })
+        .and_then(|mut watcher| {
+            watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+            Ok(watcher)
+        });
+        match watcher {
+            Ok(watcher) => self.watcher = Some(watcher),
+            Err(error) => {
+                tracing::debug!(dir = %dir.display(), %error, "cannot watch the directory; polling only");
+            }
+        }
+    }
+
+    async fn step(&mut self) {
+        if self.first {
+            self.first = false;
+        } else {
+            tokio::select! {
+                () = self.changed.notified() => {
+                    // Let a burst of writes (an editor saving) finish.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        self.ensure_watcher();
+        self.check().await;
+    }
+
+    fn set_health(&mut self, health: SourceHealth) {
+        if health != self.health {
+            self.health = health.clone();
+            self.out.push_back(SourceEvent::Health(health));
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        tracing::warn!(path = %self.config.path.display(), %error, "membership file problem; keeping the last member set");
+        let since = match &self.health {
+            SourceHealth::Failing { since, .. } => *since,
+            _ => SystemTime::now(),
+        };
+        self.set_health(SourceHealth::Failing { error, since });
+    }
+
+    async fn check(&mut self) {
+        let path = &self.config.path;
+        let bytes = match tokio::fs::read(path).await {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if self.last_read != LastRead::Missing {
+                    self.last_read = LastRead::Missing;
+                    let error = format!(
+                        "{} does not exist (deleted?); keeping the last member set",
+                        path.display()
+                    );
+                    self.fail(error);
+                }
+                return;
+            }
+            Err(error) => {
+                if self.last_read != LastRead::Unreadable {
+                    self.last_read = LastRead::Unreadable;
+                    let error = Error::Read {
+                        path: path.clone(),
+                        source: error,
+                    };
+                    self.fail(error.to_string());
+                }
+                return;
+            }
+        };
+        let mut hasher = DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let hash = hasher.finish();
+        if self.last_read == LastRead::Content(hash) {
+            return;
+        }
+        self.last_read = LastRead::Content(hash);
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(error) => {
+                let offset = error.valid_up_to();
+                let before = &bytes[..offset];
+                let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                let column = offset
+                    - before
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |i| i + 1)
+                    + 1;
+                self.fail(format!(
+                    "{}:{line}:{column}: the file is not UTF-8 text",
+                    path.display()
+                ));
+                return;
+            }
+        };
+        match members_from_text(text, self.config.service.as_deref()) {
+            Ok(members) => {
+                if self.last_members.as_ref() != Some(&members) {
+                    tracing::info!(path = %path.display(), members = members.len(), "membership file read");
+                    self.last_members = Some(members.clone());
+                    self.out.push_back(SourceEvent::Members(members));
+                }
+                self.set_health(SourceHealth::Synced);
+            }
+            Err(Error::Parse(error)) => {
+                let message = format!(
+                    "{}:{}:{}: {}",
+                    path.display(),
+                    error.line,
+                    error.column,
+                    error.message
+                );
+                self.fail(message);
+            }
+            Err(error) => {
+                let message = format!("{}: {error}", path.display());
+                self.fail(message);
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Membership sources for ringleader: the EndpointSlices of one Service,
+//! from Kubernetes or from a file, turned into a stream of member sets.
+//!
+//! The crate knows nothing of rings. It answers one question — *who are the
+//! members of this Service right now?* — and reports how sure it is:
+//!
+//! * [`members_from_slices`] derives a [`MemberSet`] from EndpointSlices:
+//!   identity, conditions, the merge of an endpoint that several slices carry
+//!   (see [`membership`] for the rules);
+//! * [`parse_endpoint_slices`] reads EndpointSlices as `kubectl get
+//!   endpointslices -o yaml|json` prints them, with line and column on error;
+//! * [`KubernetesSource`] follows a Service's slices with kube-rs' watcher,
+//!   recovering from every API failure; [`FileSource`] follows a file.
+//!
+//! Both sources produce the same [`MembershipStream`] of [`SourceEvent`]s:
+//! a member set whenever it differs from the last one emitted, and the
+//! source's [`SourceHealth`] whenever it changes. Consumers do not care which
+//! source they have. The stream never ends on its own; dropping it stops the
+//! source.
+
+mod file;
+mod kubernetes;
+mod member;
+pub mod membership;
+mod parse;
+
+use std::time::SystemTime;
+
+use futures::stream::BoxStream;
+
+pub use file::FileSource;
+pub use kubernetes::KubernetesSource;
+pub use member::{Member, MemberId, MemberPort, MemberSet};
+pub use membership::{
+    MembershipError, SERVICE_NAME_LABEL, SliceProblem, member_id, members_from_slices,
+};
+pub use parse::{ParseError, parse_endpoint_slices};
+
+/// Re-exported so callers can name the slice type without a k8s-openapi
+/// version of their own.
+pub use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// What a source emits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceEvent {
+    /// The full member set; sent only when it differs from the last one sent.
+    Members(MemberSet),
+    /// The source's health; sent only when it changes.
+    Health(SourceHealth),
+}
+
+/// How much a source's last member set can be trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceHealth {
+    /// No member set yet: the first list or read is under way.
+    Starting,
+    /// The member set reflects the source as of now.
+    Synced,
+    /// The source is catching up (a re-list after the API server lost our
+    /// place); the last member set stands meanwhile.
+    Resyncing {
+        /// What made it re-sync.
+        reason: String,
+    },
+    /// The source keeps failing; the last member set (if any) stands.
+    Failing {
+        /// The latest error, with what to do about it when known.
+        error: String,
+        /// When this run of failures began.
+        since: SystemTime,
+    },
+}
+
+impl SourceHealth {
+    /// Whether the last member set reflects the source (for readiness).
+    pub fn is_synced(&self) -> bool {
+        matches!(self, SourceHealth::Synced)
+    }
+}
+
+/// The stream every source produces.
+pub type MembershipStream = BoxStream<'static, SourceEvent>;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The text is not EndpointSlices.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The EndpointSlices are invalid.
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads EndpointSlices from text and derives the member set, keeping only
+/// the slices of `service` when given (by the `kubernetes.io/service-name`
+/// label). What the file source does on every change, and what a preview
+/// endpoint can call directly.
+pub fn members_from_text(text: &str, service: Option<&str>) -> Result<MemberSet, Error> {
+    let mut slices = parse_endpoint_slices(text)?;
+    if let Some(service) = service {
+        slices.retain(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .is_some_and(|name| name == service)
+        });
+    }
+    Ok(members_from_slices(&slices)?)
+}
