@@ -376,3 +376,18 @@ pub struct WatchEvent {
     /// The plan, if one is pending (or was just committed in auto mode).
     pub plan: Option<PlanView>,
 }
+
+impl HealthResponse {
+    /// Whether the coordinator says it is fine (`status` is `ok`).
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+impl RangeView {
+    /// The range with its bounds parsed, or `None` when a bound is not a
+    /// decimal `u64`.
+    pub fn parse(&self) -> Option<(u64, u64)> {
+        Some((self.start.parse().ok()?, self.end.parse().ok()?))
+    }
+}

@@ -441,8 +441,10 @@ impl Layout {
             .filter(|&s| s != slot && self.slots[s].active && self.pressure(s) > crowded)
             .count();
         let pieces = pieces.max(over.min(4 * pieces));
+        // Slivers below 1/64 of a nominal range are not worth a token.
+        let sliver = (self.piece_size(slot) / 32).max(1);
         for k in 0..pieces {
-            if remaining == 0 {
+            if remaining < sliver {
                 break;
             }
             let desired = (remaining / (pieces - k) as u128).max(1);
@@ -474,8 +476,8 @@ impl Layout {
             let donors = (0..self.slots.len())
                 .filter(|&s| s != slot && self.slots[s].active && self.pressure(s) > 1.0)
                 .count();
-            let excess = (self.slots[donor].load as f64 - self.target(donor)).max(1.0) as u128;
-            let amount = if donors <= pieces - k {
+            let excess = (self.slots[donor].load as f64 - self.target(donor)).max(0.0) as u128;
+            let amount = if donors <= pieces - k && excess >= sliver {
                 excess.min(remaining)
             } else {
                 desired

@@ -242,7 +242,9 @@ impl Ring {
                 .binary_search_by(|m| m.id.cmp(&id))
                 .map_err(|_| RingError::UnknownMember(id.clone()))?;
             if assigned.insert(token, index as u32).is_some() {
-                return Err(RingError::InvalidSnapshot(format!("token {token} is assigned twice")));
+                return Err(RingError::InvalidSnapshot(format!(
+                    "token {token} is assigned twice"
+                )));
             }
             has_token[index] = true;
         }

@@ -98,6 +98,7 @@ pub struct Coordinator {
     version: u64,
     persisted_version: u64,
     last_plan_seconds: f64,
+    plans_made: u64,
 }
 
 fn eligible(member: &Member) -> bool {
@@ -131,6 +132,7 @@ impl Coordinator {
             version: 1,
             persisted_version: 0,
             last_plan_seconds: 0.0,
+            plans_made: 0,
         }
     }
 
@@ -432,6 +434,7 @@ impl Coordinator {
             "plan made"
         );
         self.last_plan_seconds = elapsed.as_secs_f64();
+        self.plans_made += 1;
         let commit_now = self.settings.mode == Mode::Auto || record.plan.is_complete();
         self.state.plan = Some(record);
         self.state.revision += 1;
@@ -560,6 +563,11 @@ impl Coordinator {
     /// How long the last plan took to compute, in seconds.
     pub fn last_plan_seconds(&self) -> f64 {
         self.last_plan_seconds
+    }
+
+    /// Plans made since start.
+    pub fn plans_made(&self) -> u64 {
+        self.plans_made
     }
 
     /// Seconds until the pending change is planned, if one is waiting.

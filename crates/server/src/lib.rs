@@ -5,7 +5,12 @@
 //! and ringleader-planner), whose state goes to the [`state`] store and, as
 //! a read-only view, to the HTTP API.
 
+pub mod api;
 pub mod coordinator;
+pub mod metrics;
+pub mod runtime;
+pub mod serve;
 pub mod settings;
 pub mod simulate;
 pub mod state;
+pub mod view;

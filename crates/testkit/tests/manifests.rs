@@ -406,10 +406,10 @@ fn validate_service_monitor(document: &Value) -> Result<(), String> {
                 string(value, &format!("{path}.{key}"))?;
             }
         }
-        if let Some(scheme) = endpoint.get("scheme").and_then(Value::as_str) {
-            if !matches!(scheme, "http" | "https" | "HTTP" | "HTTPS") {
-                return Err(format!("{path}.scheme: {scheme:?} is not http or https"));
-            }
+        if let Some(scheme) = endpoint.get("scheme").and_then(Value::as_str)
+            && !matches!(scheme, "http" | "https" | "HTTP" | "HTTPS")
+        {
+            return Err(format!("{path}.scheme: {scheme:?} is not http or https"));
         }
     }
     Ok(())

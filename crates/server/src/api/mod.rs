@@ -1,0 +1,142 @@
+//! The HTTP API (DESIGN §6), on axum.
+//!
+//! Routes are declared in one place, [`router`], so the API reads as a
+//! table. Handlers are small async functions that read the latest
+//! [`View`](crate::view::View) (never waiting for the coordinator) or send a
+//! [`Command`](crate::runtime::Command) for writes. Every error is
+//! `{"error": {"code", "message"}}`; bodies have a size limit; requests
+//! beyond the concurrency limit get a 503 rather than queueing without bound.
+
+mod error;
+mod handlers;
+mod openapi;
+mod sse;
+
+pub use error::{ApiError, ApiJson};
+pub use openapi::ApiDoc;
+
+use crate::runtime::Handle;
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceBuilder;
+
+/// Who may write (report moves done).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteAuth {
+    /// No writer is configured: writes are refused, saying how to enable
+    /// them.
+    Disabled,
+    /// Anyone may write (`--auth none`, for local experiments).
+    Open,
+    /// The bearer token must equal this one (`--auth-token-file`).
+    Token(String),
+}
+
+/// Limits that keep the server responsive under load.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub body_bytes: usize,
+    /// Requests handled at once; more get a 503.
+    pub concurrency: usize,
+    /// `GET /v1/watch` subscribers at once; more get a 503.
+    pub watchers: usize,
+    /// Keys in one batch lookup.
+    pub batch_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 4 << 20,
+            concurrency: 1024,
+            watchers: 256,
+            batch_keys: 10_000,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The running coordinator.
+    pub handle: Handle,
+    /// Who may write.
+    pub write_auth: Arc<WriteAuth>,
+    /// Whether reads need the token too.
+    pub reads_need_token: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// Free slots for watchers.
+    pub watchers: Arc<Semaphore>,
+    /// Turns true on shutdown (ends watch streams).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State for the router.
+    pub fn new(
+        handle: Handle,
+        write_auth: WriteAuth,
+        reads_need_token: bool,
+        limits: Limits,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            handle,
+            write_auth: Arc::new(write_auth),
+            reads_need_token,
+            limits,
+            watchers: Arc::new(Semaphore::new(limits.watchers)),
+            shutdown,
+        }
+    }
+}
+
+/// The API as a router.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    let metrics = state.handle.metrics.clone();
+    Router::new()
+        .route("/v1/ring", get(handlers::get_ring))
+        .route(
+            "/v1/lookup",
+            get(handlers::get_lookup).post(handlers::post_lookup),
+        )
+        .route("/v1/members/{id}/ranges", get(handlers::get_member_ranges))
+        .route("/v1/plan", get(handlers::get_plan))
+        .route("/v1/plan/moves/{id}/done", post(handlers::post_move_done))
+        .route("/v1/preview", post(handlers::post_preview))
+        .route("/v1/watch", get(sse::watch))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                    let metrics = metrics.clone();
+                    async move {
+                        metrics.overload_rejections.inc();
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "overloaded",
+                            "too many requests at once; retry shortly",
+                        )
+                    }
+                }))
+                .load_shed()
+                .concurrency_limit(limits.concurrency)
+                .timeout(Duration::from_secs(30)),
+        )
+        .with_state(state)
+}

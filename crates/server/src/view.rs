@@ -1,0 +1,323 @@
+//! The read model: an immutable snapshot of the coordinator that the HTTP
+//! API answers from.
+//!
+//! The runtime builds a new [`View`] after every change and publishes it
+//! through a `tokio::sync::watch` channel; handlers read the latest one
+//! without ever waiting for the coordinator. Everything a request needs that
+//! is costly to compute (ownership, the plan's JSON shape, ETags) is computed
+//! once per view.
+
+use crate::coordinator::{Coordinator, MemberStatus};
+use crate::settings::RingSettings;
+use crate::state::{PlanRecord, PlanState};
+use ringleader_client::api::{
+    CleanupView, FlowView, MemberState, MemberView, MoveView, PlanView, RangeView, SettingsView,
+    SummaryView, TokenView,
+};
+use ringleader_planner::{Move, Placement, Plan};
+use ringleader_ring::{Ownership, Replication, Ring, TokenRange, balance_of};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+/// How the membership source is doing, for readiness and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// `starting`, `synced`, `resyncing` or `failing`.
+    pub state: &'static str,
+    /// The last error or re-sync reason.
+    pub detail: Option<String>,
+    /// Whether a member set has ever arrived.
+    pub ever_synced: bool,
+}
+
+impl Default for SourceStatus {
+    fn default() -> Self {
+        Self {
+            state: "starting",
+            detail: None,
+            ever_synced: false,
+        }
+    }
+}
+
+/// Ownership figures of one committed ring, computed once per epoch.
+#[derive(Debug)]
+pub struct RingFigures {
+    /// Primary ownership per member (ring order).
+    pub ownership: Vec<Ownership>,
+    /// Replica ownership per member (ring order).
+    pub replica_ownership: Vec<Ownership>,
+    /// max/mean.
+    pub balance: f64,
+}
+
+impl RingFigures {
+    /// Computes the figures of a placement.
+    pub fn of(ring: &Ring, replication: Replication) -> Self {
+        let ownership = ring.ownership();
+        let effective = Replication::new(
+            replication.factor.min(ring.len()).max(1),
+            replication.zone_aware,
+        );
+        let replica_ownership = if ring.is_empty() {
+            Vec::new()
+        } else {
+            ring.replica_ownership(&effective)
+                .unwrap_or_else(|_| ownership.clone())
+        };
+        Self {
+            balance: balance_of(&ownership),
+            ownership,
+            replica_ownership,
+        }
+    }
+}
+
+/// A snapshot of everything the API shows.
+#[derive(Debug)]
+pub struct View {
+    /// Coordinator version this view was built from.
+    pub version: u64,
+    /// Committed epoch.
+    pub epoch: u64,
+    /// Plan revision within the epoch.
+    pub revision: u64,
+    /// Settings of the committed placement.
+    pub settings: RingSettings,
+    /// The committed ring.
+    pub ring: Arc<Ring>,
+    /// Figures of the committed ring.
+    pub figures: Arc<RingFigures>,
+    /// Members with states.
+    pub members: Vec<MemberStatus>,
+    /// The current plan (in flight, or last committed in auto mode).
+    pub plan: Option<Arc<PlanRecord>>,
+    /// The membership source.
+    pub source: SourceStatus,
+    /// Whether the state store was read.
+    pub state_loaded: bool,
+    /// Who leads, when leader election is on.
+    pub leader: Option<String>,
+    /// The plan as JSON shape, built on first use.
+    plan_view: OnceLock<Option<PlanView>>,
+    /// Every token as JSON shape, built on first use.
+    token_views: OnceLock<Vec<TokenView>>,
+}
+
+impl View {
+    /// The view of a coordinator. `figures` are reused when the epoch has
+    /// not changed (they only depend on the committed ring).
+    pub fn build(
+        coordinator: &Coordinator,
+        previous: Option<&View>,
+        source: SourceStatus,
+        state_loaded: bool,
+        leader: Option<String>,
+    ) -> Self {
+        let state = coordinator.state();
+        let (ring, figures) = match previous {
+            Some(p)
+                if p.epoch == state.epoch
+                    && p.settings == state.settings
+                    && p.state_loaded == state_loaded =>
+            {
+                (p.ring.clone(), p.figures.clone())
+            }
+            _ => (
+                Arc::new(state.committed.clone()),
+                Arc::new(RingFigures::of(
+                    &state.committed,
+                    state.settings.replication(),
+                )),
+            ),
+        };
+        let plan = match previous {
+            Some(p)
+                if p.epoch == state.epoch
+                    && p.revision == state.revision
+                    && p.plan.as_deref() == state.plan.as_ref() =>
+            {
+                p.plan.clone()
+            }
+            _ => state.plan.clone().map(Arc::new),
+        };
+        Self {
+            version: coordinator.version(),
+            epoch: state.epoch,
+            revision: state.revision,
+            settings: state.settings,
+            ring,
+            figures,
+            members: coordinator.members(),
+            plan,
+            source,
+            state_loaded,
+            leader,
+            plan_view: OnceLock::new(),
+            token_views: OnceLock::new(),
+        }
+    }
+
+    /// The plan if one is in progress.
+    pub fn plan_in_progress(&self) -> Option<&PlanRecord> {
+        self.plan
+            .as_deref()
+            .filter(|p| p.state == PlanState::InProgress)
+    }
+
+    /// The ring the next plan (or a preview) starts from.
+    pub fn target_ring(&self) -> &Ring {
+        self.plan_in_progress().map_or(&self.ring, |p| &p.target)
+    }
+
+    /// The committed placement.
+    pub fn placement(&self) -> Placement {
+        Placement::new((*self.ring).clone(), self.settings.replication())
+            .expect("validated settings")
+    }
+
+    /// Settings as shown.
+    pub fn settings_view(&self) -> SettingsView {
+        settings_view(&self.settings)
+    }
+
+    /// Members with ownership, as `GET /v1/ring` lists them.
+    pub fn member_views(&self) -> Vec<MemberView> {
+        self.members
+            .iter()
+            .map(|m| {
+                let index = self.ring.member_index(m.id.as_str());
+                let share = |list: &[Ownership]| {
+                    index.and_then(|i| list.get(i)).map_or(0.0, |o| o.fraction)
+                };
+                MemberView {
+                    id: m.id.to_string(),
+                    state: m.state,
+                    zone: m.zone.clone(),
+                    addresses: m.addresses.clone(),
+                    weight: m.weight,
+                    ownership: share(&self.figures.ownership),
+                    replica_ownership: share(&self.figures.replica_ownership),
+                }
+            })
+            .collect()
+    }
+
+    /// The state of one member.
+    pub fn member_state(&self, id: &str) -> Option<MemberState> {
+        self.members
+            .iter()
+            .find(|m| m.id.as_str() == id)
+            .map(|m| m.state)
+    }
+
+    /// Every token with its owner.
+    pub fn token_views(&self) -> &[TokenView] {
+        self.token_views.get_or_init(|| {
+            self.ring
+                .token_owners()
+                .map(|(t, m)| TokenView {
+                    token: t.to_string(),
+                    member: m.to_string(),
+                })
+                .collect()
+        })
+    }
+
+    /// The plan as `GET /v1/plan` shows it.
+    pub fn plan_view(&self) -> Option<&PlanView> {
+        self.plan_view
+            .get_or_init(|| self.plan.as_deref().map(plan_view))
+            .as_ref()
+    }
+
+    /// The id of the latest watch event: `epoch.revision`.
+    pub fn event_id(&self) -> String {
+        format!("{}.{}", self.epoch, self.revision)
+    }
+}
+
+/// Settings as the API shows them.
+pub fn settings_view(s: &RingSettings) -> SettingsView {
+    SettingsView {
+        rf: s.rf,
+        strategy: s.strategy.to_string(),
+        tokens_per_member: s.tokens_per_member,
+        zone_aware: s.zone_aware,
+        mode: s.mode.to_string(),
+    }
+}
+
+/// A range as decimal strings.
+pub fn range_view(r: &TokenRange) -> RangeView {
+    RangeView {
+        start: r.start.to_string(),
+        end: r.end.to_string(),
+    }
+}
+
+/// A move as shown.
+pub fn move_view(m: &Move) -> MoveView {
+    MoveView {
+        id: m.id.to_string(),
+        range: range_view(&m.range),
+        from: m.from.to_string(),
+        to: m.to.to_string(),
+        state: m.state.to_string(),
+    }
+}
+
+/// A plan's figures as shown.
+pub fn summary_view(plan: &Plan) -> SummaryView {
+    let s = &plan.summary;
+    SummaryView {
+        moved_fraction: s.moved_fraction,
+        ideal_fraction: s.ideal_fraction,
+        moves: s.moves,
+        states: plan
+            .counts()
+            .into_iter()
+            .map(|(state, n)| (state.to_string(), n))
+            .collect::<BTreeMap<_, _>>(),
+        members: s
+            .members
+            .iter()
+            .map(|(id, f)| {
+                (
+                    id.to_string(),
+                    FlowView {
+                        inbound: f.inbound,
+                        outbound: f.outbound,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// A plan record as shown.
+pub fn plan_view(p: &PlanRecord) -> PlanView {
+    PlanView {
+        id: p.id.clone(),
+        from_epoch: p.from_epoch,
+        to_epoch: p.to_epoch,
+        state: p.state.as_str().to_owned(),
+        moves: p.plan.moves.iter().map(move_view).collect(),
+        summary: summary_view(&p.plan),
+        cleanups: p
+            .plan
+            .cleanups
+            .iter()
+            .map(|c| CleanupView {
+                member: c.member.to_string(),
+                range: range_view(&c.range),
+            })
+            .collect(),
+        members: p
+            .target
+            .members()
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect(),
+    }
+}
