@@ -10,6 +10,14 @@
 
 use crate::Token;
 
+/// A token and its owner side by side, so a lookup that finds the token
+/// has the owner in the same cache line.
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    token: Token,
+    owner: u32,
+}
+
 /// Positions of the first token at or after each bucket of the token space.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TokenIndex {
@@ -18,11 +26,14 @@ pub(crate) struct TokenIndex {
     /// `starts[b]` is the position in the token array of the first token whose
     /// bucket is `>= b`; `starts[buckets] == tokens.len()`.
     starts: Vec<u32>,
+    /// Tokens with their owners, in token order.
+    entries: Vec<Entry>,
 }
 
 impl TokenIndex {
-    /// Builds the index for `tokens`, which must be sorted.
-    pub(crate) fn build(tokens: &[Token]) -> Self {
+    /// Builds the index for `tokens`, which must be sorted, owned by
+    /// `owners`.
+    pub(crate) fn build(tokens: &[Token], owners: &[u32]) -> Self {
         // About one token per bucket, between 2^4 and 2^22 buckets (16 MiB at
         // most for 4 M tokens, which is beyond any ring we expect).
         let bits = (usize::BITS - tokens.len().max(1).leading_zeros()).clamp(4, 22);
@@ -37,30 +48,44 @@ impl TokenIndex {
             starts.push(position as u32);
         }
         starts.push(tokens.len() as u32);
-        Self { shift, starts }
+        let entries = tokens
+            .iter()
+            .zip(owners)
+            .map(|(&token, &owner)| Entry { token, owner })
+            .collect();
+        Self {
+            shift,
+            starts,
+            entries,
+        }
     }
 
-    /// The position of the first token `>= hash`, wrapping to 0 past the end.
-    /// `tokens` must be the array the index was built for, and non-empty.
+    /// The position of the first token `>= hash` (wrapping to 0 past the
+    /// end) and its owner. The index must not be empty.
     #[inline]
-    pub(crate) fn successor(&self, tokens: &[Token], hash: Token) -> usize {
+    pub(crate) fn lookup(&self, hash: Token) -> (usize, u32) {
         let bucket = (hash >> self.shift) as usize;
         let start = self.starts[bucket] as usize;
         let end = self.starts[bucket + 1] as usize;
         // Tokens of this bucket; when none is >= hash, the answer is the first
         // token of a later bucket, which is `end` (or wraps to 0).
         let mut position = end;
-        for (offset, &token) in tokens[start..end].iter().enumerate() {
-            if token >= hash {
+        for (offset, entry) in self.entries[start..end].iter().enumerate() {
+            if entry.token >= hash {
                 position = start + offset;
                 break;
             }
         }
-        if position == tokens.len() {
-            0
-        } else {
-            position
+        if position == self.entries.len() {
+            position = 0;
         }
+        (position, self.entries[position].owner)
+    }
+
+    /// The position of the first token `>= hash`, wrapping to 0.
+    #[inline]
+    pub(crate) fn successor(&self, hash: Token) -> usize {
+        self.lookup(hash).0
     }
 }
 
@@ -84,7 +109,8 @@ mod tests {
             u64::MAX - 1,
             u64::MAX,
         ];
-        let index = TokenIndex::build(&tokens);
+        let owners: Vec<u32> = (0..tokens.len() as u32).collect();
+        let index = TokenIndex::build(&tokens, &owners);
         for &probe in &[
             0,
             1,
@@ -96,20 +122,16 @@ mod tests {
             u64::MAX - 1,
             u64::MAX,
         ] {
-            assert_eq!(
-                index.successor(&tokens, probe),
-                reference(&tokens, probe),
-                "{probe}"
-            );
+            let expected = reference(&tokens, probe);
+            assert_eq!(index.lookup(probe), (expected, expected as u32), "{probe}");
         }
     }
 
     #[test]
     fn single_token_always_wins() {
-        let tokens = vec![42];
-        let index = TokenIndex::build(&tokens);
+        let index = TokenIndex::build(&[42], &[7]);
         for probe in [0, 41, 42, 43, u64::MAX] {
-            assert_eq!(index.successor(&tokens, probe), 0);
+            assert_eq!(index.lookup(probe), (0, 7));
         }
     }
 }

@@ -273,7 +273,7 @@ impl Ring {
         }
         let zone_of = members.iter().map(|m| zones[&m.zone.as_deref()]).collect();
         let zone_count = zones.len();
-        let index = TokenIndex::build(&tokens);
+        let index = TokenIndex::build(&tokens, &owners);
         Self {
             config,
             members,
@@ -363,7 +363,7 @@ impl Ring {
     /// wrapping to the first. The ring must not be empty.
     #[inline]
     fn successor(&self, token: Token) -> usize {
-        self.index.successor(&self.tokens, token)
+        self.index.successor(token)
     }
 
     /// The range of the token at `position`.
@@ -389,8 +389,8 @@ impl Ring {
         if self.tokens.is_empty() {
             return Err(RingError::Empty);
         }
-        let position = self.successor(token);
-        Ok(&self.members[self.owners[position] as usize].id)
+        let (_, owner) = self.index.lookup(token);
+        Ok(&self.members[owner as usize].id)
     }
 
     /// Where a token lands: owning position, range and owner.
