@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod coordinator;
+pub mod lease;
 pub mod metrics;
 pub mod runtime;
 pub mod serve;

@@ -9,8 +9,9 @@
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use ringleader::api::{Limits, WriteAuth};
+use ringleader::lease::LeaseConfig;
 use ringleader::runtime::{SourceSpec, StoreSpec};
-use ringleader::serve::{ServeOptions, run, shutdown_signal};
+use ringleader::serve::{AuthSpec, ServeOptions, run, shutdown_signal};
 use ringleader::settings::{Mode, RingSettings, Timing, parse_duration};
 use ringleader::simulate;
 use ringleader_client::Client;
@@ -104,7 +105,8 @@ struct ServeArgs {
     /// re-read on change) or `kubernetes`.
     #[arg(long, env = "RINGLEADER_SOURCE")]
     source: String,
-    /// Namespace of the Service (with `--source kubernetes`).
+    /// Namespace of the Service (with `--source kubernetes`), of the state
+    /// ConfigMap and of the Lease (default: env POD_NAMESPACE).
     #[arg(long, env = "RINGLEADER_NAMESPACE")]
     namespace: Option<String>,
     /// The Service whose EndpointSlices are the members (with `--source
@@ -114,7 +116,8 @@ struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "RINGLEADER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
-    /// Where state is kept: `file:PATH`.
+    /// Where state is kept: `file:PATH`, or `configmap:NAME` (a ConfigMap in
+    /// the namespace; needed with --leader-election).
     #[arg(
         long,
         env = "RINGLEADER_STATE",
@@ -148,10 +151,35 @@ struct ServeArgs {
     /// File holding the bearer token that writes must present.
     #[arg(long, env = "RINGLEADER_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
-    /// `token` (with --auth-token-file; the default) or `none` (anyone may
-    /// write: local experiments only).
+    /// `token` (with --auth-token-file; the default), `tokenreview` (the
+    /// caller's Kubernetes token, checked with a TokenReview, must belong to
+    /// an --allow-writer) or `none` (anyone may write: local experiments
+    /// only).
     #[arg(long, env = "RINGLEADER_AUTH", default_value = "token")]
     auth: String,
+    /// With `--auth tokenreview`: a user allowed to write, e.g.
+    /// `system:serviceaccount:prod:db` (repeat, or separate with commas).
+    #[arg(long, env = "RINGLEADER_ALLOW_WRITER", value_delimiter = ',')]
+    allow_writer: Vec<String>,
+    /// Elect a leader among replicas with a Lease: only the leader watches,
+    /// plans and writes; the others serve the stored state (needs --state
+    /// configmap:NAME).
+    #[arg(long, env = "RINGLEADER_LEADER_ELECTION")]
+    leader_election: bool,
+    /// The Lease to elect on (in the namespace).
+    #[arg(
+        long,
+        env = "RINGLEADER_LEASE_NAME",
+        default_value = "ringleader-leader"
+    )]
+    lease_name: String,
+    /// How long a silent leader keeps the Lease; it renews every third of it.
+    #[arg(long, env = "RINGLEADER_LEASE_DURATION", default_value = "15s")]
+    lease_duration: String,
+    /// This replica's identity in the Lease (default: env POD_NAME, else
+    /// the hostname). Must differ between replicas.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Reads need the token too.
     #[arg(long, env = "RINGLEADER_AUTH_READS")]
     auth_reads: bool,
@@ -288,9 +316,35 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
             _ => bail!("--source must be file:PATH or kubernetes, got {other:?}"),
         },
     };
-    let store = match args.state.strip_prefix("file:") {
-        Some(path) if !path.is_empty() => StoreSpec::File(PathBuf::from(path)),
-        _ => bail!("--state must be file:PATH, got {:?}", args.state),
+    // The namespace of the ConfigMap and the Lease.
+    let namespace = || {
+        args.namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|ns| !ns.is_empty())
+    };
+    let store = if let Some(path) = args.state.strip_prefix("file:") {
+        if path.is_empty() {
+            bail!("--state file: needs a path, e.g. file:ringleader-state.json");
+        }
+        StoreSpec::File(PathBuf::from(path))
+    } else if let Some(name) = args.state.strip_prefix("configmap:") {
+        if !valid_object_name(name) {
+            bail!(
+                "--state configmap:{name}: {name:?} is not a valid ConfigMap name (lowercase letters, digits, '-' and '.', at most 253)"
+            );
+        }
+        StoreSpec::ConfigMap {
+            namespace: namespace().context(
+                "--state configmap:NAME needs a namespace: --namespace NS (or RINGLEADER_NAMESPACE, or POD_NAMESPACE)",
+            )?,
+            name: name.to_owned(),
+        }
+    } else {
+        bail!(
+            "--state must be file:PATH or configmap:NAME, got {:?}",
+            args.state
+        );
     };
     let settings = RingSettings {
         rf: args.rf,
@@ -314,7 +368,110 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
             timing.settle
         );
     }
-    let write_auth = match (args.auth.as_str(), &args.auth_token_file) {
+    let leader_election = if args.leader_election {
+        if !matches!(store, StoreSpec::ConfigMap { .. }) {
+            bail!(
+                "--leader-election needs --state configmap:NAME: every replica must read the state the leader writes"
+            );
+        }
+        if !valid_object_name(&args.lease_name) {
+            bail!(
+                "--lease-name {:?} is not a valid Lease name",
+                args.lease_name
+            );
+        }
+        let duration = duration("--lease-duration", &args.lease_duration)?;
+        if duration < std::time::Duration::from_secs(1) {
+            bail!("--lease-duration must be at least 1s (15s is usual)");
+        }
+        let identity = match args.identity.clone().filter(|i| !i.is_empty()) {
+            Some(identity) => identity,
+            None => hostname().context(
+                "--leader-election needs this replica's identity: --identity NAME (or POD_NAME; the hostname could not be read)",
+            )?,
+        };
+        Some(LeaseConfig {
+            namespace: namespace().context(
+                "--leader-election needs a namespace: --namespace NS (or RINGLEADER_NAMESPACE, or POD_NAMESPACE)",
+            )?,
+            name: args.lease_name.clone(),
+            identity,
+            duration,
+        })
+    } else {
+        None
+    };
+    if !args.allow_writer.is_empty() && args.auth != "tokenreview" {
+        bail!("--allow-writer goes with --auth tokenreview");
+    }
+    let auth = match (args.auth.as_str(), &args.auth_token_file) {
+        ("tokenreview", None) => {
+            let allowed_writers: Vec<String> = args
+                .allow_writer
+                .iter()
+                .map(|w| w.trim().to_owned())
+                .filter(|w| !w.is_empty())
+                .collect();
+            if allowed_writers.is_empty() {
+                bail!(
+                    "--auth tokenreview needs at least one --allow-writer USER, e.g. system:serviceaccount:NAMESPACE:SERVICEACCOUNT"
+                );
+            }
+            AuthSpec::TokenReview { allowed_writers }
+        }
+        ("tokenreview", Some(_)) => {
+            bail!("--auth tokenreview and --auth-token-file contradict each other; pick one")
+        }
+        (mode, file) => AuthSpec::Ready(token_auth(mode, file.as_ref())?),
+    };
+    if args.auth_reads && !matches!(auth, AuthSpec::Ready(WriteAuth::Token(_))) {
+        bail!("--auth-reads needs --auth-token-file");
+    }
+    if args.max_body == 0 || args.max_concurrency == 0 || args.max_watchers == 0 {
+        bail!("--max-body, --max-concurrency and --max-watchers must be at least 1");
+    }
+    Ok(ServeOptions {
+        source,
+        store,
+        settings,
+        timing,
+        reconfigure: args.reconfigure,
+        auth,
+        reads_need_token: args.auth_reads,
+        limits: Limits {
+            body_bytes: args.max_body,
+            concurrency: args.max_concurrency,
+            watchers: args.max_watchers,
+            ..Limits::default()
+        },
+        leader_election,
+        follower_poll: std::time::Duration::from_secs(1),
+        kube: None,
+    })
+}
+
+/// A Kubernetes object name (DNS subdomain).
+fn valid_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// `--auth token|none` with `--auth-token-file`.
+fn token_auth(mode: &str, file: Option<&PathBuf>) -> anyhow::Result<WriteAuth> {
+    Ok(match (mode, file) {
         ("none", None) => WriteAuth::Open,
         ("none", Some(_)) => {
             bail!("--auth none and --auth-token-file contradict each other; pick one")
@@ -334,28 +491,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
             WriteAuth::Token(token)
         }
         ("token", None) => WriteAuth::Disabled,
-        (other, _) => bail!("--auth must be token or none, got {other:?}"),
-    };
-    if args.auth_reads && !matches!(write_auth, WriteAuth::Token(_)) {
-        bail!("--auth-reads needs --auth-token-file");
-    }
-    if args.max_body == 0 || args.max_concurrency == 0 || args.max_watchers == 0 {
-        bail!("--max-body, --max-concurrency and --max-watchers must be at least 1");
-    }
-    Ok(ServeOptions {
-        source,
-        store,
-        settings,
-        timing,
-        reconfigure: args.reconfigure,
-        write_auth,
-        reads_need_token: args.auth_reads,
-        limits: Limits {
-            body_bytes: args.max_body,
-            concurrency: args.max_concurrency,
-            watchers: args.max_watchers,
-            ..Limits::default()
-        },
+        (other, _) => bail!("--auth must be token, tokenreview or none, got {other:?}"),
     })
 }
 

@@ -1,16 +1,49 @@
 //! `ringleader serve`: wires source → coordinator → store → API and runs
 //! them until shutdown.
+//!
+//! Alone (no `--leader-election`), the instance loads the state, runs the
+//! coordinator and serves. With leader election, an [`Elector`] campaigns for
+//! the Lease and a [`Replica`] follows or leads accordingly (see
+//! [`crate::runtime`]); on shutdown the coordinator stops first (its last
+//! save), then the Lease is released, so a follower takes over at once.
 
-use crate::api::{self, AppState, Limits, WriteAuth};
-use crate::runtime::{Driver, SourceSpec, StoreSpec, load_state};
+use crate::api::{self, AppState, Limits, TokenReviewer, WriteAuth};
+use crate::lease::{Elector, LeaseConfig};
+use crate::runtime::{Driver, Lead, Outlets, Replica, SourceSpec, StoreSpec, load_state};
 use crate::settings::{RingSettings, Timing};
-use crate::state::FileStore;
-use anyhow::Context as _;
+use crate::state::{ConfigMapStore, FileStore, State, Store};
+use anyhow::{Context as _, bail};
 use ringleader_watch::{FileSource, KubernetesSource, MembershipStream};
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::info;
+
+/// A Kubernetes client to use instead of the default one (tests point it at
+/// the testkit).
+#[derive(Clone)]
+pub struct KubeClient(pub kube::Client);
+
+impl std::fmt::Debug for KubeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeClient(..)")
+    }
+}
+
+/// Who may write, as asked for.
+#[derive(Clone, Debug)]
+pub enum AuthSpec {
+    /// Decided already (no token, `--auth none`, `--auth-token-file`).
+    Ready(WriteAuth),
+    /// `--auth tokenreview --allow-writer U…`: needs a Kubernetes client.
+    TokenReview {
+        /// Users allowed to write (`system:serviceaccount:NS:NAME`).
+        allowed_writers: Vec<String>,
+    },
+}
 
 /// Everything `serve` needs, validated.
 #[derive(Clone, Debug)]
@@ -26,14 +59,50 @@ pub struct ServeOptions {
     /// Plan a change of settings against an existing state.
     pub reconfigure: bool,
     /// Who may write.
-    pub write_auth: WriteAuth,
+    pub auth: AuthSpec,
     /// Whether reads need the token too.
     pub reads_need_token: bool,
     /// Request limits.
     pub limits: Limits,
+    /// Leader election (`--leader-election`), or `None` to run alone.
+    pub leader_election: Option<LeaseConfig>,
+    /// How often a follower reads the state store.
+    pub follower_poll: Duration,
+    /// The Kubernetes client; `None`: `Client::try_default()` when one is
+    /// needed.
+    pub kube: Option<KubeClient>,
 }
 
-async fn open_source(spec: &SourceSpec) -> anyhow::Result<MembershipStream> {
+impl ServeOptions {
+    /// Options with defaults for everything but what must be given.
+    pub fn new(source: SourceSpec, store: StoreSpec, settings: RingSettings) -> Self {
+        Self {
+            source,
+            store,
+            settings,
+            timing: Timing::default(),
+            reconfigure: false,
+            auth: AuthSpec::Ready(WriteAuth::Disabled),
+            reads_need_token: false,
+            limits: Limits::default(),
+            leader_election: None,
+            follower_poll: Duration::from_secs(1),
+            kube: None,
+        }
+    }
+
+    fn needs_kube(&self) -> bool {
+        matches!(self.source, SourceSpec::Kubernetes { .. })
+            || matches!(self.store, StoreSpec::ConfigMap { .. })
+            || matches!(self.auth, AuthSpec::TokenReview { .. })
+            || self.leader_election.is_some()
+    }
+}
+
+async fn open_source(
+    spec: &SourceSpec,
+    client: Option<kube::Client>,
+) -> anyhow::Result<MembershipStream> {
     Ok(match spec {
         SourceSpec::File(path) => {
             info!(path = %path.display(), "membership from a file of EndpointSlices");
@@ -41,50 +110,170 @@ async fn open_source(spec: &SourceSpec) -> anyhow::Result<MembershipStream> {
         }
         SourceSpec::Kubernetes { namespace, service } => {
             info!(%namespace, %service, "membership from the Service's EndpointSlices");
-            let client = kube::Client::try_default().await.context(
-                "connecting to Kubernetes (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
-            )?;
+            let client = client.context("the Kubernetes source needs a Kubernetes client")?;
             KubernetesSource::new(namespace.clone(), service.clone()).stream(client)
         }
     })
 }
 
+/// A task aborted when dropped, so that dropping [`run`]'s future (a crash,
+/// in tests) stops everything it started, without any clean-up.
+struct Task<T>(JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the coordinator and its API on `listener` until `shutdown`
-/// completes, then stops both cleanly (state saved, watch streams closed).
+/// completes, then stops both cleanly (state saved, watch streams closed,
+/// the Lease released).
 pub async fn run(
     options: ServeOptions,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let StoreSpec::File(path) = &options.store;
-    let store = FileStore::new(path.clone());
-    let state = load_state(&store, options.settings, options.reconfigure)?;
-    let source = open_source(&options.source).await?;
-    let (driver, handle) = Driver::new(state, options.settings, options.timing, store, source);
+    let client = match (&options.kube, options.needs_kube()) {
+        (Some(k), _) => Some(k.0.clone()),
+        (None, true) => Some(kube::Client::try_default().await.context(
+            "connecting to Kubernetes (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
+        )?),
+        (None, false) => None,
+    };
+    let store: Store = match &options.store {
+        StoreSpec::File(path) => FileStore::new(path.clone()).into(),
+        StoreSpec::ConfigMap { namespace, name } => ConfigMapStore::new(
+            client
+                .clone()
+                .context("a ConfigMap store needs a Kubernetes client")?,
+            namespace,
+            name,
+        )
+        .into(),
+    };
+    let write_auth = match &options.auth {
+        AuthSpec::Ready(auth) => auth.clone(),
+        AuthSpec::TokenReview { allowed_writers } => {
+            let client = client
+                .clone()
+                .context("TokenReview needs a Kubernetes client")?;
+            info!(writers = %allowed_writers.join(", "), "writes are checked with Kubernetes TokenReviews");
+            WriteAuth::TokenReview(Arc::new(TokenReviewer::new(
+                client,
+                allowed_writers.iter().cloned(),
+            )))
+        }
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let coordinator = tokio::spawn(driver.run(stop_rx.clone()));
+    let stop_tx = Arc::new(stop_tx);
+    let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
+    let mut elector = None;
+
+    let (handle, coordinator) = match &options.leader_election {
+        None => {
+            let state = load_state(&store, options.settings, options.reconfigure).await?;
+            let source = open_source(&options.source, client.clone()).await?;
+            let (driver, handle) =
+                Driver::new(state, options.settings, options.timing, store, source);
+            let stop = stop_rx.clone();
+            let task = tokio::spawn(async move {
+                driver.run(stop).await;
+                Ok(())
+            });
+            (handle, task)
+        }
+        Some(lease) => {
+            if !matches!(store, Store::ConfigMap(_)) {
+                bail!(
+                    "--leader-election needs a state store every replica can read: --state configmap:NAME \
+                     (a file is local to one pod)"
+                );
+            }
+            let client = client
+                .clone()
+                .context("leader election needs a Kubernetes client")?;
+            info!(
+                lease = %format!("{}/{}", lease.namespace, lease.name),
+                identity = %lease.identity,
+                duration = ?lease.duration,
+                "leader election on"
+            );
+            let (campaign, leadership) = Elector::new(client.clone(), lease.clone());
+            elector = Some(Task(tokio::spawn(campaign.run(elector_stop_rx))));
+            let shown = crate::coordinator::Coordinator::new(
+                State::fresh(options.settings).context("creating a fresh state")?,
+                options.settings,
+                options.timing,
+            );
+            let (outlets, handle) = Outlets::new(&shown);
+            let spec = options.source.clone();
+            let replica = Replica {
+                store,
+                settings: options.settings,
+                timing: options.timing,
+                reconfigure: options.reconfigure,
+                lead: Lead {
+                    leadership,
+                    identity: lease.identity.clone(),
+                },
+                open_source: move || {
+                    let (spec, client) = (spec.clone(), client.clone());
+                    async move { open_source(&spec, Some(client)).await }
+                },
+                poll: options.follower_poll,
+            };
+            let stop = stop_rx.clone();
+            let task = tokio::spawn(async move { replica.run(outlets, stop).await });
+            (handle, task)
+        }
+    };
+    // The coordinator ending on its own (a state it cannot use) stops the
+    // server too.
+    let coordinator = Task(coordinator);
+
     let app = api::router(AppState::new(
         handle,
-        options.write_auth.clone(),
+        write_auth,
         options.reads_need_token,
         options.limits,
-        stop_rx,
+        stop_rx.clone(),
     ));
     let address = listener
         .local_addr()
         .context("reading the listening address")?;
     info!(%address, "serving the API: GET /v1/ring, /v1/plan, /v1/lookup?key=K, /openapi.json");
-    let stop = async move {
-        shutdown.await;
-        info!("shutting down");
-        let _ = stop_tx.send(true);
+    let stop = {
+        let stop_tx = stop_tx.clone();
+        let mut stopped = stop_rx.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => info!("shutting down"),
+                _ = stopped.wait_for(|s| *s) => {}
+            }
+            let _ = stop_tx.send(true);
+        }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("serving HTTP")?;
-    coordinator.await.context("the coordinator task failed")?;
-    Ok(())
+    let serve = axum::serve(listener, app).with_graceful_shutdown(stop);
+    let mut coordinator = coordinator;
+    let outcome = tokio::select! {
+        served = serve => {
+            served.context("serving HTTP")?;
+            (&mut coordinator.0).await
+        }
+        ended = &mut coordinator.0 => {
+            // Ended by itself (a state it cannot use): stop serving too.
+            let _ = stop_tx.send(true);
+            ended
+        }
+    };
+    let result = outcome.context("the coordinator task failed")?;
+    // Release the Lease only after the last save.
+    let _ = elector_stop_tx.send(true);
+    if let Some(mut elector) = elector {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut elector.0).await;
+    }
+    result
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -98,6 +98,9 @@ pub struct View {
     pub state_loaded: bool,
     /// Who leads, when leader election is on.
     pub leader: Option<String>,
+    /// Whether this instance is a follower (leader election on, another
+    /// instance leads): it serves the stored state and refuses writes.
+    pub follower: bool,
     /// The plan as JSON shape, built on first use.
     plan_view: OnceLock<Option<PlanView>>,
     /// Every token as JSON shape, built on first use.
@@ -153,6 +156,7 @@ impl View {
             source,
             state_loaded,
             leader,
+            follower: false,
             plan_view: OnceLock::new(),
             token_views: OnceLock::new(),
         }

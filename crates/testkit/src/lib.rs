@@ -5,7 +5,9 @@
 //! `limit`/`continue` paging, resourceVersion semantics), WATCH (history
 //! replay, bookmarks, streaming lists, 410 on compacted history), POST, PUT
 //! (with resourceVersion preconditions) and DELETE — for any registered
-//! [`ResourceKind`] (EndpointSlices, Leases and ConfigMaps out of the box).
+//! [`ResourceKind`] (EndpointSlices, Leases and ConfigMaps out of the box),
+//! and TokenReviews against tokens the test registers
+//! ([`add_token`](TestApiServer::add_token)).
 //! It speaks the same wire protocol as a real API server, so a real
 //! [`kube::Client`] (and `kube::runtime::watcher`) runs against it unchanged.
 //!
@@ -500,6 +502,38 @@ impl TestApiServer {
     /// and its connection aborted.
     pub fn truncate_next_watch(&self) {
         self.shared.truncate_next_watch();
+    }
+
+    /// Registers a bearer token for TokenReviews
+    /// (`POST /apis/authentication.k8s.io/v1/tokenreviews`): it authenticates
+    /// as `username` (e.g. `system:serviceaccount:default:db`), in the groups
+    /// a service account has. Any other token is not authenticated.
+    pub fn add_token(&self, token: &str, username: &str) {
+        let mut groups = vec!["system:authenticated".to_owned()];
+        if let Some(rest) = username.strip_prefix("system:serviceaccount:") {
+            groups.push("system:serviceaccounts".to_owned());
+            if let Some((namespace, _)) = rest.split_once(':') {
+                groups.push(format!("system:serviceaccounts:{namespace}"));
+            }
+        }
+        self.shared.reviews().tokens.insert(
+            token.to_owned(),
+            shared::TokenUser {
+                username: username.to_owned(),
+                groups,
+            },
+        );
+    }
+
+    /// Forgets a token: it no longer authenticates.
+    pub fn remove_token(&self, token: &str) {
+        self.shared.reviews().tokens.remove(token);
+    }
+
+    /// While `Some(code)`, every TokenReview fails with that HTTP code (as
+    /// when the authenticator behind the API server is down); `None` heals.
+    pub fn fail_token_reviews(&self, code: Option<u16>) {
+        self.shared.reviews().failure = code;
     }
 
     /// How many requests of `verb` the server received (including failed ones).

@@ -46,6 +46,11 @@ pub(crate) fn app(shared: AppState) -> Router {
             .fallback(method_not_allowed)
     };
     Router::new()
+        // TokenReview is not an object that is stored: it answers a create.
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(token_review).fallback(method_not_allowed),
+        )
         .route("/api/{version}/{plural}", collection())
         .route("/api/{version}/{plural}/{name}", item())
         .route(
@@ -532,6 +537,65 @@ async fn item_delete(
                 },
             }))
             .into_response(),
+        )
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`: authenticates
+/// `spec.token` against the tokens the test registered
+/// ([`TestApiServer::add_token`](crate::TestApiServer::add_token)).
+async fn token_review(State(shared): State<AppState>, uri: Uri, body: Bytes) -> Response {
+    let result = (|| {
+        shared.admit(Verb::Create, &path_of(&uri), None, None)?;
+        if let Some(code) = shared.reviews().failure {
+            return Err(ApiStatus::from_code(
+                code,
+                "Internal error occurred: the authenticator is unavailable (injected by the test server)",
+            ));
+        }
+        let review = parse_body(&body)?;
+        if str_at(&review, "/kind") != "TokenReview" {
+            return Err(ApiStatus::bad_request(
+                "the body is not an authentication.k8s.io/v1 TokenReview",
+            ));
+        }
+        let token = str_at(&review, "/spec/token").to_owned();
+        if token.is_empty() {
+            return Err(ApiStatus::with_reason(
+                422,
+                "Invalid",
+                "TokenReview.authentication.k8s.io \"\" is invalid: spec.token: Required value",
+            ));
+        }
+        let user = shared.reviews().tokens.get(&token).cloned();
+        let status = match user {
+            Some(user) => json!({
+                "authenticated": true,
+                "user": {
+                    "username": user.username,
+                    "uid": format!("uid-{}", user.username.len()),
+                    "groups": user.groups,
+                },
+                "audiences": ["https://kubernetes.default.svc.cluster.local"],
+            }),
+            None => json!({
+                "user": {},
+                "error": "[invalid bearer token, service account token is not valid]",
+            }),
+        };
+        Ok::<_, ApiStatus>(
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({
+                    "kind": "TokenReview",
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "metadata": {"creationTimestamp": null},
+                    "spec": review.get("spec").cloned().unwrap_or(Value::Null),
+                    "status": status,
+                })),
+            )
+                .into_response(),
         )
     })();
     result.unwrap_or_else(IntoResponse::into_response)

@@ -49,8 +49,24 @@ struct Stats {
     log: Vec<RequestRecord>,
 }
 
+/// Who a bearer token belongs to, for TokenReviews.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenUser {
+    pub(crate) username: String,
+    pub(crate) groups: Vec<String>,
+}
+
+/// What TokenReviews answer.
+#[derive(Debug, Default)]
+pub(crate) struct Reviews {
+    pub(crate) tokens: BTreeMap<String, TokenUser>,
+    /// Every review fails with this HTTP code while set.
+    pub(crate) failure: Option<u16>,
+}
+
 pub(crate) struct Shared {
     store: Mutex<Store>,
+    pub(crate) reviews: Mutex<Reviews>,
     faults: Mutex<Faults>,
     stats: Mutex<Stats>,
     pub(crate) control: watch::Sender<Control>,
@@ -71,6 +87,7 @@ impl Shared {
         });
         Self {
             store: Mutex::new(store),
+            reviews: Mutex::default(),
             faults: Mutex::default(),
             stats: Mutex::default(),
             control,
@@ -81,6 +98,10 @@ impl Shared {
 
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
+    }
+
+    pub(crate) fn reviews(&self) -> MutexGuard<'_, Reviews> {
+        lock(&self.reviews)
     }
 
     /// Runs a write against the store and wakes the watches.

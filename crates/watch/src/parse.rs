@@ -114,7 +114,8 @@ fn parse_json(text: &str) -> Result<(Vec<EndpointSlice>, usize), ParseError> {
             column: if line <= 1 {
                 base_column + column.saturating_sub(1)
             } else {
-                column
+                // serde_json says column 0 for an error found on a newline.
+                column.max(1)
             },
             message: without_suffix(e.to_string(), line, column),
         }

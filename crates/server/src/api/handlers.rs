@@ -1,9 +1,10 @@
 //! The route handlers.
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::tokenreview::Review;
 use super::{AppState, WriteAuth};
 use crate::coordinator::CoordinatorError;
-use crate::runtime::{Command, CommandError};
+use crate::runtime::{Command, CommandError, not_leader_message};
 use crate::view::{View, move_view, range_view, summary_view};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -24,21 +25,71 @@ fn current(state: &AppState) -> Arc<View> {
     state.handle.view.borrow().clone()
 }
 
-/// Compares a presented bearer token with the expected one in constant time.
-fn token_matches(headers: &HeaderMap, expected: &str) -> bool {
-    let Some(presented) = headers
+/// The bearer token presented, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares a presented bearer token with the expected one in constant time.
+fn token_matches(headers: &HeaderMap, expected: &str) -> bool {
+    let Some(presented) = bearer(headers) else {
         return false;
     };
-    let (a, b) = (presented.trim().as_bytes(), expected.as_bytes());
+    let (a, b) = (presented.as_bytes(), expected.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check_write(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// A write sent to a follower: 503 (the write may succeed against the
+/// leader, or here after a take-over), naming the leader.
+fn not_leader(leader: Option<&str>) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_leader",
+        not_leader_message(leader),
+    )
+}
+
+async fn check_write(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match &*state.write_auth {
+        WriteAuth::TokenReview(reviewer) => {
+            let Some(token) = bearer(headers) else {
+                return Err(ApiError::unauthorized(
+                    "writes need Authorization: Bearer <service-account token> (checked with a Kubernetes TokenReview)",
+                ));
+            };
+            match reviewer.review(token).await {
+                Review::Allowed(_) => Ok(()),
+                Review::NotAllowed(user) => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "{user} may not write to this coordinator; it allows {} (--allow-writer)",
+                        reviewer
+                            .allowed()
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+                Review::Unauthenticated(reason) => Err(ApiError::unauthorized(format!(
+                    "the Kubernetes API server did not authenticate the bearer token{}",
+                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                ))),
+                Review::Unavailable(reason) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    format!(
+                        "cannot check the bearer token, so the write is refused: {reason}; retry once the API server answers"
+                    ),
+                )),
+            }
+        }
         WriteAuth::Open => Ok(()),
         WriteAuth::Disabled => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -330,13 +381,21 @@ pub async fn get_plan(
 #[utoipa::path(post, path = "/v1/plan/moves/{id}/done", params(("id" = String, Path, description = "move id")),
     security(("bearer" = [])),
     responses((status = 200, body = MoveDoneResponse), (status = 401, body = ringleader_client::api::ErrorResponse),
-        (status = 404, body = ringleader_client::api::ErrorResponse), (status = 409, body = ringleader_client::api::ErrorResponse)))]
+        (status = 403, body = ringleader_client::api::ErrorResponse),
+        (status = 404, body = ringleader_client::api::ErrorResponse), (status = 409, body = ringleader_client::api::ErrorResponse),
+        (status = 503, description = "a follower (code not_leader, naming the leader), or the token could not be checked (auth_unavailable)", body = ringleader_client::api::ErrorResponse)))]
 pub async fn post_move_done(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<MoveDoneResponse>, ApiError> {
-    check_write(&state, &headers)?;
+    // Only the leader applies writes; a follower says who leads before
+    // spending a TokenReview on a write it would refuse anyway.
+    let view = current(&state);
+    if view.follower {
+        return Err(not_leader(view.leader.as_deref()));
+    }
+    check_write(&state, &headers).await?;
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(ApiError::bad_request(format!(
@@ -371,6 +430,7 @@ pub async fn post_move_done(
             ApiError::conflict(e.to_string())
         }
         CommandError::Coordinator(other) => ApiError::bad_request(other.to_string()),
+        CommandError::NotLeader { leader } => not_leader(leader.as_deref()),
         CommandError::Store(_) | CommandError::ShuttingDown => ApiError::unavailable(e.to_string()),
     })
 }
@@ -493,6 +553,21 @@ pub async fn healthz(State(state): State<AppState>) -> ApiJson<HealthResponse> {
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let view = current(&state);
+    if view.follower {
+        // A follower serves reads from the stored state: ready once read.
+        return if view.state_loaded {
+            (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response()
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiJson(health(
+                    &view,
+                    "following: the stored state has not been read yet",
+                )),
+            )
+                .into_response()
+        };
+    }
     if !view.state_loaded {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -11,9 +11,11 @@ mod error;
 mod handlers;
 mod openapi;
 mod sse;
+pub mod tokenreview;
 
 pub use error::{ApiError, ApiJson};
 pub use openapi::ApiDoc;
+pub use tokenreview::{Review, TokenReviewer};
 
 use crate::runtime::Handle;
 use axum::Router;
@@ -36,6 +38,9 @@ pub enum WriteAuth {
     Open,
     /// The bearer token must equal this one (`--auth-token-file`).
     Token(String),
+    /// The bearer token is checked with a Kubernetes TokenReview and must
+    /// belong to an allowed user (`--auth tokenreview --allow-writer U`).
+    TokenReview(Arc<TokenReviewer>),
 }
 
 /// Limits that keep the server responsive under load.

@@ -5,17 +5,29 @@
 //! with. A restart must not change any ownership, so the ring itself (whose
 //! `balanced` tokens depend on history) is stored, not recomputed.
 //!
-//! The file store writes atomically: a temporary file in the same directory,
-//! fsync, rename over the old file, fsync the directory. A reader sees the
-//! old state or the new one, never half of one. A state that cannot be read
-//! is refused with a message saying what to do, and never overwritten.
+//! Two stores, behind one [`Store`]:
+//!
+//! - [`FileStore`] (`--state file:PATH`): one JSON file, written atomically;
+//! - [`ConfigMapStore`] (`--state configmap:NAME`): the same JSON,
+//!   gzip-compressed, in a ConfigMap's `binaryData`, written with optimistic
+//!   concurrency on `resourceVersion`, so several replicas (one leader,
+//!   followers reading) can share it and a stale writer never overwrites a
+//!   newer state.
+//!
+//! A state that cannot be read is refused with a message saying what to do,
+//! and never overwritten.
+
+mod configmap;
+mod file;
+
+pub use configmap::{CONFIGMAP_LIMIT, ConfigMapStore, STATE_KEY};
+pub use file::FileStore;
 
 use crate::settings::RingSettings;
 use ringleader_planner::{Cleanup, Move, Plan, Summary};
 use ringleader_ring::{Ring, RingSnapshot};
 use serde::{Deserialize, Serialize};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The state format this build writes and reads.
 pub const STATE_FORMAT: u32 = 1;
@@ -129,9 +141,184 @@ pub enum StoreError {
     /// Serializing failed (should not happen).
     #[error("encoding the state: {0}")]
     Encode(String),
+    /// The state does not fit in the store (a ConfigMap holds at most 1 MiB).
+    #[error(
+        "the state does not fit in {location}: {size} bytes compressed ({uncompressed} bytes of \
+         JSON, {members} members and {tokens} tokens over the committed ring and the plan's \
+         target) against a limit of {limit} bytes. Use fewer --tokens-per-member, or keep the \
+         state in a file on a volume (--state file:PATH)"
+    )]
+    TooLarge {
+        /// Where the state was to go.
+        location: String,
+        /// Bytes it would take (compressed, with the ConfigMap's keys).
+        size: usize,
+        /// Bytes of JSON before compression.
+        uncompressed: usize,
+        /// The store's limit.
+        limit: usize,
+        /// Members of the committed ring plus those of the plan's target.
+        members: usize,
+        /// Tokens of the committed ring plus those of the plan's target.
+        tokens: usize,
+    },
+    /// Someone else wrote a newer state (or a different one at the same
+    /// epoch and revision): it is not overwritten; the caller should adopt it.
+    #[error(
+        "{location} holds epoch {} revision {} and this coordinator has epoch {} revision {}: \
+         another coordinator wrote it, so it is not overwritten; this coordinator takes the stored \
+         state over",
+        stored.epoch, stored.revision, ours.0, ours.1
+    )]
+    Newer {
+        /// Where the state is.
+        location: String,
+        /// The stored state.
+        stored: Box<State>,
+        /// Our `(epoch, revision)`.
+        ours: (u64, u64),
+    },
+    /// A Kubernetes API call failed.
+    #[error("{what} {location}: {source}{hint}")]
+    Kube {
+        /// What was being done.
+        what: &'static str,
+        /// The ConfigMap.
+        location: String,
+        /// Advice, if there is any (starts with "; ").
+        hint: &'static str,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Leader election is on and this instance does not lead (any more):
+    /// it writes nothing.
+    #[error("this coordinator does not lead (any more); nothing was written")]
+    NotLeading,
+    /// Other writers kept changing the state between our read and our
+    /// write.
+    #[error(
+        "{location} kept changing under this coordinator ({attempts} conflicts in a row); will retry"
+    )]
+    Contended {
+        /// Where the state is.
+        location: String,
+        /// Conflicts seen.
+        attempts: usize,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the same save can succeed. A state too large for the
+    /// store, or one that cannot be read, stays so until the state changes.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io { .. } | StoreError::Kube { .. } | StoreError::Contended { .. }
+        )
+    }
+}
+
+/// Where the state is kept: a file or a ConfigMap.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// `--state file:PATH`.
+    File(FileStore),
+    /// `--state configmap:NAME`.
+    ConfigMap(Box<ConfigMapStore>),
+}
+
+impl From<FileStore> for Store {
+    fn from(store: FileStore) -> Self {
+        Store::File(store)
+    }
+}
+
+impl From<ConfigMapStore> for Store {
+    fn from(store: ConfigMapStore) -> Self {
+        Store::ConfigMap(Box::new(store))
+    }
+}
+
+/// What a [`Store::refresh`] found.
+#[derive(Debug)]
+pub enum Refreshed {
+    /// Nothing was written since the last read or write.
+    Unchanged,
+    /// The stored state now (`None`: there is none yet).
+    Changed(Option<Box<State>>),
+}
+
+impl Store {
+    /// Names the store in logs and errors (`file /var/lib/x.json`,
+    /// `configmap prod/ringleader-state`).
+    pub fn location(&self) -> String {
+        match self {
+            Store::File(f) => format!("file {}", f.path().display()),
+            Store::ConfigMap(c) => c.location(),
+        }
+    }
+
+    /// Reads the state; `None` when there is none yet.
+    pub async fn load(&self) -> Result<Option<State>, StoreError> {
+        match self {
+            Store::File(f) => {
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || f.load())
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Encode(format!("the reader task failed: {e}")))
+                    })
+            }
+            Store::ConfigMap(c) => c.load().await,
+        }
+    }
+
+    /// Reads the state again if it changed since it was last read or
+    /// written (a file is always read again).
+    pub async fn refresh(&self) -> Result<Refreshed, StoreError> {
+        match self {
+            Store::File(_) => self
+                .load()
+                .await
+                .map(|s| Refreshed::Changed(s.map(Box::new))),
+            Store::ConfigMap(c) => c.refresh().await,
+        }
+    }
+
+    /// Writes the state (a file atomically; a ConfigMap with optimistic
+    /// concurrency, never over a newer state).
+    pub async fn save(&self, state: &State) -> Result<(), StoreError> {
+        match self {
+            Store::File(f) => {
+                let (f, state) = (f.clone(), state.clone());
+                tokio::task::spawn_blocking(move || f.save(&state))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Encode(format!("the writer task failed: {e}")))
+                    })
+            }
+            Store::ConfigMap(c) => c.save(state).await,
+        }
+    }
 }
 
 impl State {
+    /// `(epoch, revision)`: grows with every change that is persisted, so
+    /// of two states the one with the larger pair is the newer.
+    pub fn position(&self) -> (u64, u64) {
+        (self.epoch, self.revision)
+    }
+
+    /// Members and tokens over the committed ring and the plan's target (the
+    /// figures that make a state large).
+    pub fn size_figures(&self) -> (usize, usize) {
+        let target = self.plan.as_ref().map(|p| &p.target);
+        let members = self.committed.len() + target.map_or(0, Ring::len);
+        let tokens = self.committed.tokens().len() + target.map_or(0, |t| t.tokens().len());
+        (members, tokens)
+    }
+
     /// The state of a coordinator that has never committed anything.
     pub fn fresh(settings: RingSettings) -> Result<Self, ringleader_ring::RingError> {
         Ok(Self {
@@ -233,114 +420,5 @@ impl State {
             committed,
             plan,
         })
-    }
-}
-
-/// A state kept in a local file.
-#[derive(Clone, Debug)]
-pub struct FileStore {
-    path: PathBuf,
-}
-
-impl FileStore {
-    /// A store at `path` (the file need not exist yet).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads the state; `None` when the file does not exist.
-    pub fn load(&self) -> Result<Option<State>, StoreError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    what: "reading state file",
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        State::decode(&bytes, &self.path.display().to_string()).map(Some)
-    }
-
-    /// Writes the state atomically (temp file, fsync, rename, fsync dir).
-    pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let bytes = state.encode()?;
-        let io = |what: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { what, path, source }
-        };
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "state".into());
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        {
-            let mut file = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-            file.write_all(&bytes).map_err(io("writing", &tmp))?;
-            file.sync_all().map_err(io("syncing", &tmp))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io("renaming into place", &self.path))?;
-        // The rename is durable only once the directory is synced.
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing directory", &dir))?;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ringleader_ring::MemberSpec;
-
-    fn state() -> State {
-        let settings = RingSettings::default();
-        let mut s = State::fresh(settings).unwrap();
-        s.committed =
-            Ring::with_members(settings.ring_config(), ["a", "b"].map(MemberSpec::new)).unwrap();
-        s.epoch = 3;
-        s
-    }
-
-    #[test]
-    fn a_saved_state_reads_back_identical() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path().join("state.json"));
-        assert_eq!(store.load().unwrap(), None);
-        let s = state();
-        store.save(&s).unwrap();
-        assert_eq!(store.load().unwrap(), Some(s));
-        // No temporary file is left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-    }
-
-    #[test]
-    fn a_corrupt_state_is_refused_with_advice() {
-        for (bytes, expect) in [
-            (&b"{not json"[..], "not a ringleader state"),
-            (&br#"{"format": 99}"#[..], "format 99"),
-            (&br#"{"hello": 1}"#[..], "no \"format\""),
-            (&br#"{"format": 1, "settings": {}}"#[..], "missing field"),
-        ] {
-            let err = State::decode(bytes, "state.json").unwrap_err().to_string();
-            assert!(err.contains(expect), "{err}");
-            assert!(err.contains("will not overwrite"), "{err}");
-        }
     }
 }

@@ -1,0 +1,473 @@
+//! The ConfigMap store (`--state configmap:NAME`).
+//!
+//! The state is the same JSON the file store writes, gzip-compressed into
+//! `binaryData["state.json.gz"]` (1,000 members × 16 tokens with a plan in
+//! flight is a few hundred KiB), next to a few plain `data` keys for people
+//! reading it with kubectl (`epoch`, `revision`, `members`, `plan`).
+//!
+//! Every write carries the `resourceVersion` last read or written, so the API
+//! server refuses it (409) if anyone wrote in between. On a conflict the
+//! store reads the ConfigMap again and compares positions (`epoch`,
+//! `revision`, which grow with every persisted change):
+//!
+//! - the stored state is older: it is overwritten (logged);
+//! - it is the very state being written: nothing to do;
+//! - it is newer, or different at the same position: it is **not**
+//!   overwritten; [`StoreError::Newer`] hands it to the caller, which adopts
+//!   it. No update is lost to a blind overwrite.
+//!
+//! A state larger than a ConfigMap can hold (1 MiB of data) is refused
+//! before any request, with the figures ([`StoreError::TooLarge`]).
+
+use super::{Refreshed, State, StoreError};
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::sync::{Arc, Mutex, PoisonError};
+use tracing::{info, warn};
+
+/// The `binaryData` key holding the gzip-compressed state.
+pub const STATE_KEY: &str = "state.json.gz";
+
+/// The most a ConfigMap's `data` and `binaryData` may hold together
+/// (keys and values, binary values counted raw): 1 MiB.
+pub const CONFIGMAP_LIMIT: usize = 1 << 20;
+
+/// The most a stored state may decompress to (a guard against a
+/// ConfigMap that decompresses without end).
+const DECOMPRESSED_LIMIT: u64 = 256 << 20;
+
+/// Conflicts in a row before a save gives up (and is retried later).
+const MAX_CONFLICTS: usize = 5;
+
+/// A state kept in a ConfigMap.
+#[derive(Clone)]
+pub struct ConfigMapStore {
+    api: Api<ConfigMap>,
+    namespace: String,
+    name: String,
+    /// The resourceVersion last read or written; `None` when the ConfigMap
+    /// was not there (or not read yet).
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for ConfigMapStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigMapStore")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A state as it goes into a ConfigMap.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    compressed: Vec<u8>,
+    data: BTreeMap<String, String>,
+}
+
+fn kube_hint(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.is_forbidden() => {
+            "; the Role needs get, create and update on configmaps (deploy/kubernetes/rbac.yaml)"
+        }
+        _ => "",
+    }
+}
+
+/// Compresses a state and checks it fits a ConfigMap.
+pub(crate) fn encode(state: &State, location: &str) -> Result<Encoded, StoreError> {
+    let json = state.encode()?;
+    let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 3), Compression::default());
+    gz.write_all(&json)
+        .and_then(|()| gz.finish())
+        .map_err(|e| StoreError::Encode(format!("compressing: {e}")))
+        .and_then(|compressed| {
+            let (members, tokens) = state.size_figures();
+            let data = BTreeMap::from([
+                ("epoch".to_owned(), state.epoch.to_string()),
+                ("revision".to_owned(), state.revision.to_string()),
+                ("members".to_owned(), state.committed.len().to_string()),
+                (
+                    "plan".to_owned(),
+                    state.plan.as_ref().map_or_else(
+                        || "none".to_owned(),
+                        |p| format!("{} {}", p.id, p.state.as_str()),
+                    ),
+                ),
+            ]);
+            let size = STATE_KEY.len()
+                + compressed.len()
+                + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            if size > CONFIGMAP_LIMIT {
+                return Err(StoreError::TooLarge {
+                    location: location.to_owned(),
+                    size,
+                    uncompressed: json.len(),
+                    limit: CONFIGMAP_LIMIT,
+                    members,
+                    tokens,
+                });
+            }
+            Ok(Encoded { compressed, data })
+        })
+}
+
+/// The state's JSON out of a ConfigMap.
+fn decompress(map: &ConfigMap, location: &str) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        location: location.to_owned(),
+        reason,
+    };
+    let compressed = map
+        .binary_data
+        .as_ref()
+        .and_then(|b| b.get(STATE_KEY))
+        .ok_or_else(|| {
+            corrupt(format!(
+                "it has no binaryData[\"{STATE_KEY}\"] (is it a ConfigMap ringleader wrote?)"
+            ))
+        })?;
+    let mut json = Vec::new();
+    GzDecoder::new(compressed.0.as_slice())
+        .take(DECOMPRESSED_LIMIT + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| corrupt(format!("its {STATE_KEY} does not decompress ({e})")))?;
+    if json.len() as u64 > DECOMPRESSED_LIMIT {
+        return Err(corrupt(format!(
+            "its {STATE_KEY} decompresses to more than {DECOMPRESSED_LIMIT} bytes"
+        )));
+    }
+    Ok(json)
+}
+
+/// Reads the state out of a ConfigMap.
+pub(crate) fn decode(map: &ConfigMap, location: &str) -> Result<State, StoreError> {
+    State::decode(&decompress(map, location)?, location)
+}
+
+impl ConfigMapStore {
+    /// The ConfigMap `name` in `namespace` (it need not exist yet).
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            seen: Arc::default(),
+        }
+    }
+
+    /// `configmap NS/NAME`.
+    pub fn location(&self) -> String {
+        format!("configmap {}/{}", self.namespace, self.name)
+    }
+
+    fn seen(&self) -> Option<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_seen(&self, rv: Option<String>) {
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = rv;
+    }
+
+    fn kube_error(&self, what: &'static str, source: kube::Error) -> StoreError {
+        StoreError::Kube {
+            what,
+            location: self.location(),
+            hint: kube_hint(&source),
+            source,
+        }
+    }
+
+    async fn get(&self) -> Result<Option<ConfigMap>, StoreError> {
+        self.api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.kube_error("reading", e))
+    }
+
+    /// Reads the state; `None` when the ConfigMap does not exist.
+    pub async fn load(&self) -> Result<Option<State>, StoreError> {
+        let Some(map) = self.get().await? else {
+            self.set_seen(None);
+            return Ok(None);
+        };
+        let state = decode(&map, &self.location())?;
+        self.set_seen(map.metadata.resource_version.clone());
+        Ok(Some(state))
+    }
+
+    /// Reads the state if its resourceVersion moved since the last read or
+    /// write.
+    pub async fn refresh(&self) -> Result<Refreshed, StoreError> {
+        let map = self.get().await?;
+        let rv = map
+            .as_ref()
+            .and_then(|m| m.metadata.resource_version.clone());
+        if map.is_some() && rv == self.seen() {
+            return Ok(Refreshed::Unchanged);
+        }
+        let state = map
+            .as_ref()
+            .map(|m| decode(m, &self.location()))
+            .transpose()?;
+        self.set_seen(rv);
+        Ok(Refreshed::Changed(state.map(Box::new)))
+    }
+
+    fn object(&self, encoded: &Encoded, resource_version: Option<String>) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                resource_version,
+                labels: Some(BTreeMap::from([
+                    ("app.kubernetes.io/name".to_owned(), "ringleader".to_owned()),
+                    ("app.kubernetes.io/component".to_owned(), "state".to_owned()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some(BTreeMap::from([(
+                STATE_KEY.to_owned(),
+                ByteString(encoded.compressed.clone()),
+            )])),
+            data: Some(encoded.data.clone()),
+            ..ConfigMap::default()
+        }
+    }
+
+    /// Writes the state with optimistic concurrency; never over a newer one.
+    pub async fn save(&self, state: &State) -> Result<(), StoreError> {
+        let location = self.location();
+        let encoded = {
+            let (state, location) = (state.clone(), location.clone());
+            tokio::task::spawn_blocking(move || encode(&state, &location))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::Encode(format!("the encoder task failed: {e}")))
+                })?
+        };
+        let params = PostParams {
+            field_manager: Some("ringleader".to_owned()),
+            ..PostParams::default()
+        };
+        for _ in 0..MAX_CONFLICTS {
+            let written = match self.seen() {
+                None => self.api.create(&params, &self.object(&encoded, None)).await,
+                Some(rv) => {
+                    self.api
+                        .replace(&self.name, &params, &self.object(&encoded, Some(rv)))
+                        .await
+                }
+            };
+            match written {
+                Ok(map) => {
+                    self.set_seen(map.metadata.resource_version);
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => {
+                    if self.reconcile(state).await? {
+                        return Ok(());
+                    }
+                }
+                Err(kube::Error::Api(s)) if s.is_not_found() => {
+                    warn!(%location, "the state ConfigMap was deleted; writing it again");
+                    self.set_seen(None);
+                }
+                Err(e) => return Err(self.kube_error("writing", e)),
+            }
+        }
+        Err(StoreError::Contended {
+            location,
+            attempts: MAX_CONFLICTS,
+        })
+    }
+
+    /// After a conflict: reads what is stored and decides. `Ok(true)`: the
+    /// state is already there; `Ok(false)`: write again (the stored state is
+    /// older, or gone); `Err(Newer)`: the stored one wins.
+    async fn reconcile(&self, ours: &State) -> Result<bool, StoreError> {
+        let location = self.location();
+        let Some(map) = self.get().await? else {
+            self.set_seen(None);
+            return Ok(false);
+        };
+        let rv = map.metadata.resource_version.clone();
+        let json = decompress(&map, &location)?;
+        let stored = State::decode(&json, &location)?;
+        // The same bytes: our own write landed (its answer was lost).
+        if ours.encode().is_ok_and(|mine| mine == json) {
+            self.set_seen(rv);
+            return Ok(true);
+        }
+        if stored.position() < ours.position() {
+            info!(
+                %location,
+                stored_epoch = stored.epoch,
+                stored_revision = stored.revision,
+                epoch = ours.epoch,
+                revision = ours.revision,
+                "the state was written behind this coordinator's back, with an older state; writing ours over it"
+            );
+            self.set_seen(rv);
+            return Ok(false);
+        }
+        warn!(
+            %location,
+            stored_epoch = stored.epoch,
+            stored_revision = stored.revision,
+            epoch = ours.epoch,
+            revision = ours.revision,
+            "the stored state is newer than this coordinator's (another writer); not overwriting it"
+        );
+        self.set_seen(rv);
+        Err(StoreError::Newer {
+            location,
+            stored: Box::new(stored),
+            ours: ours.position(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::RingSettings;
+    use ringleader_planner::{Placement, PlanOptions};
+    use ringleader_ring::{MemberSpec, Ring};
+
+    fn ring(settings: RingSettings, n: usize) -> Ring {
+        Ring::with_members(
+            settings.ring_config(),
+            (0..n).map(|i| MemberSpec::new(format!("db-{i}"))),
+        )
+        .unwrap()
+    }
+
+    fn state_with_plan(members: usize, tokens: u32) -> State {
+        let settings = RingSettings {
+            tokens_per_member: tokens,
+            ..RingSettings::default()
+        };
+        let mut state = State::fresh(settings).unwrap();
+        state.committed = ring(settings, members);
+        state.epoch = 1;
+        let target = state
+            .committed
+            .rebalance_to(
+                &(0..members + members / 10)
+                    .map(|i| MemberSpec::new(format!("db-{i}")))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let from = Placement::new(state.committed.clone(), settings.replication()).unwrap();
+        let to = Placement::new(target.clone(), settings.replication()).unwrap();
+        let plan = ringleader_planner::plan(&from, &to, &PlanOptions::default()).unwrap();
+        state.plan = Some(crate::state::PlanRecord {
+            id: "e1-test".into(),
+            from_epoch: 1,
+            to_epoch: 2,
+            state: crate::state::PlanState::InProgress,
+            target,
+            settings,
+            plan,
+        });
+        state
+    }
+
+    #[test]
+    fn a_thousand_members_with_a_plan_fit_with_room() {
+        let state = state_with_plan(1000, 16);
+        let encoded = encode(&state, "configmap t/s").unwrap();
+        let size = encoded.compressed.len();
+        let json = state.encode().unwrap().len();
+        eprintln!(
+            "1,000 members x 16 tokens, plan to 1,100: {json} bytes of JSON, {size} compressed"
+        );
+        assert!(
+            size < CONFIGMAP_LIMIT / 2,
+            "{size} bytes for 1,000 members x 16 tokens with a plan to 1,100"
+        );
+        // And it reads back (the summary's floats may differ in the last
+        // bit through JSON; rings and moves exactly).
+        let map = ConfigMap {
+            binary_data: Some(BTreeMap::from([(
+                STATE_KEY.to_owned(),
+                ByteString(encoded.compressed),
+            )])),
+            ..ConfigMap::default()
+        };
+        assert_eq!(decompress(&map, "t").unwrap(), state.encode().unwrap());
+        let back = decode(&map, "configmap t/s").unwrap();
+        assert_eq!(back.position(), state.position());
+        assert_eq!(back.committed, state.committed);
+        let (a, b) = (back.plan.unwrap(), state.plan.unwrap());
+        assert_eq!(
+            (a.id, a.target, a.plan.moves),
+            (b.id, b.target, b.plan.moves)
+        );
+    }
+
+    #[test]
+    fn a_state_too_large_for_a_configmap_is_an_error_with_the_figures() {
+        // Hashed tokens (quick to make), no plan: 3,000 x 64 = 192,000 tokens.
+        let settings = RingSettings {
+            tokens_per_member: 64,
+            strategy: ringleader_ring::Strategy::Hashed,
+            ..RingSettings::default()
+        };
+        let mut state = State::fresh(settings).unwrap();
+        state.committed = ring(settings, 3000);
+        let err = encode(&state, "configmap prod/ringleader-state").unwrap_err();
+        let StoreError::TooLarge {
+            size,
+            limit,
+            members,
+            tokens,
+            ..
+        } = &err
+        else {
+            panic!("expected TooLarge, got {err}");
+        };
+        assert!(*size > *limit);
+        assert_eq!(*limit, CONFIGMAP_LIMIT);
+        assert_eq!((*members, *tokens), (3000, 192_000));
+        assert!(!err.is_retryable());
+        let message = err.to_string();
+        for needle in [
+            "configmap prod/ringleader-state",
+            &size.to_string(),
+            "1048576",
+            "3000 members",
+            &format!("{tokens} tokens"),
+            "--tokens-per-member",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+    }
+
+    #[test]
+    fn a_configmap_without_the_state_key_is_refused() {
+        let err = decode(&ConfigMap::default(), "configmap t/s").unwrap_err();
+        assert!(err.to_string().contains("will not overwrite"), "{err}");
+        let garbage = ConfigMap {
+            binary_data: Some(BTreeMap::from([(
+                STATE_KEY.to_owned(),
+                ByteString(b"not gzip".to_vec()),
+            )])),
+            ..ConfigMap::default()
+        };
+        let err = decode(&garbage, "configmap t/s").unwrap_err();
+        assert!(err.to_string().contains("does not decompress"), "{err}");
+    }
+}
