@@ -82,7 +82,7 @@ impl Ring {
         if change.is_empty() {
             return Ok(self.clone());
         }
-        match self.config.strategy {
+        match self.0.config.strategy {
             Strategy::Hashed => Ok(apply_hashed(self, &change)),
             Strategy::Balanced => Ok(apply_balanced(self, &change)),
         }
@@ -117,7 +117,7 @@ impl Ring {
             if spec.id.as_str().is_empty() {
                 return Err(RingError::EmptyMemberId);
             }
-            self.config.tokens_for(spec)?;
+            self.0.config.tokens_for(spec)?;
             if !touched.insert(spec.id.as_str()) {
                 return Err(RingError::DuplicateMember(spec.id.clone()));
             }
@@ -163,8 +163,9 @@ fn hashed_token(id: &MemberId, i: u32, attempt: u32) -> Token {
 }
 
 fn apply_hashed(ring: &Ring, change: &MembershipChange) -> Ring {
-    let config = ring.config;
+    let config = ring.0.config;
     let mut specs: BTreeMap<MemberId, MemberSpec> = ring
+        .0
         .members
         .iter()
         .map(|m| (m.id.clone(), m.clone()))
@@ -222,9 +223,10 @@ struct Layout {
 impl Layout {
     fn from_ring(ring: &Ring) -> Self {
         let mut layout = Layout {
-            config: ring.config,
+            config: ring.0.config,
             tokens: BTreeMap::new(),
             slots: ring
+                .0
                 .members
                 .iter()
                 .map(|spec| Slot {
@@ -234,13 +236,13 @@ impl Layout {
                     ranges: BTreeSet::new(),
                 })
                 .collect(),
-            total_weight: ring.members.iter().map(|m| u64::from(m.weight)).sum(),
+            total_weight: ring.0.members.iter().map(|m| u64::from(m.weight)).sum(),
             joiners: Vec::new(),
         };
-        for position in 0..ring.tokens.len() {
-            let slot = ring.owners[position] as usize;
+        for position in 0..ring.0.tokens.len() {
+            let slot = ring.0.owners[position] as usize;
             let len = ring.range_at(position).len();
-            let end = ring.tokens[position];
+            let end = ring.0.tokens[position];
             layout.tokens.insert(end, slot);
             layout.slots[slot].load += len;
             layout.slots[slot].ranges.insert((len, end));

@@ -5,6 +5,7 @@ use crate::{MemberId, MemberSpec, RingError, TOKEN_SPACE, Token, TokenRange, has
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// The most tokens one member may carry (tokens per member × weight).
 pub const MAX_TOKENS_PER_MEMBER: u32 = 1 << 16;
@@ -155,8 +156,15 @@ pub struct Ownership {
 /// keep using the old one while the next is built. Tokens are sorted and
 /// distinct; token `t` owns `(previous token, t]`, the first token also owns
 /// the wrap-around part.
+///
+/// Cloning is cheap: the arrays are shared behind an `Arc`, so the
+/// coordinator, its state, its plan and every published view can hold the
+/// same ring without copying megabytes.
 #[derive(Clone)]
-pub struct Ring {
+pub struct Ring(pub(crate) Arc<RingData>);
+
+/// The contents of a [`Ring`].
+pub(crate) struct RingData {
     pub(crate) config: RingConfig,
     /// Sorted by id; a member's index here is what `owners` holds.
     pub(crate) members: Vec<MemberSpec>,
@@ -171,19 +179,20 @@ pub struct Ring {
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
-            .field("config", &self.config)
-            .field("members", &self.members.len())
-            .field("tokens", &self.tokens.len())
+            .field("config", &self.0.config)
+            .field("members", &self.0.members.len())
+            .field("tokens", &self.0.tokens.len())
             .finish()
     }
 }
 
 impl PartialEq for Ring {
     fn eq(&self, other: &Self) -> bool {
-        self.config == other.config
-            && self.members == other.members
-            && self.tokens == other.tokens
-            && self.owners == other.owners
+        Arc::ptr_eq(&self.0, &other.0)
+            || self.0.config == other.0.config
+                && self.0.members == other.0.members
+                && self.0.tokens == other.0.tokens
+                && self.0.owners == other.0.owners
     }
 }
 
@@ -274,7 +283,7 @@ impl Ring {
         let zone_of = members.iter().map(|m| zones[&m.zone.as_deref()]).collect();
         let zone_count = zones.len();
         let index = TokenIndex::build(&tokens, &owners);
-        Self {
+        Self(Arc::new(RingData {
             config,
             members,
             zone_of,
@@ -282,57 +291,59 @@ impl Ring {
             tokens,
             owners,
             index,
-        }
+        }))
     }
 
     /// The ring's settings.
     pub fn config(&self) -> RingConfig {
-        self.config
+        self.0.config
     }
 
     /// Members sorted by id.
     pub fn members(&self) -> &[MemberSpec] {
-        &self.members
+        &self.0.members
     }
 
     /// Number of members.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.0.members.len()
     }
 
     /// Whether the ring has no members.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.0.members.is_empty()
     }
 
     /// The member with this id.
     pub fn member(&self, id: &str) -> Option<&MemberSpec> {
-        self.member_index(id).map(|i| &self.members[i])
+        self.member_index(id).map(|i| &self.0.members[i])
     }
 
     /// Position of a member in [`Ring::members`].
     pub fn member_index(&self, id: &str) -> Option<usize> {
-        self.members
+        self.0
+            .members
             .binary_search_by(|m| m.id.as_str().cmp(id))
             .ok()
     }
 
     /// The sorted token array.
     pub fn tokens(&self) -> &[Token] {
-        &self.tokens
+        &self.0.tokens
     }
 
     /// The member index owning each token of [`Ring::tokens`].
     pub fn owner_indices(&self) -> &[u32] {
-        &self.owners
+        &self.0.owners
     }
 
     /// Every token with its owner, sorted by token.
     pub fn token_owners(&self) -> impl ExactSizeIterator<Item = (Token, &MemberId)> + '_ {
-        self.tokens
+        self.0
+            .tokens
             .iter()
-            .zip(&self.owners)
-            .map(|(&t, &o)| (t, &self.members[o as usize].id))
+            .zip(&self.0.owners)
+            .map(|(&t, &o)| (t, &self.0.members[o as usize].id))
     }
 
     /// The tokens of one member, sorted.
@@ -341,9 +352,10 @@ impl Ring {
             .member_index(id)
             .ok_or_else(|| RingError::UnknownMember(id.into()))? as u32;
         Ok(self
+            .0
             .tokens
             .iter()
-            .zip(&self.owners)
+            .zip(&self.0.owners)
             .filter(|&(_, &o)| o == member)
             .map(|(&t, _)| t)
             .collect())
@@ -351,28 +363,28 @@ impl Ring {
 
     /// The zone number of a member index (members sharing a zone share it).
     pub fn zone_index(&self, member: usize) -> u32 {
-        self.zone_of[member]
+        self.0.zone_of[member]
     }
 
     /// Number of distinct zones (a missing zone counts as one zone).
     pub fn zone_count(&self) -> usize {
-        self.zone_count
+        self.0.zone_count
     }
 
     /// The position of the token owning `token`: the first token `>= token`,
     /// wrapping to the first. The ring must not be empty.
     #[inline]
     fn successor(&self, token: Token) -> usize {
-        self.index.successor(token)
+        self.0.index.successor(token)
     }
 
     /// The range of the token at `position`.
     pub fn range_at(&self, position: usize) -> TokenRange {
-        let end = self.tokens[position];
+        let end = self.0.tokens[position];
         let start = if position == 0 {
-            self.tokens[self.tokens.len() - 1]
+            self.0.tokens[self.0.tokens.len() - 1]
         } else {
-            self.tokens[position - 1]
+            self.0.tokens[position - 1]
         };
         TokenRange::new(start, end)
     }
@@ -386,38 +398,38 @@ impl Ring {
     /// The owner of a token.
     #[inline]
     pub fn owner_of_token(&self, token: Token) -> Result<&MemberId, RingError> {
-        if self.tokens.is_empty() {
+        if self.0.tokens.is_empty() {
             return Err(RingError::Empty);
         }
-        let (_, owner) = self.index.lookup(token);
-        Ok(&self.members[owner as usize].id)
+        let (_, owner) = self.0.index.lookup(token);
+        Ok(&self.0.members[owner as usize].id)
     }
 
     /// Where a token lands: owning position, range and owner.
     pub fn locate(&self, token: Token) -> Result<Location<'_>, RingError> {
-        if self.tokens.is_empty() {
+        if self.0.tokens.is_empty() {
             return Err(RingError::Empty);
         }
         let position = self.successor(token);
         Ok(Location {
             position,
             range: self.range_at(position),
-            owner: &self.members[self.owners[position] as usize].id,
+            owner: &self.0.members[self.0.owners[position] as usize].id,
         })
     }
 
     /// Checks a replication setting against this ring.
     pub fn check_replication(&self, replication: &Replication) -> Result<(), RingError> {
-        if self.tokens.is_empty() {
+        if self.0.tokens.is_empty() {
             return Err(RingError::Empty);
         }
         if replication.factor == 0 {
             return Err(RingError::ZeroReplicationFactor);
         }
-        if replication.factor > self.members.len() {
+        if replication.factor > self.0.members.len() {
             return Err(RingError::ReplicationFactorTooLarge {
                 requested: replication.factor,
-                members: self.members.len(),
+                members: self.0.members.len(),
             });
         }
         Ok(())
@@ -444,7 +456,7 @@ impl Ring {
         self.replica_indices_at(self.successor(token), replication, &mut picked);
         Ok(picked
             .into_iter()
-            .map(|m| &self.members[m as usize].id)
+            .map(|m| &self.0.members[m as usize].id)
             .collect())
     }
 
@@ -473,18 +485,18 @@ impl Ring {
         out: &mut Vec<u32>,
     ) {
         out.clear();
-        let n = self.tokens.len();
+        let n = self.0.tokens.len();
         let rf = replication.factor;
-        if replication.zone_aware && self.zone_count > 1 {
+        if replication.zone_aware && self.0.zone_count > 1 {
             // First walk: one member per zone, as long as zones remain.
-            let zones_wanted = rf.min(self.zone_count);
+            let zones_wanted = rf.min(self.0.zone_count);
             let mut zones_seen: u64 = 0; // bitset for the first 64 zones
             let mut zone_list: Vec<u32> = Vec::new(); // beyond 64 zones
             let mut at = position;
             let mut step = 0;
             while out.len() < zones_wanted && step < n {
-                let member = self.owners[at];
-                let zone = self.zone_of[member as usize];
+                let member = self.0.owners[at];
+                let zone = self.0.zone_of[member as usize];
                 let seen = if zone < 64 {
                     zones_seen & (1 << zone) != 0
                 } else {
@@ -506,7 +518,7 @@ impl Ring {
         let mut at = position;
         let mut step = 0;
         while out.len() < rf && step < n {
-            let member = self.owners[at];
+            let member = self.0.owners[at];
             if !out.contains(&member) {
                 out.push(member);
             }
@@ -521,13 +533,14 @@ impl Ring {
         let member = self
             .member_index(id)
             .ok_or_else(|| RingError::UnknownMember(id.into()))? as u32;
-        let n = self.tokens.len();
-        if self.owners.iter().all(|&o| o == member) {
+        let n = self.0.tokens.len();
+        if self.0.owners.iter().all(|&o| o == member) {
             return Ok(vec![TokenRange::FULL]);
         }
         // Start right after a token the member does not own, so that runs of
         // adjacent ranges are never cut by the array's wrap-around.
         let first_foreign = self
+            .0
             .owners
             .iter()
             .position(|&o| o != member)
@@ -536,7 +549,7 @@ impl Ring {
         let mut run_start: Option<Token> = None;
         for step in 1..=n {
             let position = (first_foreign + step) % n;
-            if self.owners[position] == member {
+            if self.0.owners[position] == member {
                 if run_start.is_none() {
                     run_start = Some(self.range_at(position).start);
                 }
@@ -552,8 +565,9 @@ impl Ring {
     /// Each member's target share of the token space (its weight over the
     /// total weight), indexed like [`Ring::members`].
     pub fn targets(&self) -> Vec<f64> {
-        let total: u64 = self.members.iter().map(|m| u64::from(m.weight)).sum();
-        self.members
+        let total: u64 = self.0.members.iter().map(|m| u64::from(m.weight)).sum();
+        self.0
+            .members
             .iter()
             .map(|m| f64::from(m.weight) / total as f64)
             .collect()
@@ -561,9 +575,9 @@ impl Ring {
 
     /// Exact token-space ownership per member index, in tokens (sums to 2^64).
     pub fn owned_tokens(&self) -> Vec<u128> {
-        let mut owned = vec![0u128; self.members.len()];
-        for position in 0..self.tokens.len() {
-            owned[self.owners[position] as usize] += self.range_at(position).len();
+        let mut owned = vec![0u128; self.0.members.len()];
+        for position in 0..self.0.tokens.len() {
+            owned[self.0.owners[position] as usize] += self.range_at(position).len();
         }
         owned
     }
@@ -581,9 +595,9 @@ impl Ring {
         replication: &Replication,
     ) -> Result<Vec<Ownership>, RingError> {
         self.check_replication(replication)?;
-        let mut owned = vec![0u128; self.members.len()];
+        let mut owned = vec![0u128; self.0.members.len()];
         let mut picked = Vec::with_capacity(replication.factor);
-        for position in 0..self.tokens.len() {
+        for position in 0..self.0.tokens.len() {
             self.replica_indices_at(position, replication, &mut picked);
             let len = self.range_at(position).len();
             for &m in &picked {
@@ -595,7 +609,8 @@ impl Ring {
 
     fn ownership_from(&self, owned: &[u128], copies: usize) -> Vec<Ownership> {
         let targets = self.targets();
-        self.members
+        self.0
+            .members
             .iter()
             .zip(owned)
             .zip(targets)

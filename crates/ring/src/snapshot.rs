@@ -47,15 +47,16 @@ pub struct SnapshotMember {
 
 impl From<&Ring> for RingSnapshot {
     fn from(ring: &Ring) -> Self {
-        let mut per_member: Vec<Vec<u8>> = vec![Vec::new(); ring.members.len()];
-        for (&t, &o) in ring.tokens.iter().zip(&ring.owners) {
+        let mut per_member: Vec<Vec<u8>> = vec![Vec::new(); ring.0.members.len()];
+        for (&t, &o) in ring.0.tokens.iter().zip(&ring.0.owners) {
             per_member[o as usize].extend_from_slice(&t.to_le_bytes());
         }
         RingSnapshot {
             format: SNAPSHOT_FORMAT,
-            strategy: ring.config.strategy,
-            tokens_per_member: ring.config.tokens_per_member,
+            strategy: ring.0.config.strategy,
+            tokens_per_member: ring.0.config.tokens_per_member,
             members: ring
+                .0
                 .members
                 .iter()
                 .zip(per_member)
