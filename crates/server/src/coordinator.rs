@@ -395,7 +395,7 @@ impl Coordinator {
         let base = self.target_ring();
         let config = self.settings.ring_config();
         let target = if base.config() == config {
-            base.rebalance_to(desired)?
+            base.rebalance_to_for(desired, &self.settings.replication())?
         } else {
             // A new strategy or token count: a fresh ring, planned like any
             // other change.
@@ -505,7 +505,7 @@ impl Coordinator {
         let base = self.target_ring();
         let config = self.settings.ring_config();
         let ring = if base.config() == config {
-            base.rebalance_to(desired)?
+            base.rebalance_to_for(desired, &self.settings.replication())?
         } else {
             Ring::with_members(config, desired.iter().cloned())?
         };

@@ -128,7 +128,7 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Vec<StepReport>> {
             change.join.push(member(next));
             next += 1;
         }
-        let after = ring.apply(&change)?;
+        let after = ring.apply_for(&change, &scenario.replication)?;
         let label = match (step.join, step.leave) {
             (j, 0) => format!("+{j}"),
             (0, l) => format!("-{l}"),

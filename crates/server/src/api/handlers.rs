@@ -490,7 +490,7 @@ fn preview(view: &View, desired: &[MemberSpec]) -> Result<PreviewResponse, ApiEr
     let base = view.target_ring();
     let config = view.settings.ring_config();
     let ring = if base.config() == config {
-        base.rebalance_to(desired)
+        base.rebalance_to_for(desired, &view.settings.replication())
     } else {
         Ring::with_members(config, desired.iter().cloned())
     }
