@@ -82,6 +82,13 @@ impl TokenIndex {
         (position, self.entries[position].owner)
     }
 
+    /// The owner of the token at `position`, read from the same cache lines
+    /// a lookup just touched (replica walks start there).
+    #[inline]
+    pub(crate) fn owner_at(&self, position: usize) -> u32 {
+        self.entries[position].owner
+    }
+
     /// The position of the first token `>= hash`, wrapping to 0.
     #[inline]
     pub(crate) fn successor(&self, hash: Token) -> usize {

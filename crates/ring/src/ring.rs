@@ -495,7 +495,7 @@ impl Ring {
             let mut at = position;
             let mut step = 0;
             while out.len() < zones_wanted && step < n {
-                let member = self.0.owners[at];
+                let member = self.0.index.owner_at(at);
                 let zone = self.0.zone_of[member as usize];
                 let seen = if zone < 64 {
                     zones_seen & (1 << zone) != 0
@@ -518,7 +518,7 @@ impl Ring {
         let mut at = position;
         let mut step = 0;
         while out.len() < rf && step < n {
-            let member = self.0.owners[at];
+            let member = self.0.index.owner_at(at);
             if !out.contains(&member) {
                 out.push(member);
             }
