@@ -110,8 +110,6 @@ impl Address {
 
 /// One appearance of an endpoint in one slice.
 struct Copy<'a> {
-    slice_name: &'a str,
-    index: usize,
     endpoint: &'a Endpoint,
     addresses: Vec<Address>,
     ports: &'a [MemberPort],
@@ -253,13 +251,21 @@ pub fn members_from_slices(slices: &[EndpointSlice]) -> Result<MemberSet, Member
         });
     }
 
-    // Slices in name order make the merge independent of input order.
-    let mut ordered: Vec<(String, &EndpointSlice)> = slices
+    // Slices in name order make the merge independent of input order; slices
+    // without a name (or sharing one, as only hand-written files have) are
+    // ordered by their content, so that does not depend on input order either.
+    let mut keyed: Vec<((String, String), String, &EndpointSlice)> = slices
         .iter()
         .enumerate()
-        .map(|(i, s)| (slice_label(s, i), s))
+        .map(|(i, s)| {
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let content = serde_json::to_string(s).unwrap_or_default();
+            ((name, content), slice_label(s, i), s)
+        })
         .collect();
-    ordered.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let ordered: Vec<(String, &EndpointSlice)> =
+        keyed.into_iter().map(|(_, label, s)| (label, s)).collect();
 
     let mut slice_ports = Vec::with_capacity(ordered.len());
     for (label, slice) in &ordered {
@@ -315,8 +321,6 @@ pub fn members_from_slices(slices: &[EndpointSlice]) -> Result<MemberSet, Member
                 continue;
             };
             copies.entry(id).or_default().push(Copy {
-                slice_name: label,
-                index,
                 endpoint,
                 addresses,
                 ports,
@@ -334,9 +338,10 @@ pub fn members_from_slices(slices: &[EndpointSlice]) -> Result<MemberSet, Member
 }
 
 /// Merges the copies of one member (see the module docs).
+///
+/// `copies` come in the canonical slice order (name, then content) and
+/// endpoint order, so the result does not depend on the order of the input.
 fn merge(id: MemberId, mut copies: Vec<Copy<'_>>) -> Member {
-    copies.sort_by(|a, b| (a.slice_name, a.index).cmp(&(b.slice_name, b.index)));
-
     let uids: BTreeSet<&str> = copies.iter().filter_map(Copy::uid).collect();
     if uids.len() > 1 {
         let live: BTreeSet<String> = copies

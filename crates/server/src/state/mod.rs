@@ -386,6 +386,19 @@ impl State {
             .settings
             .validate()
             .map_err(|e| corrupt(format!("its settings are invalid: {e}")))?;
+        if let Some(p) = &stored.plan {
+            p.settings
+                .validate()
+                .map_err(|e| corrupt(format!("its plan's settings are invalid: {e}")))?;
+        }
+        // A next epoch must exist.
+        let last_epoch = stored
+            .plan
+            .as_ref()
+            .map_or(stored.epoch, |p| p.to_epoch.max(stored.epoch));
+        if last_epoch == u64::MAX {
+            return Err(corrupt("its epoch is at the largest possible value".into()));
+        }
         let committed = Ring::try_from(stored.committed)
             .map_err(|e| corrupt(format!("its committed ring is invalid: {e}")))?;
         let plan = match stored.plan {
