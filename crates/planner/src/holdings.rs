@@ -44,6 +44,15 @@ impl Holdings {
         }
         let replication = placement.effective_replication();
         let n = ring.tokens().len();
+        if replication.factor == 1 {
+            // One replica: the holder of each range is its owner.
+            return Self {
+                roster: ring.members().iter().map(|m| m.id.clone()).collect(),
+                ends: ring.tokens().to_vec(),
+                offsets: (0..=n as u32).collect(),
+                members: ring.owner_indices().to_vec(),
+            };
+        }
         let mut offsets = Vec::with_capacity(n + 1);
         let mut members = Vec::with_capacity(n * replication.factor);
         let mut picked = Vec::with_capacity(replication.factor);
