@@ -26,7 +26,7 @@
 use crate::settings::{Mode, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, State};
 use ringleader_client::api::MemberState;
-use ringleader_planner::{Move, MoveState, Placement, Plan, PlanError, PlanOptions, plan, replan};
+use ringleader_planner::{Move, MoveState, Placement, PlanError, PlanOptions, plan, replan};
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingError};
 use ringleader_watch::{Member, MemberSet};
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,6 +103,22 @@ pub struct Coordinator {
 
 fn eligible(member: &Member) -> bool {
     member.ready && !member.terminating
+}
+
+/// The ring for `desired` members, starting from `base`: the same ring
+/// edited, or — after a change of strategy or token count — a fresh ring,
+/// planned like any other change. Shared by planning and previews.
+pub fn next_ring(
+    base: &Ring,
+    settings: &RingSettings,
+    desired: &[MemberSpec],
+) -> Result<Ring, RingError> {
+    let config = settings.ring_config();
+    if base.config() == config {
+        base.rebalance_to_for(desired, &settings.replication())
+    } else {
+        Ring::with_members(config, desired.iter().cloned())
+    }
 }
 
 fn plan_id(epoch: u64, ring: &Ring) -> String {
@@ -392,15 +408,7 @@ impl Coordinator {
 
     fn make_plan(&mut self, desired: &[MemberSpec], now: Instant) -> Result<(), CoordinatorError> {
         let _ = now;
-        let base = self.target_ring();
-        let config = self.settings.ring_config();
-        let target = if base.config() == config {
-            base.rebalance_to_for(desired, &self.settings.replication())?
-        } else {
-            // A new strategy or token count: a fresh ring, planned like any
-            // other change.
-            Ring::with_members(config, desired.iter().cloned())?
-        };
+        let target = next_ring(self.target_ring(), &self.settings, desired)?;
         let from = self.committed();
         let to = Placement::new(target.clone(), self.settings.replication())?;
         let options = PlanOptions {
@@ -497,21 +505,6 @@ impl Coordinator {
             remaining,
             committed,
         })
-    }
-
-    /// The plan the given member set would produce from the committed
-    /// placement, without applying it.
-    pub fn preview(&self, desired: &[MemberSpec]) -> Result<(Ring, Plan), CoordinatorError> {
-        let base = self.target_ring();
-        let config = self.settings.ring_config();
-        let ring = if base.config() == config {
-            base.rebalance_to_for(desired, &self.settings.replication())?
-        } else {
-            Ring::with_members(config, desired.iter().cloned())?
-        };
-        let to = Placement::new(ring.clone(), self.settings.replication())?;
-        let plan = plan(&self.committed(), &to, &PlanOptions::default())?;
-        Ok((ring, plan))
     }
 
     /// Every member of the committed ring, the in-flight target and the

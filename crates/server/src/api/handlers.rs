@@ -15,7 +15,7 @@ use ringleader_client::api::{
     RingResponse,
 };
 use ringleader_planner::{Holdings, MoveState, Placement, PlanError, PlanOptions};
-use ringleader_ring::{MemberSpec, Replication, Ring, balance_of, hash_key};
+use ringleader_ring::{MemberSpec, Replication, balance_of, hash_key};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -487,14 +487,8 @@ pub async fn post_preview(
 }
 
 fn preview(view: &View, desired: &[MemberSpec]) -> Result<PreviewResponse, ApiError> {
-    let base = view.target_ring();
-    let config = view.settings.ring_config();
-    let ring = if base.config() == config {
-        base.rebalance_to_for(desired, &view.settings.replication())
-    } else {
-        Ring::with_members(config, desired.iter().cloned())
-    }
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ring = crate::coordinator::next_ring(view.target_ring(), &view.settings, desired)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let to = Placement::new(ring.clone(), view.settings.replication())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let plan = ringleader_planner::plan(&view.placement(), &to, &PlanOptions::default())
