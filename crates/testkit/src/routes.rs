@@ -83,6 +83,26 @@ struct Target {
 }
 
 impl Target {
+    /// Resolves the target and lets the request through the server's
+    /// faults and counters for `verb` (what every single-verb route does
+    /// first).
+    fn admitted(
+        shared: &Shared,
+        params: &Params,
+        uri: &Uri,
+        verb: Verb,
+    ) -> Result<Self, ApiStatus> {
+        let target = Self::resolve(shared, params)?;
+        let kind = shared.kind(target.kind);
+        shared.admit(
+            verb,
+            &path_of(uri),
+            Some(&kind),
+            target.namespace.as_deref(),
+        )?;
+        Ok(target)
+    }
+
     fn resolve(shared: &Shared, params: &Params) -> Result<Self, ApiStatus> {
         let param = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
         let not_found =
@@ -434,14 +454,7 @@ async fn collection_post(
     body: Bytes,
 ) -> Response {
     let result = (|| {
-        let target = Target::resolve(&shared, &params)?;
-        let kind = shared.kind(target.kind);
-        shared.admit(
-            Verb::Create,
-            &path_of(&uri),
-            Some(&kind),
-            target.namespace.as_deref(),
-        )?;
+        let target = Target::admitted(&shared, &params, &uri, Verb::Create)?;
         let object = parse_body(&body)?;
         let namespace = target.namespace.clone().unwrap_or_default();
         let created = shared.write(|store| store.create(target.kind, &namespace, object))?;
@@ -456,14 +469,7 @@ async fn item_get(
     uri: Uri,
 ) -> Response {
     let result = (|| {
-        let target = Target::resolve(&shared, &params)?;
-        let kind = shared.kind(target.kind);
-        shared.admit(
-            Verb::Get,
-            &path_of(&uri),
-            Some(&kind),
-            target.namespace.as_deref(),
-        )?;
+        let target = Target::admitted(&shared, &params, &uri, Verb::Get)?;
         let object = shared.store().get(&target.key())?;
         Ok::<_, ApiStatus>(axum::Json(object).into_response())
     })();
@@ -477,14 +483,7 @@ async fn item_put(
     body: Bytes,
 ) -> Response {
     let result = (|| {
-        let target = Target::resolve(&shared, &params)?;
-        let kind = shared.kind(target.kind);
-        shared.admit(
-            Verb::Update,
-            &path_of(&uri),
-            Some(&kind),
-            target.namespace.as_deref(),
-        )?;
+        let target = Target::admitted(&shared, &params, &uri, Verb::Update)?;
         let object = parse_body(&body)?;
         let key = target.key();
         let updated =
@@ -501,14 +500,7 @@ async fn item_delete(
     body: Bytes,
 ) -> Response {
     let result = (|| {
-        let target = Target::resolve(&shared, &params)?;
-        let kind = shared.kind(target.kind);
-        shared.admit(
-            Verb::Delete,
-            &path_of(&uri),
-            Some(&kind),
-            target.namespace.as_deref(),
-        )?;
+        let target = Target::admitted(&shared, &params, &uri, Verb::Delete)?;
         let options = if body.is_empty() {
             Value::Null
         } else {
@@ -521,6 +513,7 @@ async fn item_delete(
             .pointer("/preconditions/uid")
             .and_then(Value::as_str);
         let key = target.key();
+        let kind = shared.kind(target.kind);
         let deleted =
             shared.write(|store| store.delete(&key, precondition_rv, precondition_uid))?;
         Ok::<_, ApiStatus>(
