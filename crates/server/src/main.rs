@@ -405,8 +405,10 @@ fn colour(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("RINGLEADER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube logs a WARN for every failed retry (a 403 every second); the
+    // source logs its own, rate-limited, with advice.
+    let filter = EnvFilter::try_from_env("RINGLEADER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=error,kube_client=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -104,11 +104,21 @@ impl ServeOptions {
     }
 }
 
+/// What opening a source needs besides its spec.
+#[derive(Clone, Debug)]
+struct SourceOpener {
+    /// `--service` with a file source.
+    service_filter: Option<String>,
+    /// The API server's URL, for the Kubernetes source's messages.
+    server_url: Option<String>,
+}
+
 async fn open_source(
     spec: &SourceSpec,
-    service_filter: Option<&str>,
+    opener: &SourceOpener,
     client: Option<kube::Client>,
 ) -> anyhow::Result<MembershipStream> {
+    let service_filter = opener.service_filter.as_deref();
     Ok(match spec {
         SourceSpec::File(path) => {
             info!(
@@ -125,7 +135,11 @@ async fn open_source(
         SourceSpec::Kubernetes { namespace, service } => {
             info!(%namespace, %service, "membership from the Service's EndpointSlices");
             let client = client.context("the Kubernetes source needs a Kubernetes client")?;
-            KubernetesSource::new(namespace.clone(), service.clone()).stream(client)
+            let mut source = KubernetesSource::new(namespace.clone(), service.clone());
+            if let Some(url) = &opener.server_url {
+                source = source.server_url(url.clone());
+            }
+            source.stream(client)
         }
     })
 }
@@ -148,12 +162,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut server_url = None;
     let client = match (&options.kube, options.needs_kube()) {
         (Some(k), _) => Some(k.0.clone()),
-        (None, true) => Some(kube::Client::try_default().await.context(
-            "connecting to Kubernetes (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
-        )?),
+        (None, true) => {
+            let config = kube::Config::infer().await.context(
+                "finding the Kubernetes API server (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
+            )?;
+            info!(server = %config.cluster_url, "Kubernetes API server");
+            server_url = Some(config.cluster_url.to_string());
+            Some(kube::Client::try_from(config).context("connecting to Kubernetes")?)
+        }
         (None, false) => None,
+    };
+    let sources = SourceOpener {
+        service_filter: options.service_filter.clone(),
+        server_url,
     };
     let store: Store = match &options.store {
         StoreSpec::File(path) => FileStore::new(path.clone()).into(),
@@ -183,12 +207,7 @@ pub async fn run(
     let (handle, coordinator) = match &options.leader_election {
         None => {
             let state = load_state(&store, options.settings, options.reconfigure).await?;
-            let source = open_source(
-                &options.source,
-                options.service_filter.as_deref(),
-                client.clone(),
-            )
-            .await?;
+            let source = open_source(&options.source, &sources, client.clone()).await?;
             let (driver, handle) =
                 Driver::new(state, options.settings, options.timing, store, source);
             let stop = stop_rx.clone();
@@ -223,7 +242,7 @@ pub async fn run(
             );
             let (outlets, handle) = Outlets::new(&shown);
             let spec = options.source.clone();
-            let service_filter = options.service_filter.clone();
+            let sources = sources.clone();
             let replica = Replica {
                 store,
                 settings: options.settings,
@@ -235,8 +254,8 @@ pub async fn run(
                 },
                 open_source: move || {
                     let (spec, client) = (spec.clone(), client.clone());
-                    let service_filter = service_filter.clone();
-                    async move { open_source(&spec, service_filter.as_deref(), Some(client)).await }
+                    let sources = sources.clone();
+                    async move { open_source(&spec, &sources, Some(client)).await }
                 },
                 poll: options.follower_poll,
             };
