@@ -9,6 +9,7 @@ pub mod api;
 pub mod coordinator;
 pub mod lease;
 pub mod metrics;
+pub mod plan_times;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

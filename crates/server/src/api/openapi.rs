@@ -3,6 +3,7 @@
 
 use super::handlers;
 use super::sse;
+use super::status;
 use axum::Json;
 use ringleader_client::api;
 use utoipa::OpenApi;
@@ -24,6 +25,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
+        status::get_status,
     ),
     components(schemas(
         api::RingResponse, api::SettingsView, api::MemberView, api::MemberState, api::TokenView,
@@ -31,6 +33,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::MemberRangesResponse, api::PlanResponse, api::PlanView, api::MoveView, api::SummaryView,
         api::FlowView, api::CleanupView, api::MoveDoneResponse, api::PreviewRequest, api::PreviewMember,
         api::PreviewResponse, api::HealthResponse, api::ErrorResponse, api::ErrorDetail, api::WatchEvent,
+        api::StatusResponse, api::StatusMember, api::StatusPlan, api::OutsideEndpoint, api::OutsideReason,
     )),
     modifiers(&BearerAuth)
 )]
