@@ -284,7 +284,9 @@ pub fn status(response: &StatusResponse) -> String {
         ("REPLICAS(%)", Align::Right),
         ("ADDRESSES", Align::Left),
     ]);
-    for row in &response.members {
+    let mut rows: Vec<_> = response.members.iter().collect();
+    rows.sort_by(|a, b| natural_order(&a.member.id, &b.member.id));
+    for row in rows {
         let m = &row.member;
         let state = match (m.state, row.grace_left_seconds) {
             (MemberState::Down, Some(left)) => format!("down, leaves in {}", duration(left)),
@@ -317,7 +319,9 @@ pub fn status(response: &StatusResponse) -> String {
         ("ZONE", Align::Left),
         ("ADDRESSES", Align::Left),
     ]);
-    for e in &response.outside {
+    let mut outside: Vec<_> = response.outside.iter().collect();
+    outside.sort_by(|a, b| natural_order(&a.id, &b.id));
+    for e in outside {
         let why = match e.reason {
             OutsideReason::NotReady => "not ready: joins once ready".to_owned(),
             OutsideReason::Terminating => "terminating: will not join".to_owned(),
@@ -485,6 +489,16 @@ fn ranges_figure(ranges: &[RangeView]) -> String {
 
 fn share(r: &RangeView) -> String {
     parse_range(r).map_or_else(|| "?".to_owned(), |r| percent(r.fraction()))
+}
+
+/// Ids in natural order, as a StatefulSet counts: `db-2` before `db-10`.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(id: &str) -> (&str, Option<u64>) {
+        let digits = id.len() - id.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (stem, number) = id.split_at(id.len() - digits);
+        (stem, number.parse().ok())
+    }
+    split(a).cmp(&split(b)).then_with(|| a.cmp(b))
 }
 
 /// `(start, end]`, tokens in full.
@@ -922,8 +936,8 @@ plan age: made 2026-11-28T07:00:00Z, 3m12s ago; last change 20s ago
 
 MEMBER  STATE                ZONE  TOKENS  OWNS(%)  REPLICAS(%)  ADDRESSES
 db-0    up                   a         16    33.34        33.33  10.0.0.4
-db-10   down, leaves in 42s  -         16    66.66        66.67  10.0.0.5
 db-2    joining              b          0     0.00         0.00  -
+db-10   down, leaves in 42s  -         16    66.66        66.67  10.0.0.5
 
 outside the ring: 2 endpoints
 ENDPOINT  WHY                          ZONE  ADDRESSES
@@ -948,6 +962,13 @@ db-6      settling: planned in 3s      -     -
             text.ends_with("outside the ring: none (the ring has every ready endpoint)\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn ids_sort_as_a_statefulset_counts() {
+        let mut ids = vec!["db-10", "db-2", "cache", "db-1", "db-02", "db-"];
+        ids.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(ids, ["cache", "db-", "db-1", "db-02", "db-2", "db-10"]);
     }
 
     #[test]

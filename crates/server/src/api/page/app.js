@@ -13,6 +13,7 @@ const SVG = 'http://www.w3.org/2000/svg';
 
 const page = {
   status: null, // GET /v1/status
+  byId: new Map(), // its members by id
   statusAt: 0, // performance.now() when it arrived
   ring: null, // GET /v1/ring?tokens=true
   ringEtag: null,
@@ -130,6 +131,8 @@ function refresh() {
 
 async function load() {
   const status = (await getJson('/v1/status')).body;
+  status.members.sort((x, y) => naturally(x.id, y.id));
+  status.outside.sort((x, y) => naturally(x.id, y.id));
   if (!page.ring || page.ring.epoch !== status.epoch) {
     const extra = page.ringEtag ? { 'If-None-Match': page.ringEtag } : {};
     const ring = await getJson('/v1/ring?tokens=true', extra);
@@ -143,6 +146,7 @@ async function load() {
   }
   if (!status.plan) page.plan = null;
   page.status = status;
+  page.byId = new Map(status.members.map((m) => [m.id, m]));
   page.statusAt = performance.now();
   page.updates += 1;
   draw();
@@ -248,6 +252,11 @@ async function watch() {
 
 // ---- formatting -----------------------------------------------------------
 
+// Ids in natural order: db-2 before db-10.
+function naturally(x, y) {
+  return x.localeCompare(y, undefined, { numeric: true });
+}
+
 function pct(fraction) {
   return (fraction * 100).toFixed(2) + '%';
 }
@@ -344,9 +353,35 @@ function ringArcs(tokens) {
   return arcs;
 }
 
-// Groups runs of narrow arcs into one, coloured by the key that holds most
-// of the group, so 500 members stay drawable and readable.
-function aggregate(arcs, keyOf) {
+// Merges adjacent arcs with the same key (a state, when colouring by
+// state), remembering whose ranges they are.
+function mergeByKey(arcs, keyOf) {
+  const out = [];
+  for (const a of arcs) {
+    const key = keyOf(a);
+    const last = out[out.length - 1];
+    if (last && last.key === key && Math.abs(last.end - a.start) < 1e-12) {
+      last.end = a.end;
+      last.members.add(a.member);
+    } else {
+      out.push({ start: a.start, end: a.end, key, member: a.member, members: new Set([a.member]) });
+    }
+  }
+  if (out.length > 1 && out[0].key === out[out.length - 1].key) {
+    const tail = out.pop();
+    out[0].start = tail.start - 1;
+    for (const m of tail.members) out[0].members.add(m);
+  }
+  return out;
+}
+
+// States that must stay visible however small their arcs: a group of
+// narrow arcs takes the most urgent state in it, else its largest key.
+const URGENCY = { down: 3, leaving: 2, joining: 1 };
+
+// Groups runs of narrow arcs into one, so 500 members stay drawable and
+// readable.
+function aggregate(arcs, urgent) {
   const out = [];
   let group = null;
   const flush = () => {
@@ -355,9 +390,16 @@ function aggregate(arcs, keyOf) {
       out.push(group.arcs[0]);
     } else {
       const share = new Map();
-      for (const a of group.arcs) share.set(keyOf(a), (share.get(keyOf(a)) || 0) + (a.end - a.start));
+      for (const a of group.arcs) share.set(a.key, (share.get(a.key) || 0) + (a.end - a.start));
       const top = [...share.entries()].sort((x, y) => y[1] - x[1]);
-      out.push({ start: group.start, end: group.end, aggregated: true, key: top[0][0], top, count: group.arcs.length });
+      let key = top[0][0];
+      if (urgent) {
+        const worst = [...share.keys()].sort((x, y) => (URGENCY[y] || 0) - (URGENCY[x] || 0))[0];
+        if (URGENCY[worst]) key = worst;
+      }
+      const members = new Set();
+      for (const a of group.arcs) for (const m of a.members) members.add(m);
+      out.push({ start: group.start, end: group.end, aggregated: true, key, top, count: group.arcs.length, members });
     }
     group = null;
   };
@@ -377,43 +419,58 @@ function aggregate(arcs, keyOf) {
   return out;
 }
 
+function names(members, limit) {
+  const list = [...members].sort(naturally);
+  return list.slice(0, limit).join(', ') + (list.length > limit ? ' and ' + (list.length - limit) + ' more' : '');
+}
+
 function drawRing() {
   const root = $('ring');
   root.replaceChildren();
   const status = page.status;
   const states = new Map(status.members.map((m) => [m.id, m.state]));
   const owner = byOwner();
-  const colourOf = (member) => (owner ? memberColour(member) : STATE_COLOURS[states.get(member)] || '#999');
-  const keyOf = (a) => (owner ? a.member : states.get(a.member) || 'up');
+  const colourOfKey = (key) => (owner ? memberColour(key) : STATE_COLOURS[key] || '#999');
   const R0 = 150;
   const R1 = 200;
   root.append(svg('circle', { class: 'guide', r: R1 + 8 }), svg('circle', { class: 'guide', r: R0 - 54 }));
 
   const tokens = page.ring && page.ring.epoch === status.epoch ? page.ring.tokens || [] : [];
-  const arcs = aggregate(ringArcs(tokens), keyOf);
+  const byMember = ringArcs(tokens);
+  const keyed = mergeByKey(byMember, owner ? (a) => a.member : (a) => states.get(a.member) || 'up');
+  const arcs = aggregate(keyed, !owner);
   const rings = svg('g', { id: 'ring-arcs' });
+  const over = [];
   for (const a of arcs) {
-    let colour;
     let title;
     if (a.aggregated) {
-      colour = owner ? memberColour(a.key) : STATE_COLOURS[a.key] || '#999';
-      const names = a.top.slice(0, 5).map(([k, v]) => k + ' ' + pct(v)).join(', ');
-      title = a.count + ' small ranges, ' + pct(a.end - a.start) + ' of the ring: ' + names + (a.top.length > 5 ? ', and ' + (a.top.length - 5) + ' more' : '');
+      const shares = a.top.slice(0, 5).map(([k, v]) => k + ' ' + pct(v)).join(', ');
+      title = a.count + ' small ranges, ' + pct(a.end - a.start) + ' of the ring: ' + shares + (a.top.length > 5 ? ', and ' + (a.top.length - 5) + ' more' : '');
+    } else if (owner) {
+      title = a.key + ' (' + (states.get(a.key) || '?') + '): ' + pct(a.end - a.start) + ' of the ring';
     } else {
-      colour = colourOf(a.member);
-      title = a.member + ' (' + (states.get(a.member) || '?') + '): ' + pct(a.end - a.start) + ' of the ring';
+      title = a.key + ': ' + pct(a.end - a.start) + ' of the ring, owned by ' + names(a.members, 8);
     }
+    if (!owner && a.aggregated) title += ' (' + names(a.members, 8) + ')';
     const cls = ['arc'];
     if (a.aggregated) cls.push('aggregated');
-    if (page.search && !a.aggregated && !matches(memberById(a.member))) cls.push('dim');
-    rings.append(svg('path', { class: cls.join(' '), d: sector(R0, R1, a.start, a.end), fill: colour, 'data-member': a.member || '' }, svg('title', {}, title)));
+    if (page.search && owner && !a.aggregated && !matches(memberById(a.key))) cls.push('dim');
+    // A down, leaving or joining member's ranges stay visible however
+    // narrow: widened about their middle and drawn over the others.
+    const urgent = !owner && URGENCY[a.key];
+    const mid = (a.start + a.end) / 2;
+    const half = urgent ? Math.max((a.end - a.start) / 2, 0.0015) : (a.end - a.start) / 2;
+    const path = svg('path', { class: cls.join(' '), d: sector(R0, R1, mid - half, mid + half), fill: colourOfKey(a.key), 'data-key': a.key }, svg('title', {}, title));
+    if (urgent) over.push(path);
+    else rings.append(path);
   }
+  rings.append(...over);
   root.append(rings);
 
   // A searched member's ranges, every one of them, on an outer band.
   if (page.search) {
     const band = svg('g', { id: 'highlight' });
-    for (const a of ringArcs(tokens)) {
+    for (const a of byMember) {
       if (matches(memberById(a.member))) {
         band.append(svg('path', { class: 'highlight', d: sector(R1 + 3, R1 + 12, a.start, Math.max(a.end, a.start + 0.0008)) }, svg('title', {}, a.member)));
       }
@@ -438,9 +495,23 @@ function drawRing() {
       const same = last && last.move.from === m.move.from && last.move.to === m.move.to && last.move.state === m.move.state && Math.abs(last.end - m.start) < 1e-12;
       if (same) { last.end = m.end; last.count += 1; } else runs.push(Object.assign({ count: 1 }, m));
     }
+    // Thousands of moves: narrow neighbours in one state draw as one.
+    if (runs.length > 600) {
+      const merged = [];
+      for (const r of runs) {
+        const last = merged[merged.length - 1];
+        if (last && last.move.state === r.move.state && r.end - last.start < MIN_ARC * 2) {
+          last.end = r.end;
+          last.count += r.count;
+          last.mixed = last.mixed || last.move.from !== r.move.from || last.move.to !== r.move.to;
+        } else merged.push(Object.assign({}, r));
+      }
+      runs.splice(0, runs.length, ...merged);
+    }
     for (const r of runs) {
       const end = Math.max(r.end, r.start + 0.002);
-      const title = (r.count > 1 ? r.count + ' moves' : 'move ' + r.move.id) + ': ' + r.move.from + ' → ' + r.move.to + ', ' + r.move.state + ', ' + pct(r.end - r.start) + ' of the ring';
+      const who = r.mixed ? 'between several members' : r.move.from + ' → ' + r.move.to;
+      const title = (r.count > 1 ? r.count + ' moves' : 'move ' + r.move.id) + ': ' + who + ', ' + r.move.state + ', ' + pct(r.end - r.start) + ' of the ring';
       const g = svg('g', { class: 'move ' + r.move.state, 'data-move': r.move.id });
       g.append(
         svg('path', { d: sector(R0 - 26, R0 - 8, r.start, end), fill: owner ? memberColour(r.move.from) : '#8a93a6' }),
@@ -463,7 +534,7 @@ function drawRing() {
 }
 
 function memberById(id) {
-  return page.status.members.find((m) => m.id === id) || { id, state: '?', addresses: [] };
+  return page.byId.get(id) || { id, state: '?', addresses: [] };
 }
 
 function drawLegend(owner, states) {
