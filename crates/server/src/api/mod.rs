@@ -27,6 +27,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,6 +156,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
+        // The extractor's 413 does not know the limit: say it here.
+        .layer(axum::middleware::map_response(
+            move |response: axum::response::Response| async move {
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the request body is larger than the {} bytes this server accepts (--max-body)",
+                            limits.body_bytes
+                        ),
+                    )
+                    .into_response();
+                }
+                response
+            },
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
