@@ -875,3 +875,17 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(None, true));
+        assert!(!colour(None, false));
+        assert!(!colour(Some("1".into()), true));
+        // An empty NO_COLOR is unset, as no-color.org says.
+        assert!(colour(Some("".into()), true));
+    }
+}
