@@ -74,6 +74,13 @@ pub struct MemberView {
     pub ownership: f64,
     /// Fraction of all replicas it holds (equals `ownership` for rf 1).
     pub replica_ownership: f64,
+    /// Tokens it has in the committed ring (0 while joining).
+    #[serde(default)]
+    pub tokens: usize,
+    /// When a `down` member's grace ends and it leaves the ring, RFC 3339
+    /// (UTC). Absent for members that are not down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ends_at: Option<String>,
 }
 
 /// A token and its owner.
@@ -325,6 +332,14 @@ pub struct PlanView {
     pub cleanups: Vec<CleanupView>,
     /// Members after the plan, and their states.
     pub members: Vec<String>,
+    /// When the plan from `from_epoch` was first made, RFC 3339 (UTC); kept
+    /// across replans. Absent for plans stored by older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When the plan last changed (made, revised, a move reported done),
+    /// RFC 3339 (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
 }
 
 /// `GET /v1/plan`: `{"plan": null}` when nothing is pending.
@@ -524,7 +539,9 @@ pub struct ErrorDetail {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WatchEvent {
     /// `epoch` (a new committed epoch) or `plan` (the plan changed), or
-    /// `state` (the current state, sent first and on resume).
+    /// `state` (the current state, sent first and on resume), or `members`
+    /// (member states or the endpoints outside the ring changed, no new
+    /// epoch or plan; sent without an event id).
     pub kind: String,
     /// Committed epoch.
     pub epoch: u64,
@@ -532,6 +549,137 @@ pub struct WatchEvent {
     pub revision: u64,
     /// The plan, if one is pending (or was just committed in auto mode).
     pub plan: Option<PlanView>,
+}
+
+/// Why an endpoint the source sees is not (yet) a member of the committed
+/// ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OutsideReason {
+    /// Not ready: it joins once it turns ready.
+    NotReady,
+    /// Terminating: it is on its way out and will not join.
+    Terminating,
+    /// Ready, waiting for the membership to be quiet for `--settle` before
+    /// a plan takes it in.
+    Settling,
+    /// Ready and in the in-flight plan: receiving its ranges; it is in the
+    /// ring once the plan commits.
+    Joining,
+    /// Ready, but no plan takes it in yet (planning failed, or every member
+    /// was gone); see the coordinator's log.
+    Waiting,
+}
+
+impl OutsideReason {
+    /// The reason's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutsideReason::NotReady => "not_ready",
+            OutsideReason::Terminating => "terminating",
+            OutsideReason::Settling => "settling",
+            OutsideReason::Joining => "joining",
+            OutsideReason::Waiting => "waiting",
+        }
+    }
+}
+
+/// An endpoint of the Service that the committed ring does not have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OutsideEndpoint {
+    /// Stable id (the pod name).
+    pub id: String,
+    /// Why it is not in the ring.
+    pub reason: OutsideReason,
+    /// Zone, if known.
+    pub zone: Option<String>,
+    /// Addresses from the EndpointSlices.
+    pub addresses: Vec<String>,
+    /// With `settling`: seconds until the change is planned (at the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_in_seconds: Option<f64>,
+}
+
+/// A member in `GET /v1/status`: the `GET /v1/ring` fields and the time
+/// left of a down member's grace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StatusMember {
+    /// The member as `GET /v1/ring` shows it.
+    #[serde(flatten)]
+    pub member: MemberView,
+    /// With `down`: seconds until its grace ends and it leaves the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_left_seconds: Option<f64>,
+}
+
+/// The in-flight (or, in auto mode, last committed) plan in `GET /v1/status`:
+/// its figures and progress, without the moves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StatusPlan {
+    /// Plan id.
+    pub id: String,
+    /// Epoch it starts from.
+    pub from_epoch: u64,
+    /// Epoch it commits as.
+    pub to_epoch: u64,
+    /// `in_progress` or `committed`.
+    pub state: String,
+    /// Figures and moves by state.
+    pub summary: SummaryView,
+    /// Moves done, of those not cancelled.
+    pub done: usize,
+    /// When it was made, RFC 3339 (UTC), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When it last changed, RFC 3339 (UTC), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
+    /// Seconds since it was made, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+    /// Seconds since it last changed, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<f64>,
+}
+
+/// `GET /v1/status`: one screen for operators, as `ringleader status`
+/// prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StatusResponse {
+    /// The committed placement's epoch.
+    pub epoch: u64,
+    /// Settings.
+    pub settings: SettingsView,
+    /// max/mean ownership of the committed ring.
+    pub balance: f64,
+    /// Members of the committed ring, the in-flight plan and the pending
+    /// change, with their states.
+    pub members: Vec<StatusMember>,
+    /// Endpoints the source sees that the committed ring does not have, and
+    /// why.
+    pub outside: Vec<OutsideEndpoint>,
+    /// The plan, if any.
+    pub plan: Option<StatusPlan>,
+    /// With a change waiting for the settle window: seconds until it is
+    /// planned (at the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_in_seconds: Option<f64>,
+    /// The membership source's state: `starting`, `synced`, `resyncing`,
+    /// `failing`, `standby` (a follower).
+    pub source: String,
+    /// The source's last error or re-sync reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_detail: Option<String>,
+    /// The coordinator instance that leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The coordinator's clock when it answered, RFC 3339 (UTC).
+    pub now: String,
 }
 
 impl HealthResponse {

@@ -2,7 +2,8 @@
 
 use crate::api::{
     HealthResponse, LookupBatchRequest, LookupBatchResponse, LookupResponse, MemberRangesResponse,
-    MoveDoneResponse, PlanResponse, PreviewRequest, PreviewResponse, RingResponse, WatchEvent,
+    MoveDoneResponse, PlanResponse, PreviewRequest, PreviewResponse, RingResponse, StatusResponse,
+    WatchEvent,
 };
 use crate::error::{Error, Result};
 use crate::sse::{SseEvent, SseParser};
@@ -166,6 +167,12 @@ impl Client {
     /// `GET /v1/plan`: the pending plan, if any.
     pub async fn plan(&self) -> Result<PlanResponse> {
         self.get(self.url(&["v1", "plan"])).await
+    }
+
+    /// `GET /v1/status`: members with states, the endpoints outside the
+    /// ring and why, the plan's progress and age.
+    pub async fn status(&self) -> Result<StatusResponse> {
+        self.get(self.url(&["v1", "status"])).await
     }
 
     /// `GET /v1/lookup?key=K[&rf=N]`: the owner and replicas of a key.

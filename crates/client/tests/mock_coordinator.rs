@@ -109,6 +109,8 @@ fn ring_response(epoch: u64, ring: &Ring, settings: &SettingsView) -> RingRespon
             weight: m.weight,
             ownership: 0.0,
             replica_ownership: 0.0,
+            tokens: 0,
+            grace_ends_at: None,
         })
         .collect();
     // A joining member without tokens yet, as the coordinator lists them.
@@ -120,6 +122,8 @@ fn ring_response(epoch: u64, ring: &Ring, settings: &SettingsView) -> RingRespon
         weight: 1,
         ownership: 0.0,
         replica_ownership: 0.0,
+        tokens: 0,
+        grace_ends_at: None,
     });
     RingResponse {
         epoch,
@@ -316,6 +320,8 @@ async fn preview_route(axum::Json(body): axum::Json<PreviewRequest>) -> Response
                 weight: m.weight.unwrap_or(1),
                 ownership: 1.0 / members.len() as f64,
                 replica_ownership: 1.0 / members.len() as f64,
+                tokens: 0,
+                grace_ends_at: None,
             })
             .collect(),
         balance: 1.0,

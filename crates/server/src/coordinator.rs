@@ -24,8 +24,8 @@
 //! change mid-plan replans from what is true now, keeping move ids.
 
 use crate::settings::{Mode, RingSettings, Timing};
-use crate::state::{PlanRecord, PlanState, State};
-use ringleader_client::api::MemberState;
+use crate::state::{PlanRecord, PlanState, PlanTimes, State};
+use ringleader_client::api::{MemberState, OutsideReason};
 use ringleader_planner::{Move, MoveState, Placement, PlanError, PlanOptions, plan, replan};
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingError};
 use ringleader_watch::{Member, MemberSet};
@@ -428,6 +428,8 @@ impl Coordinator {
             target,
             settings: self.settings,
             plan: new_plan,
+            // Stamped by the runtime (crate::plan_times), which reads the clock.
+            times: PlanTimes::default(),
         };
         let s = &record.plan.summary;
         info!(
@@ -570,6 +572,83 @@ impl Coordinator {
                 .min(p.first + self.timing.settle_max)
                 .saturating_duration_since(now)
         })
+    }
+}
+
+/// An endpoint the source sees that the committed ring does not have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outside {
+    /// Id.
+    pub id: MemberId,
+    /// Why it is not in the ring.
+    pub reason: OutsideReason,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Addresses, from the source.
+    pub addresses: Vec<String>,
+}
+
+/// What operators see of the coordinator beyond the ring and the plan: the
+/// endpoints outside the ring, and when grace periods and the settle
+/// window end. Read-only; kept apart from the state machine above.
+impl Coordinator {
+    /// The endpoints the source sees that the committed ring does not have,
+    /// and why, in id order.
+    pub fn outside_ring(&self) -> Vec<Outside> {
+        let Some(observed) = &self.observed else {
+            return Vec::new();
+        };
+        let in_plan = self.plan_in_progress();
+        observed
+            .iter()
+            .filter(|m| self.state.committed.member(m.id.as_str()).is_none())
+            .map(|m| {
+                let id = MemberId::new(m.id.as_str());
+                let reason = if m.terminating {
+                    OutsideReason::Terminating
+                } else if !m.ready {
+                    OutsideReason::NotReady
+                } else if in_plan.is_some_and(|p| p.target.member(id.as_str()).is_some()) {
+                    OutsideReason::Joining
+                } else if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.desired.iter().any(|s| s.id == id))
+                {
+                    OutsideReason::Settling
+                } else {
+                    OutsideReason::Waiting
+                };
+                Outside {
+                    id,
+                    reason,
+                    zone: m.zone.clone(),
+                    addresses: m.addresses.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// When the grace of a `down` member ends (it then leaves the ring).
+    pub fn grace_ends(&self, id: &MemberId) -> Option<Instant> {
+        self.down_since
+            .get(id)
+            .map(|&since| since + self.timing.down_grace)
+    }
+
+    /// When the change waiting for the settle window is planned, at the
+    /// latest.
+    pub fn settle_ends(&self) -> Option<Instant> {
+        self.pending
+            .as_ref()
+            .map(|p| (p.last + self.timing.settle).min(p.first + self.timing.settle_max))
+    }
+
+    /// Stamps the plan's wall-clock times if it changed since `clock` last
+    /// looked (the core reads no clock; the runtime calls this before each
+    /// save, so the stamps are saved with the change they date).
+    pub fn stamp_plan(&mut self, clock: &mut crate::plan_times::PlanClock, now_ms: u64) {
+        clock.stamp(&mut self.state, now_ms);
     }
 }
 

@@ -1,7 +1,7 @@
 //! `ringleader`: the coordinator binary and its operator CLI.
 //!
 //! `ringleader serve` runs the coordinator; `ring`, `plan`, `members`,
-//! `lookup`, `ranges`, `preview` and `done` talk to a running one;
+//! `status`, `lookup`, `ranges`, `preview` and `done` talk to a running one;
 //! `simulate` runs offline scenarios. Flags are parsed here (what was
 //! typed) and turned into validated options (what it means) before
 //! anything runs.
@@ -52,6 +52,12 @@ enum Command {
     ///
     /// Example: `ringleader members`
     Members(ClientArgs),
+    /// One screen, like `nodetool status`: members with state, zone, tokens
+    /// and ownership; the endpoints the ring doesn't have and why; the
+    /// plan's progress and age.
+    ///
+    /// Example: `ringleader status`
+    Status(ClientArgs),
     /// Look up the owner and replicas of a key.
     ///
     /// Example: `ringleader lookup user:42 --rf 3`
@@ -736,7 +742,9 @@ fn client_command(command: Command) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let args = match &command {
-            Command::Ring(c) | Command::Plan(c) | Command::Members(c) => c.clone(),
+            Command::Ring(c) | Command::Plan(c) | Command::Members(c) | Command::Status(c) => {
+                c.clone()
+            }
             Command::Lookup { client, .. }
             | Command::Ranges { client, .. }
             | Command::Preview { client, .. }
@@ -766,6 +774,11 @@ fn client_command(command: Command) -> anyhow::Result<()> {
                 json,
                 &client.ring(false).await.with_context(context)?,
                 |r: &RingResponse| render::members(r),
+            )?,
+            Command::Status(_) => show(
+                json,
+                &client.status().await.with_context(context)?,
+                render::status,
             )?,
             Command::Plan(_) => show(
                 json,

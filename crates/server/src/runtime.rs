@@ -17,6 +17,7 @@
 use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
+use crate::plan_times::{PlanClock, unix_ms};
 use crate::settings::{RingSettings, Timing};
 use crate::state::{Refreshed, State, Store, StoreError};
 use crate::view::{SourceStatus, View, move_view};
@@ -27,7 +28,7 @@ use ringleader_watch::{MemberSet, MembershipStream, SourceEvent, SourceHealth};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
@@ -278,6 +279,17 @@ impl Outlets {
                 plan: view.plan_view().cloned(),
             };
             let _ = self.events.send((view.event_id(), event));
+        } else if view.members != previous.members || view.outside != previous.outside {
+            // Member states moved (down, back up, settling) with no new
+            // epoch or plan: say so, without an id, so resuming with
+            // Last-Event-ID keeps its meaning.
+            let event = WatchEvent {
+                kind: "members".to_owned(),
+                epoch: view.epoch,
+                revision: view.revision,
+                plan: view.plan_view().cloned(),
+            };
+            let _ = self.events.send((String::new(), event));
         }
         self.published = Some(key);
         self.view_tx.send_replace(view);
@@ -330,6 +342,8 @@ pub struct Driver {
     /// When to retry a save that failed for a passing reason.
     retry_save_at: Option<tokio::time::Instant>,
     plans_seen: u64,
+    /// Stamps plans with wall-clock times before they are saved.
+    plan_clock: PlanClock,
 }
 
 impl Driver {
@@ -367,6 +381,7 @@ impl Driver {
         lead: Option<Lead>,
     ) -> Self {
         let mut driver = Driver {
+            plan_clock: PlanClock::new(coordinator.state()),
             saved_version: coordinator.persisted_version(),
             coordinator,
             settings,
@@ -494,6 +509,8 @@ impl Driver {
     }
 
     async fn save(&mut self) -> Result<(), StoreError> {
+        self.coordinator
+            .stamp_plan(&mut self.plan_clock, unix_ms(SystemTime::now()));
         let version = self.coordinator.persisted_version();
         if version == self.saved_version || self.failed_version == Some(version) {
             return Ok(());
@@ -553,6 +570,7 @@ impl Driver {
             plan.settings.mode = self.settings.mode;
         }
         self.coordinator = Coordinator::new(state, self.settings, self.timing);
+        self.plan_clock = PlanClock::new(self.coordinator.state());
         self.saved_version = self.coordinator.persisted_version();
         self.failed_version = None;
         self.plans_seen = 0;

@@ -730,6 +730,8 @@ fn preview(
             weight: m.weight,
             ownership: figures.ownership[i].fraction,
             replica_ownership: figures.replica_ownership.get(i).map_or(0.0, |o| o.fraction),
+            tokens: figures.token_counts.get(i).copied().unwrap_or(0),
+            grace_ends_at: None,
         })
         .collect();
     Ok(PreviewResponse {

@@ -13,8 +13,10 @@
 mod error;
 mod handlers;
 mod openapi;
+mod page;
 mod ring_body;
 mod sse;
+mod status;
 pub mod tokenreview;
 
 pub use error::{ApiError, ApiJson};
@@ -153,6 +155,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        // The operator's view: the page, and the one-screen status it and
+        // `ringleader status` read.
+        .route("/", get(page::index))
+        .route("/v1/status", get(status::get_status))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))

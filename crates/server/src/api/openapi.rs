@@ -3,6 +3,7 @@
 
 use super::handlers;
 use super::sse;
+use super::status;
 use axum::Json;
 use ringleader_client::api;
 use utoipa::OpenApi;
@@ -25,6 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         handlers::readyz,
         handlers::metrics,
         openapi_json,
+        status::get_status,
     ),
     components(schemas(
         api::RingResponse, api::SettingsView, api::MemberView, api::MemberState, api::TokenView,
@@ -33,6 +35,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::MemberRangesResponse, api::PlanResponse, api::PlanView, api::MoveView, api::SummaryView,
         api::FlowView, api::CleanupView, api::MoveDoneResponse, api::PreviewRequest, api::PreviewMember,
         api::PreviewResponse, api::HealthResponse, api::ErrorResponse, api::ErrorDetail, api::WatchEvent,
+        api::StatusResponse, api::StatusMember, api::StatusPlan, api::OutsideEndpoint, api::OutsideReason,
     )),
     modifiers(&BearerAuth)
 )]

@@ -381,6 +381,7 @@ mod tests {
             target,
             settings,
             plan,
+            times: crate::state::PlanTimes::default(),
         });
         state
     }
