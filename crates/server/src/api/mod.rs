@@ -112,6 +112,11 @@ pub struct AppState {
     pub bodies: Arc<ring_body::RingBodies>,
     /// Turns true on shutdown (ends watch streams).
     pub shutdown: watch::Receiver<bool>,
+    /// With leader election: the leader's advertised API URL, where a
+    /// follower forwards writes.
+    pub leader_url: Option<watch::Receiver<Option<String>>>,
+    /// The HTTP client that forwards writes.
+    pub forwarder: reqwest::Client,
 }
 
 impl AppState {
@@ -132,7 +137,17 @@ impl AppState {
             previews: Arc::new(Semaphore::new(limits.previews)),
             bodies: Arc::default(),
             shutdown,
+            leader_url: None,
+            forwarder: reqwest::Client::new(),
         }
+    }
+
+    /// Forwards writes a follower receives to the URL the leader
+    /// advertises (`--advertise-url`, on the Lease).
+    #[must_use]
+    pub fn with_leader_url(mut self, leader_url: watch::Receiver<Option<String>>) -> Self {
+        self.leader_url = Some(leader_url);
+        self
     }
 }
 
