@@ -141,7 +141,10 @@ async function load() {
       page.ringEtag = ring.etag;
     }
   }
-  if (page.plan === null && status.plan) {
+  // The watch events carry the plan; read it here only when they have not
+  // brought this one (first load, or events missed while reconnecting).
+  const stale = !page.plan || page.plan.id !== status.plan?.id || page.plan.to_epoch !== status.plan?.to_epoch;
+  if (status.plan && stale) {
     page.plan = (await getJson('/v1/plan')).body.plan;
   }
   if (!status.plan) page.plan = null;
