@@ -98,7 +98,7 @@ async function main() {
     executablePath: chromiumPath,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+      '--disable-component-update', '--disable-sync', '--disable-breakpad', '--disable-crash-reporter'],
     viewport: { width: 1440, height: 1100 },
     timeout: 60000,
   });
