@@ -147,6 +147,13 @@ async function main() {
   await page.fill('#search', '');
   await page.waitForFunction(() => document.querySelectorAll('#members tbody tr[data-member]').length === 4);
 
+  // Colouring by state: the legend counts members by state.
+  await page.selectOption('#colour-by', 'state');
+  await page.waitForFunction(() => document.getElementById('legend').textContent.includes('joining (1)'));
+  check(await page.locator('#ring-arcs path[data-key="up"]').count() > 0, 'colouring by state draws the ring by state');
+  await page.selectOption('#colour-by', 'auto');
+  await page.waitForSelector('#ring-arcs path[data-key="db-0"]');
+
   // The screenshot for the README: a plan in progress, a member joining,
   // one terminating outside the ring.
   await page.locator('#search').blur();
