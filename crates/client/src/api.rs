@@ -93,6 +93,53 @@ pub struct TokenView {
     pub member: String,
 }
 
+/// One member's tokens in `GET /v1/ring?tokens=compact`: base64 (standard
+/// alphabet, padded) of its tokens as little-endian `u64`s, ascending. A
+/// quarter of the size of the decimal form, and parsed without any
+/// number formatting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CompactTokens {
+    /// The member.
+    pub member: String,
+    /// Base64 of 8 bytes (little-endian) per token.
+    #[cfg_attr(feature = "openapi", schema(format = Byte))]
+    pub tokens: String,
+}
+
+impl CompactTokens {
+    /// The tokens, or `None` when the text is not base64 of whole `u64`s.
+    pub fn decode(&self) -> Option<Vec<u64>> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.tokens.as_bytes())
+            .ok()?;
+        if bytes.len() % 8 != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(c);
+                    u64::from_le_bytes(word)
+                })
+                .collect(),
+        )
+    }
+
+    /// Encodes a member's tokens.
+    pub fn encode(member: impl Into<String>, tokens: &[u64]) -> Self {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        Self {
+            member: member.into(),
+            tokens: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+}
+
 /// `GET /v1/ring`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -108,6 +155,9 @@ pub struct RingResponse {
     /// Every token, sorted, with `?tokens=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<TokenView>>,
+    /// Each member's tokens, compactly, with `?tokens=compact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_tokens: Option<Vec<CompactTokens>>,
     /// Whether a plan is in flight.
     pub plan_in_flight: bool,
     /// The coordinator instance that leads (writes and plans).
@@ -149,10 +199,55 @@ pub struct LookupResponse {
 #[serde(deny_unknown_fields)]
 pub struct LookupBatchRequest {
     /// Keys to look up (at most 10,000).
+    #[cfg_attr(feature = "openapi", schema(max_items = 10_000))]
     pub keys: Vec<String>,
-    /// Replicas wanted; defaults to the configured factor.
-    #[serde(default)]
+    /// Replicas wanted; defaults to the configured factor. More than the
+    /// ring has members is a 409.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16))]
     pub rf: Option<usize>,
+}
+
+/// Integers that may arrive as JSON numbers with a zero fraction (`3.0` is
+/// an integer to JSON Schema, and to many JSON encoders).
+mod integral {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(u64),
+        Float(f64),
+    }
+
+    /// An optional integer of type `T`.
+    pub(super) fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        use serde::de::Error as _;
+        let Some(number) = Option::<Number>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        let value = match number {
+            Number::Int(n) => n,
+            Number::Float(f)
+                if f.fract() == 0.0 && (0.0..=9.007_199_254_740_992e15).contains(&f) =>
+            {
+                // Exact: integral and within f64's exact integer range.
+                f as u64
+            }
+            Number::Float(f) => {
+                return Err(D::Error::custom(format!(
+                    "expected a non-negative integer, got {f}"
+                )));
+            }
+        };
+        T::try_from(value)
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("{value} is out of range")))
+    }
 }
 
 /// `POST /v1/lookup` response.
@@ -297,21 +392,22 @@ pub struct MoveDoneResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PreviewMember {
-    /// Id.
+    /// Id (unique in the request).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub id: String,
     /// Zone.
     #[serde(default)]
     pub zone: Option<String>,
-    /// Weight, default 1.
-    #[serde(default)]
+    /// Weight, default 1 (at most `--max-preview-weight`, 16 by default).
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16))]
     pub weight: Option<u32>,
 }
 
 /// `POST /v1/preview` body: the member set to try, either as members or as
 /// EndpointSlices (YAML or JSON text, as `kubectl get endpointslices -o yaml`
-/// prints them). Exactly one of the two.
+/// prints them). Exactly one of the two (the other absent or `null`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
     /// Members.
@@ -320,6 +416,67 @@ pub struct PreviewRequest {
     /// EndpointSlices as text; only ready, non-terminating endpoints count.
     #[serde(default)]
     pub endpoint_slices: Option<String>,
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for PreviewRequest {
+    // Hand-written: "exactly one of" is a `oneOf`, which the derive cannot
+    // say, and a tester generating bodies from the schema must not be told
+    // that `{}` or both at once are valid.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        use utoipa::openapi::{Ref, RefOr, Schema};
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let members = ArrayBuilder::new()
+            .items(Ref::from_schema_name("PreviewMember"))
+            .min_items(Some(1))
+            .max_items(Some(1024))
+            .description(Some(
+                "The members to try (ids unique; at most --max-preview-members, 1,024 by default; \
+                 members × weight × tokens per member at most --max-preview-tokens)",
+            ));
+        let slices = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "EndpointSlices as YAML or JSON text; only ready, non-terminating endpoints count",
+            ));
+        let by_members = ObjectBuilder::new()
+            .property("members", members)
+            .property("endpoint_slices", null())
+            .required("members")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+        let by_slices = ObjectBuilder::new()
+            .property("endpoint_slices", slices)
+            .property("members", null())
+            .required("endpoint_slices")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .item(by_members)
+                .item(by_slices)
+                .description(Some(
+                    "The member set to try: `members`, or `endpoint_slices`; exactly one",
+                ))
+                .build(),
+        ))
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for PreviewRequest {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "PreviewMember".to_owned(),
+            <PreviewMember as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 /// `POST /v1/preview` response.

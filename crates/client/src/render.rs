@@ -625,6 +625,7 @@ mod tests {
             ],
             balance: 1.0004,
             tokens: None,
+            compact_tokens: None,
             plan_in_flight: false,
             leader: Some("coord-1".into()),
         }

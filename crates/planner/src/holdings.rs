@@ -71,6 +71,19 @@ impl Holdings {
         }
     }
 
+    /// What each member of [`Holdings::roster`] holds, in tokens (a range
+    /// held by k members counts for each of them).
+    pub fn loads(&self) -> Vec<u128> {
+        let mut loads = vec![0u128; self.roster.len()];
+        for i in 0..self.ends.len() {
+            let len = self.range(i).len();
+            for &m in self.segment(i) {
+                loads[m as usize] += len;
+            }
+        }
+        loads
+    }
+
     /// Whether nobody holds anything.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()

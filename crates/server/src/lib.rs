@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod coordinator;
+pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod plan_times;

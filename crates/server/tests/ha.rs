@@ -526,9 +526,10 @@ async fn token_review_replica(kit: &TestApiServer, dir: &Path) -> (Replica, Path
         StoreSpec::File(dir.join("state.json")),
         RingSettings::default(),
     );
-    options.auth = AuthSpec::TokenReview {
-        allowed_writers: vec![WRITER.into()],
-    };
+    options.auth = AuthSpec::TokenReview(ringleader::api::ReviewPolicy {
+        writers: [WRITER.to_owned()].into(),
+        ..Default::default()
+    });
     options.kube = Some(KubeClient(kit.client()));
     (Replica::spawn("solo", options).await, members)
 }

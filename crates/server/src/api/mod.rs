@@ -5,19 +5,24 @@
 //! [`View`](crate::view::View) (never waiting for the coordinator) or send a
 //! [`Command`](crate::runtime::Command) for writes. Every error is
 //! `{"error": {"code", "message"}}`; bodies have a size limit; requests
-//! beyond the concurrency limit get a 503 rather than queueing without bound.
+//! beyond the concurrency limit get a 503 `overloaded` rather than queueing
+//! without bound, and requests that take longer than the request timeout a
+//! 503 `timeout`. Connection-level bounds (connections, header-read and
+//! idle timeouts) are in [`crate::http`].
 
 mod error;
 mod handlers;
 mod openapi;
 mod page;
+mod ring_body;
 mod sse;
 mod status;
 pub mod tokenreview;
 
 pub use error::{ApiError, ApiJson};
 pub use openapi::ApiDoc;
-pub use tokenreview::{Review, TokenReviewer};
+pub use ring_body::TokenForm;
+pub use tokenreview::{Review, ReviewPolicy, TokenReviewer};
 
 use crate::runtime::Handle;
 use axum::Router;
@@ -56,6 +61,18 @@ pub struct Limits {
     pub watchers: usize,
     /// Keys in one batch lookup.
     pub batch_keys: usize,
+    /// Members in one preview.
+    pub preview_members: usize,
+    /// Largest weight of a member in a preview.
+    pub preview_weight: u32,
+    /// Tokens of a preview's ring (members × weight × tokens per member):
+    /// what its memory and time grow with.
+    pub preview_tokens: usize,
+    /// Previews computed at once; more get a 503.
+    pub previews: usize,
+    /// Longest time a request may take before it is answered 503 `timeout`
+    /// (streams count until their headers are sent).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +82,12 @@ impl Default for Limits {
             concurrency: 1024,
             watchers: 256,
             batch_keys: 10_000,
+            preview_members: 1024,
+            preview_weight: 16,
+            // 1,024 members × 256 tokens: the largest ring DESIGN §8 sizes.
+            preview_tokens: 262_144,
+            previews: 2,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -82,6 +105,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Free slots for watchers.
     pub watchers: Arc<Semaphore>,
+    /// Free slots for previews.
+    pub previews: Arc<Semaphore>,
+    /// `GET /v1/ring` and `GET /v1/plan` bodies, shared between requests.
+    pub bodies: Arc<ring_body::RingBodies>,
     /// Turns true on shutdown (ends watch streams).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -101,6 +128,8 @@ impl AppState {
             reads_need_token,
             limits,
             watchers: Arc::new(Semaphore::new(limits.watchers)),
+            previews: Arc::new(Semaphore::new(limits.previews)),
+            bodies: Arc::default(),
             shutdown,
         }
     }
@@ -134,9 +163,19 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
                     let metrics = metrics.clone();
                     async move {
+                        if error.is::<tower::timeout::error::Elapsed>() {
+                            return ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "timeout",
+                                format!(
+                                    "the request took longer than {:?} (--request-timeout) and was abandoned",
+                                    limits.request_timeout
+                                ),
+                            );
+                        }
                         metrics.overload_rejections.inc();
                         ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -147,7 +186,7 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .load_shed()
                 .concurrency_limit(limits.concurrency)
-                .timeout(Duration::from_secs(30)),
+                .timeout(limits.request_timeout),
         )
         .with_state(state)
 }

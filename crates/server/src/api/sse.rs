@@ -55,7 +55,7 @@ pub async fn watch(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    super::handlers::check_read(&state, &headers)?;
+    super::handlers::check_read(&state, &headers).await?;
     let permit = state.watchers.clone().try_acquire_owned().map_err(|_| {
         state.handle.metrics.overload_rejections.inc();
         ApiError::unavailable(

@@ -27,7 +27,7 @@ pub async fn get_status(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<ApiJson<StatusResponse>, ApiError> {
-    super::handlers::check_read(&state, &headers)?;
+    super::handlers::check_read(&state, &headers).await?;
     let view = state.handle.view.borrow().clone();
     Ok(ApiJson(status(&view, Instant::now(), SystemTime::now())))
 }
