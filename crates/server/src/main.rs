@@ -267,6 +267,12 @@ struct ServeArgs {
     /// the hostname). Must differ between replicas.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// This replica's API as the other replicas reach it, e.g.
+    /// `http://10.1.2.3:8080` (default with --leader-election: from env
+    /// POD_IP and the --listen port). The leader writes it on the Lease;
+    /// followers forward writes there.
+    #[arg(long, env = "RINGLEADER_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// Reads need authentication too (the token of --auth-token-file, or a
     /// TokenReview with --auth tokenreview).
     #[arg(long, env = "RINGLEADER_AUTH_READS")]
@@ -635,6 +641,17 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
             bail!("{flag} must be more than 0");
         }
     }
+    let advertise_url = match &args.advertise_url {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url.clone()),
+        Some(url) => bail!("--advertise-url {url:?} must be an http:// or https:// URL"),
+        None => std::env::var("POD_IP")
+            .ok()
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| match ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(v6)) => format!("http://[{v6}]:{}", args.listen.port()),
+                _ => format!("http://{ip}:{}", args.listen.port()),
+            }),
+    };
     let service_filter = match (&args.source, &args.service) {
         (SourceArg::File(_), Some(service)) => Some(service.clone()),
         _ => None,
@@ -665,6 +682,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
             ..ConnLimits::default()
         },
         service_filter,
+        advertise_url,
         leader_election,
         follower_poll: std::time::Duration::from_secs(1),
         kube: None,
@@ -888,4 +906,18 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         (other, _) => bail!("unknown output format {other:?}: use table or json"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(None, true));
+        assert!(!colour(None, false));
+        assert!(!colour(Some("1".into()), true));
+        // An empty NO_COLOR is unset, as no-color.org says.
+        assert!(colour(Some("".into()), true));
+    }
 }

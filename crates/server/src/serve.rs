@@ -67,6 +67,9 @@ pub struct ServeOptions {
     /// With a file source: only the slices of this Service count
     /// (`--service`).
     pub service_filter: Option<String>,
+    /// This replica's API URL as the others reach it (`--advertise-url`):
+    /// written on the Lease while leading, so followers forward writes.
+    pub advertise_url: Option<String>,
     /// Leader election (`--leader-election`), or `None` to run alone.
     pub leader_election: Option<LeaseConfig>,
     /// How often a follower reads the state store.
@@ -90,6 +93,7 @@ impl ServeOptions {
             limits: Limits::default(),
             connections: ConnLimits::default(),
             service_filter: None,
+            advertise_url: None,
             leader_election: None,
             follower_poll: Duration::from_secs(1),
             kube: None,
@@ -203,6 +207,7 @@ pub async fn run(
     let stop_tx = Arc::new(stop_tx);
     let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
     let mut elector = None;
+    let mut leader_urls = None;
 
     let (handle, coordinator) = match &options.leader_election {
         None => {
@@ -234,6 +239,8 @@ pub async fn run(
                 "leader election on"
             );
             let (campaign, leadership) = Elector::new(client.clone(), lease.clone());
+            let campaign = campaign.advertise(options.advertise_url.clone());
+            leader_urls = Some(campaign.leader_urls());
             elector = Some(Task(tokio::spawn(campaign.run(elector_stop_rx))));
             let shown = crate::coordinator::Coordinator::new(
                 State::fresh(options.settings).context("creating a fresh state")?,
@@ -268,13 +275,17 @@ pub async fn run(
     // server too.
     let coordinator = Task(coordinator);
 
-    let app = api::router(AppState::new(
+    let mut app_state = AppState::new(
         handle,
         write_auth,
         options.reads_need_token,
         options.limits,
         stop_rx.clone(),
-    ));
+    );
+    if let Some(urls) = leader_urls {
+        app_state = app_state.with_leader_url(urls);
+    }
+    let app = api::router(app_state);
     let address = listener
         .local_addr()
         .context("reading the listening address")?;

@@ -502,19 +502,20 @@ pub async fn post_move_done(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<MoveDoneResponse>, ApiError> {
-    // Only the leader applies writes; a follower says who leads before
-    // spending a TokenReview on a write it would refuse anyway.
-    let view = current(&state);
-    if view.follower {
-        return Err(not_leader(view.leader.as_deref()));
-    }
-    check_write(&state, &headers).await?;
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(ApiError::bad_request(format!(
             "{id:?} is not a move id; GET /v1/plan lists the moves and their ids"
         )));
     }
+    // Only the leader applies writes: a follower forwards the request to
+    // the leader (which checks its token), so one Service in front of every
+    // replica works.
+    let view = current(&state);
+    if view.follower {
+        return forward_to_leader(&state, &view, &id, &headers).await;
+    }
+    check_write(&state, &headers).await?;
     let (reply, answer) = oneshot::channel();
     state
         .handle
@@ -546,6 +547,101 @@ pub async fn post_move_done(
         CommandError::NotLeader { leader } => not_leader(leader.as_deref()),
         CommandError::Store(_) | CommandError::ShuttingDown => ApiError::unavailable(e.to_string()),
     })
+}
+
+/// Marks a write forwarded by a follower, so that it is never forwarded
+/// twice (a stale leader address answers `not_leader` instead of looping).
+pub const FORWARDED_HEADER: &str = "x-ringleader-forwarded";
+
+/// A follower passes a write on to the leader and relays its answer.
+async fn forward_to_leader(
+    state: &AppState,
+    view: &View,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<ApiJson<MoveDoneResponse>, ApiError> {
+    let leader = view.leader.as_deref();
+    let url = state
+        .leader_url
+        .as_ref()
+        .and_then(|rx| rx.borrow().clone())
+        .filter(|_| !headers.contains_key(FORWARDED_HEADER));
+    let Some(url) = url else {
+        return Err(not_leader(leader));
+    };
+    let target = format!("{}/v1/plan/moves/{id}/done", url.trim_end_matches('/'));
+    let mut request = state
+        .forwarder
+        .post(&target)
+        .header(FORWARDED_HEADER, "1")
+        .timeout(Duration::from_secs(10));
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, auth.clone());
+    }
+    let answer = request.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            format!(
+                "this coordinator is a follower and could not reach the leader{} at {url} to forward the write ({e}); retry shortly",
+                leader.map(|l| format!(" {l}")).unwrap_or_default()
+            ),
+        )
+    })?;
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = answer.bytes().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            format!("the leader at {url} broke off its answer to a forwarded write ({e}); retry"),
+        )
+    })?;
+    if status.is_success() {
+        return serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!(
+                    "the leader at {url} answered a forwarded write with an unreadable body: {e}"
+                ),
+            )
+        });
+    }
+    let error: ErrorResponse = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!(
+                "the leader at {url} answered a forwarded write with {status} and no error body"
+            ),
+        )
+    })?;
+    Err(ApiError::new(
+        status,
+        forwarded_code(&error.error.code),
+        error.error.message,
+    ))
+}
+
+/// Error codes are `&'static str`: a forwarded one maps back to ours.
+fn forwarded_code(code: &str) -> &'static str {
+    [
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "writes_disabled",
+        "not_found",
+        "conflict",
+        "too_many_reviews",
+        "unavailable",
+        "overloaded",
+        "timeout",
+        "not_leader",
+        "auth_unavailable",
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+    .unwrap_or("forwarded_error")
 }
 
 /// `POST /v1/preview`.

@@ -29,6 +29,7 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,11 @@ pub struct AppState {
     pub bodies: Arc<ring_body::RingBodies>,
     /// Turns true on shutdown (ends watch streams).
     pub shutdown: watch::Receiver<bool>,
+    /// With leader election: the leader's advertised API URL, where a
+    /// follower forwards writes.
+    pub leader_url: Option<watch::Receiver<Option<String>>>,
+    /// The HTTP client that forwards writes.
+    pub forwarder: reqwest::Client,
 }
 
 impl AppState {
@@ -131,7 +137,17 @@ impl AppState {
             previews: Arc::new(Semaphore::new(limits.previews)),
             bodies: Arc::default(),
             shutdown,
+            leader_url: None,
+            forwarder: reqwest::Client::new(),
         }
+    }
+
+    /// Forwards writes a follower receives to the URL the leader
+    /// advertises (`--advertise-url`, on the Lease).
+    #[must_use]
+    pub fn with_leader_url(mut self, leader_url: watch::Receiver<Option<String>>) -> Self {
+        self.leader_url = Some(leader_url);
+        self
     }
 }
 
@@ -161,6 +177,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
+        // The extractor's 413 does not know the limit: say it here.
+        .layer(axum::middleware::map_response(
+            move |response: axum::response::Response| async move {
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the request body is larger than the {} bytes this server accepts (--max-body)",
+                            limits.body_bytes
+                        ),
+                    )
+                    .into_response();
+                }
+                response
+            },
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
