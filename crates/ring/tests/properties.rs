@@ -431,3 +431,40 @@ fn join_takes_only_from_others_and_about_its_share() {
     let moved = changed as f64 / TOKEN_SPACE as f64;
     assert!((moved - 1.0 / 11.0).abs() < 1e-6, "moved {moved}");
 }
+
+/// Joiners into an evenly laid-out ring used to cut the last of each
+/// donor's equal ranges, so every cut of 500 → 510 members fell between 0.88
+/// and 1.0 of the token space and one region streamed all the data.
+#[test]
+fn joiners_cut_ranges_all_around_the_ring() {
+    let member = |i: usize| MemberSpec::new(format!("m{i:04}"));
+    let ring = Ring::new(RingConfig::default())
+        .unwrap()
+        .apply(&MembershipChange {
+            join: (0..500).map(member).collect(),
+            ..Default::default()
+        })
+        .unwrap();
+    let after = ring
+        .apply(&MembershipChange {
+            join: (500..510).map(member).collect(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut tenths = [0usize; 10];
+    let mut cuts = 0;
+    for i in 500..510 {
+        for t in after.tokens_of(format!("m{i:04}").as_str()).unwrap() {
+            tenths[((t as u128 * 10) >> 64) as usize] += 1;
+            cuts += 1;
+        }
+    }
+    assert!(after.balance() <= 1.05, "balance {}", after.balance());
+    // Evenly spread would be a tenth each; allow twice that.
+    for (k, &n) in tenths.iter().enumerate() {
+        assert!(
+            n > 0 && n <= cuts / 5,
+            "{n} of {cuts} cuts in tenth {k}: {tenths:?}"
+        );
+    }
+}
