@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod settings;
+#[cfg(test)]
+mod sim;
 pub mod simulate;
 pub mod state;
 pub mod view;
