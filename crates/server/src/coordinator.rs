@@ -1134,4 +1134,137 @@ mod tests {
         c.tick(t0 + SETTLE);
         assert_eq!(c.state().committed.len(), 1);
     }
+
+    fn moves(c: &Coordinator) -> Vec<(String, String, String, MoveState)> {
+        c.state()
+            .plan
+            .iter()
+            .flat_map(|p| &p.plan.moves)
+            .map(|m| {
+                (
+                    m.id.to_string(),
+                    m.from.to_string(),
+                    m.to.to_string(),
+                    m.state,
+                )
+            })
+            .collect()
+    }
+
+    /// Regression (issue 10, item 1): scaling 3 → 5 and back to 3 mid-plan
+    /// made a new plan from the in-flight target that moved 12.5 % of the
+    /// data among the three pods that never changed.
+    #[test]
+    fn a_revert_to_the_committed_members_mid_plan_cancels_the_plan_and_moves_nothing() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        let committed = c.state().committed.clone();
+        c.observe(pods(5), t0 + Duration::from_secs(10));
+        c.tick(t0 + Duration::from_secs(15));
+        let first = c.state().plan.clone().expect("a plan to five");
+        let done = first.plan.moves[0].id.to_string();
+        c.move_done(&done).unwrap();
+        // db-3 and db-4 go away again; past their grace and the settle:
+        c.observe(pods(3), t0 + Duration::from_secs(20));
+        c.tick(t0 + Duration::from_secs(80));
+        c.tick(t0 + Duration::from_secs(85));
+        let state = c.state();
+        assert_eq!(state.epoch, 1, "no new epoch");
+        assert_eq!(
+            state.committed, committed,
+            "the committed ring is untouched"
+        );
+        let plan = state
+            .plan
+            .as_ref()
+            .expect("the cancelled plan stays listed");
+        assert_eq!(plan.state, PlanState::Cancelled);
+        assert!(
+            plan.plan.moves.iter().all(|m| !m.state.is_open()),
+            "nothing moves"
+        );
+        assert_eq!(
+            plan.plan.moves.len(),
+            first.plan.moves.len(),
+            "every move still listed"
+        );
+        assert_eq!(plan.plan.get(&done).unwrap().state, MoveState::Done);
+        assert!(
+            plan.plan
+                .cleanups
+                .iter()
+                .all(|c| c.member.as_str() == first.plan.moves[0].to.as_str()),
+            "only what the done move copied is cleaned up"
+        );
+    }
+
+    /// Regression (issue 10, item 2): a source not ready for a second
+    /// mid-plan (within the grace) had its moves re-sourced and merged, so
+    /// their ids changed and a shard acking the ids it was given got 404.
+    #[test]
+    fn a_source_down_within_the_grace_changes_no_move() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(4), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(6), t0 + Duration::from_secs(10));
+        c.tick(t0 + Duration::from_secs(15));
+        let before = moves(&c);
+        let source = before[0].1.clone();
+        let mut blip: Vec<(String, bool)> = (0..6).map(|i| (format!("db-{i}"), true)).collect();
+        for (id, ready) in &mut blip {
+            *ready = *id != source;
+        }
+        let blip: Vec<(&str, bool)> = blip.iter().map(|(id, r)| (id.as_str(), *r)).collect();
+        c.observe(set(&blip), t0 + Duration::from_secs(20));
+        c.tick(t0 + Duration::from_secs(21));
+        assert_eq!(moves(&c), before, "down within the grace: its moves wait");
+        c.observe(pods(6), t0 + Duration::from_secs(22));
+        c.tick(t0 + Duration::from_secs(200));
+        assert_eq!(moves(&c), before, "back within the grace: nothing changed");
+        for (id, ..) in &before {
+            c.move_done(id).expect("every id given out is still valid");
+        }
+        assert_eq!(c.state().epoch, 2);
+    }
+
+    /// Regression (issue 10, item 9): the down-grace ran while the source
+    /// was failing, so an API-server outage longer than the grace planned
+    /// out a pod that was only restarting.
+    #[test]
+    fn the_grace_counts_only_while_the_source_is_synced() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(4), t0);
+        c.tick(t0 + SETTLE);
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        // db-3 restarts; 5 s later the source loses the API server.
+        c.observe(
+            set(&[
+                ("db-0", true),
+                ("db-1", true),
+                ("db-2", true),
+                ("db-3", false),
+            ]),
+            s(10),
+        );
+        c.source_synced(false, s(15));
+        assert_eq!(
+            c.next_deadline(s(15)),
+            None,
+            "no grace runs out while the source is failing"
+        );
+        c.tick(s(500));
+        assert!(c.state().plan.is_none(), "an outage removes nobody");
+        assert_eq!(c.phase(), &Phase::Steady);
+        // Back: the 5 s counted before the outage stand; 55 s to go.
+        c.source_synced(true, s(500));
+        assert_eq!(c.next_deadline(s(500)), Some(s(555)));
+        c.observe(pods(4), s(510));
+        c.tick(s(1000));
+        assert!(c.state().plan.is_none(), "it came back within the grace");
+        assert_eq!(c.state().committed.len(), 4);
+    }
 }
