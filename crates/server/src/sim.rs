@@ -1183,6 +1183,14 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
                             *e = e.max(w);
                         }
                         seed += threads;
+                        let done = (seed - first) / threads;
+                        if done % 5000 == 0 {
+                            eprintln!(
+                                "sim progress: thread {t} ran {done} seeds (up to seed {}) in {:?}, clean",
+                                seed - threads,
+                                started.elapsed()
+                            );
+                        }
                     }
                     total
                 })
