@@ -74,6 +74,13 @@ pub struct MemberView {
     pub ownership: f64,
     /// Fraction of all replicas it holds (equals `ownership` for rf 1).
     pub replica_ownership: f64,
+    /// Tokens it has in the committed ring (0 while joining).
+    #[serde(default)]
+    pub tokens: usize,
+    /// When a `down` member's grace ends and it leaves the ring, RFC 3339
+    /// (UTC). Absent for members that are not down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ends_at: Option<String>,
 }
 
 /// A token and its owner.
@@ -84,6 +91,53 @@ pub struct TokenView {
     pub token: String,
     /// Its owner.
     pub member: String,
+}
+
+/// One member's tokens in `GET /v1/ring?tokens=compact`: base64 (standard
+/// alphabet, padded) of its tokens as little-endian `u64`s, ascending. A
+/// quarter of the size of the decimal form, and parsed without any
+/// number formatting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CompactTokens {
+    /// The member.
+    pub member: String,
+    /// Base64 of 8 bytes (little-endian) per token.
+    #[cfg_attr(feature = "openapi", schema(format = Byte))]
+    pub tokens: String,
+}
+
+impl CompactTokens {
+    /// The tokens, or `None` when the text is not base64 of whole `u64`s.
+    pub fn decode(&self) -> Option<Vec<u64>> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.tokens.as_bytes())
+            .ok()?;
+        if bytes.len() % 8 != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(c);
+                    u64::from_le_bytes(word)
+                })
+                .collect(),
+        )
+    }
+
+    /// Encodes a member's tokens.
+    pub fn encode(member: impl Into<String>, tokens: &[u64]) -> Self {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        Self {
+            member: member.into(),
+            tokens: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
 }
 
 /// `GET /v1/ring`.
@@ -101,6 +155,9 @@ pub struct RingResponse {
     /// Every token, sorted, with `?tokens=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<TokenView>>,
+    /// Each member's tokens, compactly, with `?tokens=compact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_tokens: Option<Vec<CompactTokens>>,
     /// Whether a plan is in flight.
     pub plan_in_flight: bool,
     /// The coordinator instance that leads (writes and plans).
@@ -142,10 +199,55 @@ pub struct LookupResponse {
 #[serde(deny_unknown_fields)]
 pub struct LookupBatchRequest {
     /// Keys to look up (at most 10,000).
+    #[cfg_attr(feature = "openapi", schema(max_items = 10_000))]
     pub keys: Vec<String>,
-    /// Replicas wanted; defaults to the configured factor.
-    #[serde(default)]
+    /// Replicas wanted; defaults to the configured factor. More than the
+    /// ring has members is a 409.
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16))]
     pub rf: Option<usize>,
+}
+
+/// Integers that may arrive as JSON numbers with a zero fraction (`3.0` is
+/// an integer to JSON Schema, and to many JSON encoders).
+mod integral {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(u64),
+        Float(f64),
+    }
+
+    /// An optional integer of type `T`.
+    pub(super) fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        use serde::de::Error as _;
+        let Some(number) = Option::<Number>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        let value = match number {
+            Number::Int(n) => n,
+            Number::Float(f)
+                if f.fract() == 0.0 && (0.0..=9.007_199_254_740_992e15).contains(&f) =>
+            {
+                // Exact: integral and within f64's exact integer range.
+                f as u64
+            }
+            Number::Float(f) => {
+                return Err(D::Error::custom(format!(
+                    "expected a non-negative integer, got {f}"
+                )));
+            }
+        };
+        T::try_from(value)
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("{value} is out of range")))
+    }
 }
 
 /// `POST /v1/lookup` response.
@@ -230,6 +332,14 @@ pub struct PlanView {
     pub cleanups: Vec<CleanupView>,
     /// Members after the plan, and their states.
     pub members: Vec<String>,
+    /// When the plan from `from_epoch` was first made, RFC 3339 (UTC); kept
+    /// across replans. Absent for plans stored by older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When the plan last changed (made, revised, a move reported done),
+    /// RFC 3339 (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
 }
 
 /// `GET /v1/plan`: `{"plan": null}` when nothing is pending.
@@ -282,21 +392,22 @@ pub struct MoveDoneResponse {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PreviewMember {
-    /// Id.
+    /// Id (unique in the request).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub id: String,
     /// Zone.
     #[serde(default)]
     pub zone: Option<String>,
-    /// Weight, default 1.
-    #[serde(default)]
+    /// Weight, default 1 (at most `--max-preview-weight`, 16 by default).
+    #[serde(default, deserialize_with = "integral::option")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16))]
     pub weight: Option<u32>,
 }
 
 /// `POST /v1/preview` body: the member set to try, either as members or as
 /// EndpointSlices (YAML or JSON text, as `kubectl get endpointslices -o yaml`
-/// prints them). Exactly one of the two.
+/// prints them). Exactly one of the two (the other absent or `null`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
     /// Members.
@@ -305,6 +416,67 @@ pub struct PreviewRequest {
     /// EndpointSlices as text; only ready, non-terminating endpoints count.
     #[serde(default)]
     pub endpoint_slices: Option<String>,
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for PreviewRequest {
+    // Hand-written: "exactly one of" is a `oneOf`, which the derive cannot
+    // say, and a tester generating bodies from the schema must not be told
+    // that `{}` or both at once are valid.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        use utoipa::openapi::{Ref, RefOr, Schema};
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let members = ArrayBuilder::new()
+            .items(Ref::from_schema_name("PreviewMember"))
+            .min_items(Some(1))
+            .max_items(Some(1024))
+            .description(Some(
+                "The members to try (ids unique; at most --max-preview-members, 1,024 by default; \
+                 members × weight × tokens per member at most --max-preview-tokens)",
+            ));
+        let slices = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "EndpointSlices as YAML or JSON text; only ready, non-terminating endpoints count",
+            ));
+        let by_members = ObjectBuilder::new()
+            .property("members", members)
+            .property("endpoint_slices", null())
+            .required("members")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+        let by_slices = ObjectBuilder::new()
+            .property("endpoint_slices", slices)
+            .property("members", null())
+            .required("endpoint_slices")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .item(by_members)
+                .item(by_slices)
+                .description(Some(
+                    "The member set to try: `members`, or `endpoint_slices`; exactly one",
+                ))
+                .build(),
+        ))
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for PreviewRequest {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "PreviewMember".to_owned(),
+            <PreviewMember as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 /// `POST /v1/preview` response.
@@ -367,7 +539,9 @@ pub struct ErrorDetail {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WatchEvent {
     /// `epoch` (a new committed epoch) or `plan` (the plan changed), or
-    /// `state` (the current state, sent first and on resume).
+    /// `state` (the current state, sent first and on resume), or `members`
+    /// (member states or the endpoints outside the ring changed, no new
+    /// epoch or plan; sent without an event id).
     pub kind: String,
     /// Committed epoch.
     pub epoch: u64,
@@ -375,6 +549,137 @@ pub struct WatchEvent {
     pub revision: u64,
     /// The plan, if one is pending (or was just committed in auto mode).
     pub plan: Option<PlanView>,
+}
+
+/// Why an endpoint the source sees is not (yet) a member of the committed
+/// ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OutsideReason {
+    /// Not ready: it joins once it turns ready.
+    NotReady,
+    /// Terminating: it is on its way out and will not join.
+    Terminating,
+    /// Ready, waiting for the membership to be quiet for `--settle` before
+    /// a plan takes it in.
+    Settling,
+    /// Ready and in the in-flight plan: receiving its ranges; it is in the
+    /// ring once the plan commits.
+    Joining,
+    /// Ready, but no plan takes it in yet (planning failed, or every member
+    /// was gone); see the coordinator's log.
+    Waiting,
+}
+
+impl OutsideReason {
+    /// The reason's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutsideReason::NotReady => "not_ready",
+            OutsideReason::Terminating => "terminating",
+            OutsideReason::Settling => "settling",
+            OutsideReason::Joining => "joining",
+            OutsideReason::Waiting => "waiting",
+        }
+    }
+}
+
+/// An endpoint of the Service that the committed ring does not have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct OutsideEndpoint {
+    /// Stable id (the pod name).
+    pub id: String,
+    /// Why it is not in the ring.
+    pub reason: OutsideReason,
+    /// Zone, if known.
+    pub zone: Option<String>,
+    /// Addresses from the EndpointSlices.
+    pub addresses: Vec<String>,
+    /// With `settling`: seconds until the change is planned (at the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_in_seconds: Option<f64>,
+}
+
+/// A member in `GET /v1/status`: the `GET /v1/ring` fields and the time
+/// left of a down member's grace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StatusMember {
+    /// The member as `GET /v1/ring` shows it.
+    #[serde(flatten)]
+    pub member: MemberView,
+    /// With `down`: seconds until its grace ends and it leaves the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_left_seconds: Option<f64>,
+}
+
+/// The in-flight (or, in auto mode, last committed) plan in `GET /v1/status`:
+/// its figures and progress, without the moves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StatusPlan {
+    /// Plan id.
+    pub id: String,
+    /// Epoch it starts from.
+    pub from_epoch: u64,
+    /// Epoch it commits as.
+    pub to_epoch: u64,
+    /// `in_progress` or `committed`.
+    pub state: String,
+    /// Figures and moves by state.
+    pub summary: SummaryView,
+    /// Moves done, of those not cancelled.
+    pub done: usize,
+    /// When it was made, RFC 3339 (UTC), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When it last changed, RFC 3339 (UTC), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
+    /// Seconds since it was made, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+    /// Seconds since it last changed, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<f64>,
+}
+
+/// `GET /v1/status`: one screen for operators, as `ringleader status`
+/// prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StatusResponse {
+    /// The committed placement's epoch.
+    pub epoch: u64,
+    /// Settings.
+    pub settings: SettingsView,
+    /// max/mean ownership of the committed ring.
+    pub balance: f64,
+    /// Members of the committed ring, the in-flight plan and the pending
+    /// change, with their states.
+    pub members: Vec<StatusMember>,
+    /// Endpoints the source sees that the committed ring does not have, and
+    /// why.
+    pub outside: Vec<OutsideEndpoint>,
+    /// The plan, if any.
+    pub plan: Option<StatusPlan>,
+    /// With a change waiting for the settle window: seconds until it is
+    /// planned (at the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_in_seconds: Option<f64>,
+    /// The membership source's state: `starting`, `synced`, `resyncing`,
+    /// `failing`, `standby` (a follower).
+    pub source: String,
+    /// The source's last error or re-sync reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_detail: Option<String>,
+    /// The coordinator instance that leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The coordinator's clock when it answered, RFC 3339 (UTC).
+    pub now: String,
 }
 
 impl HealthResponse {

@@ -2,7 +2,8 @@
 
 use crate::api::{
     HealthResponse, LookupBatchRequest, LookupBatchResponse, LookupResponse, MemberRangesResponse,
-    MoveDoneResponse, PlanResponse, PreviewRequest, PreviewResponse, RingResponse, WatchEvent,
+    MoveDoneResponse, PlanResponse, PreviewRequest, PreviewResponse, RingResponse, StatusResponse,
+    WatchEvent,
 };
 use crate::error::{Error, Result};
 use crate::sse::{SseEvent, SseParser};
@@ -30,8 +31,22 @@ pub struct Client {
     base: Url,
     token: Option<Arc<str>>,
     timeout: Duration,
-    /// The last `GET /v1/ring` answer and its `ETag`, without and with tokens.
-    ring_cache: Arc<Mutex<[Option<CachedRing>; 2]>>,
+    /// The last `GET /v1/ring` answer and its `ETag`, per [`TokenForm`].
+    ring_cache: Arc<Mutex<[Option<CachedRing>; 3]>>,
+}
+
+/// Which token list to ask `GET /v1/ring` for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenForm {
+    /// None (`GET /v1/ring`).
+    #[default]
+    None,
+    /// Every token with its owner as decimal strings (`?tokens=true`).
+    Full,
+    /// Each member's tokens as base64 of little-endian u64s
+    /// (`?tokens=compact`): about a quarter of the size, what
+    /// [`LocalRing`](crate::LocalRing) uses.
+    Compact,
 }
 
 #[derive(Clone)]
@@ -102,11 +117,28 @@ impl Client {
     /// Sends the `ETag` of the previous answer as `If-None-Match`; on
     /// `304 Not Modified` the previous answer is returned again.
     pub async fn ring(&self, tokens: bool) -> Result<RingResponse> {
+        self.ring_with(if tokens {
+            TokenForm::Full
+        } else {
+            TokenForm::None
+        })
+        .await
+    }
+
+    /// `GET /v1/ring` with the token list in the given form (see
+    /// [`Client::ring`] for the `ETag` handling).
+    pub async fn ring_with(&self, form: TokenForm) -> Result<RingResponse> {
         let mut url = self.url(&["v1", "ring"]);
-        if tokens {
-            url.query_pairs_mut().append_pair("tokens", "true");
+        match form {
+            TokenForm::None => {}
+            TokenForm::Full => {
+                url.query_pairs_mut().append_pair("tokens", "true");
+            }
+            TokenForm::Compact => {
+                url.query_pairs_mut().append_pair("tokens", "compact");
+            }
         }
-        let slot = usize::from(tokens);
+        let slot = form as usize;
         let cached = self.cache_lock()[slot].clone();
         let mut request = self.request(Method::GET, url.clone()).timeout(self.timeout);
         if let Some(cached) = &cached {
@@ -135,6 +167,12 @@ impl Client {
     /// `GET /v1/plan`: the pending plan, if any.
     pub async fn plan(&self) -> Result<PlanResponse> {
         self.get(self.url(&["v1", "plan"])).await
+    }
+
+    /// `GET /v1/status`: members with states, the endpoints outside the
+    /// ring and why, the plan's progress and age.
+    pub async fn status(&self) -> Result<StatusResponse> {
+        self.get(self.url(&["v1", "status"])).await
     }
 
     /// `GET /v1/lookup?key=K[&rf=N]`: the owner and replicas of a key.
@@ -283,7 +321,7 @@ impl Client {
         decode(send(request, &url).await?, &url).await
     }
 
-    fn cache_lock(&self) -> std::sync::MutexGuard<'_, [Option<CachedRing>; 2]> {
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, [Option<CachedRing>; 3]> {
         // A poisoned cache is still a valid cache: entries are replaced whole.
         self.ring_cache
             .lock()

@@ -44,6 +44,6 @@ mod local;
 pub mod render;
 pub mod sse;
 
-pub use client::{Client, DEFAULT_TIMEOUT};
+pub use client::{Client, DEFAULT_TIMEOUT, TokenForm};
 pub use error::{Error, Result};
 pub use local::{LocalRing, RingHandle, SyncOptions, SyncState, SyncedRing};

@@ -40,22 +40,45 @@ impl LocalRing {
         let settings = &response.settings;
         let strategy = settings.strategy.parse().map_err(bad)?;
         let config = RingConfig::new(strategy, settings.tokens_per_member);
-        let tokens = response.tokens.as_ref().ok_or_else(|| {
-            bad("the answer lists no tokens (was it asked with ?tokens=true?)".into())
-        })?;
-        let assignments = tokens
+        let assignments: Vec<(Token, MemberId)> = match (&response.tokens, &response.compact_tokens)
+        {
+            (Some(tokens), _) => tokens
+                .iter()
+                .map(|t| {
+                    let token: Token = t.token.parse().map_err(|_| {
+                        bad(format!(
+                            "token {:?} of member {:?} is not a decimal u64",
+                            t.token, t.member
+                        ))
+                    })?;
+                    Ok((token, MemberId::new(t.member.as_str())))
+                })
+                .collect::<Result<Vec<_>>>()?,
+            (None, Some(compact)) => {
+                let mut all = Vec::new();
+                for set in compact {
+                    let tokens = set.decode().ok_or_else(|| {
+                        bad(format!(
+                            "the tokens of member {:?} are not base64 of little-endian u64s",
+                            set.member
+                        ))
+                    })?;
+                    let id = MemberId::new(set.member.as_str());
+                    all.extend(tokens.into_iter().map(|t| (t, id.clone())));
+                }
+                all
+            }
+            (None, None) => {
+                return Err(bad(
+                        "the answer lists no tokens (was it asked with ?tokens=compact or ?tokens=true?)"
+                            .into(),
+                    ));
+            }
+        };
+        let holders: BTreeSet<String> = assignments
             .iter()
-            .map(|t| {
-                let token: Token = t.token.parse().map_err(|_| {
-                    bad(format!(
-                        "token {:?} of member {:?} is not a decimal u64",
-                        t.token, t.member
-                    ))
-                })?;
-                Ok((token, MemberId::new(t.member.as_str())))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let holders: BTreeSet<&str> = tokens.iter().map(|t| t.member.as_str()).collect();
+            .map(|(_, m)| m.as_str().to_owned())
+            .collect();
         let members = response
             .members
             .iter()
@@ -82,7 +105,7 @@ impl LocalRing {
 
     /// Fetches the ring once.
     pub async fn fetch(client: &Client) -> Result<Self> {
-        Self::from_response(&client.ring(true).await?)
+        Self::from_response(&client.ring_with(crate::client::TokenForm::Compact).await?)
     }
 
     /// The committed epoch this ring is.

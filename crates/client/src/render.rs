@@ -1,40 +1,41 @@
 //! Text tables of API answers, as the operator CLI prints them
-//! (`ringleader ring|plan|members|lookup KEY|preview FILE`).
+//! (`ringleader ring|plan|members|status|lookup KEY|ranges ID|preview FILE`).
 //!
 //! Pure functions from a response to a `String` (ending in a newline), so
 //! the CLI stays a thin shell and the output is tested here. Columns are
 //! separated by two spaces and aligned to their widest cell; numbers are
-//! right-aligned; fractions print as percentages with two decimals; tokens in
-//! tables are abbreviated (`1.845e19`), the JSON output has them whole.
+//! right-aligned; fractions print as percentages with two decimals; tokens
+//! print in full, so they can be copied into a lookup or a shard's config.
 
 use crate::api::{
-    FlowView, LookupResponse, MemberRangesResponse, MemberView, MoveView, PlanResponse,
-    PreviewResponse, RangeView, RingResponse, SummaryView,
+    FlowView, LookupResponse, MemberRangesResponse, MemberState, MemberView, MoveView,
+    OutsideReason, PlanResponse, PreviewResponse, RangeView, RingResponse, StatusResponse,
+    SummaryView,
 };
 use ringleader_ring::TokenRange;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+fn settings_line(s: &crate::api::SettingsView) -> String {
+    format!(
+        "rf {}, {} tokens, {} per member, {}, mode {}",
+        s.rf,
+        s.strategy,
+        s.tokens_per_member,
+        if s.zone_aware {
+            "zone-aware"
+        } else {
+            "not zone-aware"
+        },
+        s.mode
+    )
+}
+
 /// `ringleader ring`: epoch, settings and balance, then one row per member.
 pub fn ring(response: &RingResponse) -> String {
-    let s = &response.settings;
     let mut fields = vec![
         ("epoch", response.epoch.to_string()),
-        (
-            "settings",
-            format!(
-                "rf {}, {} tokens, {} per member, {}, mode {}",
-                s.rf,
-                s.strategy,
-                s.tokens_per_member,
-                if s.zone_aware {
-                    "zone-aware"
-                } else {
-                    "not zone-aware"
-                },
-                s.mode
-            ),
-        ),
+        ("settings", settings_line(&response.settings)),
         (
             "balance",
             format!("{:.3} (max/mean ownership)", response.balance),
@@ -141,12 +142,22 @@ pub fn lookup(response: &LookupResponse) -> String {
 /// `GET /v1/members/{id}/ranges`: what a member owns and replicates, what it
 /// is receiving and handing off, and what it may drop.
 pub fn member_ranges(response: &MemberRangesResponse) -> String {
+    // With rf 1 (or a single member) a member replicates exactly what it
+    // owns: say so once instead of listing every range twice.
+    let same = response.replicates == response.owns;
     let mut out = key_values(&[
         ("member", response.member.clone()),
         ("state", response.state.as_str().to_owned()),
         ("epoch", response.epoch.to_string()),
         ("owns", ranges_figure(&response.owns)),
-        ("replicates", ranges_figure(&response.replicates)),
+        (
+            "replicates",
+            if same {
+                "the ranges it owns (no other replicas)".to_owned()
+            } else {
+                ranges_figure(&response.replicates)
+            },
+        ),
         ("receiving", count(response.receiving.len(), "move")),
         ("handing off", count(response.handing_off.len(), "move")),
         ("cleanups", ranges_figure(&response.cleanups)),
@@ -157,9 +168,13 @@ pub fn member_ranges(response: &MemberRangesResponse) -> String {
         ("SHARE(%)", Align::Right),
         ("MOVE", Align::Left),
     ]);
+    let none = Vec::new();
     let plain = [
         ("owns", &response.owns),
-        ("replicates", &response.replicates),
+        (
+            "replicates",
+            if same { &none } else { &response.replicates },
+        ),
         ("cleanup", &response.cleanups),
     ];
     for (what, ranges) in plain {
@@ -192,6 +207,146 @@ pub fn member_ranges(response: &MemberRangesResponse) -> String {
     out
 }
 
+/// `ringleader status`: one screen, like `nodetool status`: the ring's
+/// figures, the plan's progress and age, every member with its state (a
+/// down member's grace left), and the endpoints the source sees that the
+/// ring doesn't have, with why.
+pub fn status(response: &StatusResponse) -> String {
+    let mut fields = vec![
+        ("epoch", response.epoch.to_string()),
+        ("settings", settings_line(&response.settings)),
+        (
+            "balance",
+            format!("{:.3} (max/mean ownership)", response.balance),
+        ),
+        (
+            "source",
+            match &response.source_detail {
+                Some(detail) => format!("{} ({detail})", response.source),
+                None => response.source.clone(),
+            },
+        ),
+    ];
+    if let Some(leader) = &response.leader {
+        fields.push(("leader", leader.clone()));
+    }
+    match &response.plan {
+        None => fields.push((
+            "plan",
+            match response.planned_in_seconds {
+                Some(s) => format!("none; a membership change is planned in {}", duration(s)),
+                None => "none".to_owned(),
+            },
+        )),
+        Some(p) => {
+            let mut line = format!(
+                "{}: epoch {} -> {}, {}, {} of {} moves done",
+                p.id, p.from_epoch, p.to_epoch, p.state, p.done, p.summary.moves
+            );
+            let open: Vec<String> = p
+                .summary
+                .states
+                .iter()
+                .filter(|(state, n)| **n > 0 && state.as_str() != "done")
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect();
+            if !open.is_empty() {
+                let _ = write!(line, " ({})", open.join(", "));
+            }
+            fields.push(("plan", line));
+            fields.push((
+                "moved",
+                format!(
+                    "{}% of replicas (ideal {}%)",
+                    percent(p.summary.moved_fraction),
+                    percent(p.summary.ideal_fraction)
+                ),
+            ));
+            let age = match (&p.created_at, p.age_seconds) {
+                (Some(at), Some(age)) => format!("made {at}, {} ago", duration(age)),
+                _ => "unknown (made by an older build)".to_owned(),
+            };
+            let idle = p
+                .idle_seconds
+                .map(|s| format!("; last change {} ago", duration(s)))
+                .unwrap_or_default();
+            fields.push(("plan age", format!("{age}{idle}")));
+        }
+    }
+    let mut out = key_values(&fields);
+    out.push('\n');
+    let mut table = Table::new(&[
+        ("MEMBER", Align::Left),
+        ("STATE", Align::Left),
+        ("ZONE", Align::Left),
+        ("TOKENS", Align::Right),
+        ("OWNS(%)", Align::Right),
+        ("REPLICAS(%)", Align::Right),
+        ("ADDRESSES", Align::Left),
+    ]);
+    let mut rows: Vec<_> = response.members.iter().collect();
+    rows.sort_by(|a, b| natural_order(&a.member.id, &b.member.id));
+    for row in rows {
+        let m = &row.member;
+        let state = match (m.state, row.grace_left_seconds) {
+            (MemberState::Down, Some(left)) => format!("down, leaves in {}", duration(left)),
+            (state, _) => state.as_str().to_owned(),
+        };
+        table.row(vec![
+            m.id.clone(),
+            state,
+            zone(m),
+            m.tokens.to_string(),
+            percent(m.ownership),
+            percent(m.replica_ownership),
+            addresses(m),
+        ]);
+    }
+    out.push_str(&table.render());
+    out.push('\n');
+    if response.outside.is_empty() {
+        out.push_str("outside the ring: none (the ring has every ready endpoint)\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "outside the ring: {}",
+        count(response.outside.len(), "endpoint")
+    );
+    let mut table = Table::new(&[
+        ("ENDPOINT", Align::Left),
+        ("WHY", Align::Left),
+        ("ZONE", Align::Left),
+        ("ADDRESSES", Align::Left),
+    ]);
+    let mut outside: Vec<_> = response.outside.iter().collect();
+    outside.sort_by(|a, b| natural_order(&a.id, &b.id));
+    for e in outside {
+        let why = match e.reason {
+            OutsideReason::NotReady => "not ready: joins once ready".to_owned(),
+            OutsideReason::Terminating => "terminating: will not join".to_owned(),
+            OutsideReason::Settling => match e.planned_in_seconds {
+                Some(s) => format!("settling: planned in {}", duration(s)),
+                None => "settling".to_owned(),
+            },
+            OutsideReason::Joining => "joining: receiving its ranges in the plan".to_owned(),
+            OutsideReason::Waiting => "waiting: ready, not planned yet (see the log)".to_owned(),
+        };
+        table.row(vec![
+            e.id.clone(),
+            why,
+            e.zone.clone().unwrap_or_else(|| "-".to_owned()),
+            if e.addresses.is_empty() {
+                "-".to_owned()
+            } else {
+                e.addresses.join(",")
+            },
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
 /// The members table of `ring` and `preview`.
 fn ownership_table(members: &[MemberView]) -> String {
     let mut table = Table::new(&[
@@ -199,6 +354,7 @@ fn ownership_table(members: &[MemberView]) -> String {
         ("STATE", Align::Left),
         ("ZONE", Align::Left),
         ("ADDRESSES", Align::Left),
+        ("TOKENS", Align::Right),
         ("OWNERSHIP(%)", Align::Right),
         ("REPLICAS(%)", Align::Right),
     ]);
@@ -208,6 +364,7 @@ fn ownership_table(members: &[MemberView]) -> String {
             m.state.as_str().to_owned(),
             zone(m),
             addresses(m),
+            m.tokens.to_string(),
             percent(m.ownership),
             percent(m.replica_ownership),
         ]);
@@ -334,26 +491,33 @@ fn share(r: &RangeView) -> String {
     parse_range(r).map_or_else(|| "?".to_owned(), |r| percent(r.fraction()))
 }
 
-/// `(start, end]` with both tokens abbreviated.
-fn range(r: &RangeView) -> String {
-    format!("({}, {}]", abbreviate(&r.start), abbreviate(&r.end))
+/// Ids in natural order, as a StatefulSet counts: `db-2` before `db-10`.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(id: &str) -> (&str, Option<u64>) {
+        let digits = id.len() - id.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (stem, number) = id.split_at(id.len() - digits);
+        (stem, number.parse().ok())
+    }
+    split(a).cmp(&split(b)).then_with(|| a.cmp(b))
 }
 
-/// A token in at most 8 characters: as is below 10^8, else with 4
-/// significant digits and an exponent (`18446744073709551615` → `1.845e19`).
-fn abbreviate(token: &str) -> String {
-    match token.parse::<u64>() {
-        Ok(t) if t >= 100_000_000 => {
-            let digits = t.to_string().len() as i32 - 1;
-            let mantissa = t as f64 / 10f64.powi(digits);
-            // Rounding may carry into a new digit (9.9996 → 10.000).
-            if format!("{mantissa:.3}").starts_with("10") {
-                format!("1.000e{}", digits + 1)
-            } else {
-                format!("{mantissa:.3}e{digits}")
-            }
-        }
-        _ => token.to_owned(),
+/// `(start, end]`, tokens in full.
+fn range(r: &RangeView) -> String {
+    format!("({}, {}]", r.start, r.end)
+}
+
+/// Seconds as `42s`, `3m12s`, `2h05m`, `3d04h`.
+fn duration(seconds: f64) -> String {
+    let s = if seconds.is_finite() {
+        seconds.max(0.0).round() as u64
+    } else {
+        0
+    };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{:02}h", s / 86400, s / 3600 % 24),
     }
 }
 
@@ -423,7 +587,9 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CleanupView, MemberState, PlanView, SettingsView};
+    use crate::api::{
+        CleanupView, OutsideEndpoint, PlanView, SettingsView, StatusMember, StatusPlan,
+    };
 
     fn member(id: &str, state: MemberState, zone: Option<&str>, own: f64, rep: f64) -> MemberView {
         MemberView {
@@ -434,6 +600,8 @@ mod tests {
             weight: 1,
             ownership: own,
             replica_ownership: rep,
+            tokens: if own > 0.0 { 16 } else { 0 },
+            grace_ends_at: None,
         }
     }
 
@@ -457,6 +625,7 @@ mod tests {
             ],
             balance: 1.0004,
             tokens: None,
+            compact_tokens: None,
             plan_in_flight: false,
             leader: Some("coord-1".into()),
         }
@@ -514,10 +683,10 @@ balance:  1.000 (max/mean ownership)
 plan:     none
 leader:   coord-1
 
-MEMBER  STATE    ZONE  ADDRESSES  OWNERSHIP(%)  REPLICAS(%)
-db-0    up       a     10.0.0.4          33.34        33.33
-db-10   down     -     10.0.0.5          66.66        66.67
-db-2    joining  b     -                  0.00         0.00
+MEMBER  STATE    ZONE  ADDRESSES  TOKENS  OWNERSHIP(%)  REPLICAS(%)
+db-0    up       a     10.0.0.4       16         33.34        33.33
+db-10   down     -     10.0.0.5       16         66.66        66.67
+db-2    joining  b     -               0          0.00         0.00
 ";
         assert_eq!(ring(&ring_response()), expected);
     }
@@ -563,6 +732,8 @@ db-2    joining  b          1  -
                     range: range_view(0, 1000),
                 }],
                 members: vec!["db-0".into(), "db-3".into()],
+                created_at: Some("2026-11-28T07:00:00Z".into()),
+                changed_at: None,
             }),
         };
         let expected = "\
@@ -570,9 +741,9 @@ plan p-8: epoch 7 -> 8, in_progress
 moved 25.00% of replicas (ideal 20.00%); 2 moves: 1 done, 1 pending
 cleanups: 1 range after commit, on 1 member
 
-ID    RANGE             FROM  TO    STATE
-m-1   (0, 4.612e18]     db-0  db-3  done
-m-22  (1.845e19, 1000]  db-0  db-3  pending
+ID    RANGE                         FROM  TO    STATE
+m-1   (0, 4611686018427387904]      db-0  db-3  done
+m-22  (18446744073709551615, 1000]  db-0  db-3  pending
 
 MEMBER  IN(%)  OUT(%)
 db-0     0.00   25.00
@@ -600,8 +771,8 @@ db-3    25.00    0.00
 preview from epoch 7: balance 1.000 (max/mean ownership)
 moved 0.00% of replicas (ideal 0.00%); 0 moves
 
-MEMBER  STATE  ZONE  ADDRESSES  OWNERSHIP(%)  REPLICAS(%)
-db-0    up     a     10.0.0.4         100.00       100.00
+MEMBER  STATE  ZONE  ADDRESSES  TOKENS  OWNERSHIP(%)  REPLICAS(%)
+db-0    up     a     10.0.0.4       16        100.00       100.00
 
 no moves
 
@@ -661,22 +832,154 @@ receiving:   1 move
 handing off: 0 moves
 cleanups:    0 ranges, 0.00% of the token space
 
-WHAT        RANGE                 SHARE(%)  MOVE
-owns        (0, 4.612e18]            25.00  -
-replicates  (0, 4.612e18]            25.00  -
-replicates  (4.612e18, 9.223e18]     25.00  -
-receiving   (9.223e18, 1.384e19]     25.00  m-3 from db-1 (pending)
+WHAT        RANGE                                        SHARE(%)  MOVE
+owns        (0, 4611686018427387904]                        25.00  -
+replicates  (0, 4611686018427387904]                        25.00  -
+replicates  (4611686018427387904, 9223372036854775808]      25.00  -
+receiving   (9223372036854775808, 13835058055282163712]     25.00  m-3 from db-1 (pending)
 ";
         assert_eq!(member_ranges(&response), expected);
     }
 
     #[test]
-    fn tokens_abbreviate_to_four_significant_digits() {
-        assert_eq!(abbreviate("0"), "0");
-        assert_eq!(abbreviate("99999999"), "99999999");
-        assert_eq!(abbreviate("100000000"), "1.000e8");
-        assert_eq!(abbreviate("18446744073709551615"), "1.845e19");
-        assert_eq!(abbreviate("9999900000"), "1.000e10");
-        assert_eq!(abbreviate("not-a-token"), "not-a-token");
+    fn ranges_with_rf_1_lists_each_range_once() {
+        let quarter = 1u64 << 62;
+        let owned = vec![range_view(0, quarter), range_view(2 * quarter, 3 * quarter)];
+        let response = MemberRangesResponse {
+            epoch: 3,
+            member: "db-0".into(),
+            state: MemberState::Up,
+            owns: owned.clone(),
+            replicates: owned,
+            receiving: vec![],
+            handing_off: vec![],
+            cleanups: vec![],
+        };
+        let expected = "\
+member:      db-0
+state:       up
+epoch:       3
+owns:        2 ranges, 50.00% of the token space
+replicates:  the ranges it owns (no other replicas)
+receiving:   0 moves
+handing off: 0 moves
+cleanups:    0 ranges, 0.00% of the token space
+
+WHAT  RANGE                                        SHARE(%)  MOVE
+owns  (0, 4611686018427387904]                        25.00  -
+owns  (9223372036854775808, 13835058055282163712]     25.00  -
+";
+        assert_eq!(member_ranges(&response), expected);
+    }
+
+    fn status_response() -> StatusResponse {
+        let ring = ring_response();
+        let members = ring
+            .members
+            .into_iter()
+            .map(|member| StatusMember {
+                grace_left_seconds: (member.state == MemberState::Down).then_some(42.4),
+                member,
+            })
+            .collect();
+        StatusResponse {
+            epoch: 7,
+            settings: ring.settings,
+            balance: 1.0004,
+            members,
+            outside: vec![
+                OutsideEndpoint {
+                    id: "db-5".into(),
+                    reason: OutsideReason::NotReady,
+                    zone: Some("a".into()),
+                    addresses: vec!["10.0.0.9".into()],
+                    planned_in_seconds: None,
+                },
+                OutsideEndpoint {
+                    id: "db-6".into(),
+                    reason: OutsideReason::Settling,
+                    zone: None,
+                    addresses: vec![],
+                    planned_in_seconds: Some(3.2),
+                },
+            ],
+            plan: Some(StatusPlan {
+                id: "e7-abc".into(),
+                from_epoch: 7,
+                to_epoch: 8,
+                state: "in_progress".into(),
+                summary: summary(),
+                done: 1,
+                created_at: Some("2026-11-28T07:00:00Z".into()),
+                changed_at: Some("2026-11-28T07:02:00Z".into()),
+                age_seconds: Some(192.0),
+                idle_seconds: Some(20.0),
+            }),
+            planned_in_seconds: None,
+            source: "synced".into(),
+            source_detail: None,
+            leader: Some("coord-1".into()),
+            now: "2026-11-28T07:03:12Z".into(),
+        }
+    }
+
+    #[test]
+    fn status_is_one_screen_with_plan_age_grace_left_and_endpoints_outside() {
+        let expected = "\
+epoch:    7
+settings: rf 2, balanced tokens, 16 per member, zone-aware, mode ack
+balance:  1.000 (max/mean ownership)
+source:   synced
+leader:   coord-1
+plan:     e7-abc: epoch 7 -> 8, in_progress, 1 of 2 moves done (1 pending)
+moved:    25.00% of replicas (ideal 20.00%)
+plan age: made 2026-11-28T07:00:00Z, 3m12s ago; last change 20s ago
+
+MEMBER  STATE                ZONE  TOKENS  OWNS(%)  REPLICAS(%)  ADDRESSES
+db-0    up                   a         16    33.34        33.33  10.0.0.4
+db-2    joining              b          0     0.00         0.00  -
+db-10   down, leaves in 42s  -         16    66.66        66.67  10.0.0.5
+
+outside the ring: 2 endpoints
+ENDPOINT  WHY                          ZONE  ADDRESSES
+db-5      not ready: joins once ready  a     10.0.0.9
+db-6      settling: planned in 3s      -     -
+";
+        assert_eq!(status(&status_response()), expected);
+    }
+
+    #[test]
+    fn status_without_plan_says_when_a_change_is_planned() {
+        let mut response = status_response();
+        response.plan = None;
+        response.planned_in_seconds = Some(4.0);
+        response.outside.clear();
+        let text = status(&response);
+        assert!(
+            text.contains("plan:     none; a membership change is planned in 4s\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("outside the ring: none (the ring has every ready endpoint)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ids_sort_as_a_statefulset_counts() {
+        let mut ids = vec!["db-10", "db-2", "cache", "db-1", "db-02", "db-"];
+        ids.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(ids, ["cache", "db-", "db-1", "db-02", "db-2", "db-10"]);
+    }
+
+    #[test]
+    fn durations_read_as_an_operator_writes_them() {
+        assert_eq!(duration(0.4), "0s");
+        assert_eq!(duration(59.6), "1m00s");
+        assert_eq!(duration(192.0), "3m12s");
+        assert_eq!(duration(7500.0), "2h05m");
+        assert_eq!(duration(3.0 * 86400.0 + 4.0 * 3600.0), "3d04h");
+        assert_eq!(duration(-5.0), "0s");
+        assert_eq!(duration(f64::NAN), "0s");
     }
 }

@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use ringleader_client::api::{
-    ErrorDetail, ErrorResponse, HealthResponse, LookupBatchRequest, LookupBatchResponse,
-    LookupResponse, MemberState, MemberView, MoveDoneResponse, MoveView, PlanResponse,
-    PreviewMember, PreviewRequest, PreviewResponse, RangeView, RingResponse, SettingsView,
-    SummaryView, TokenView, WatchEvent,
+    CompactTokens, ErrorDetail, ErrorResponse, HealthResponse, LookupBatchRequest,
+    LookupBatchResponse, LookupResponse, MemberState, MemberView, MoveDoneResponse, MoveView,
+    PlanResponse, PreviewMember, PreviewRequest, PreviewResponse, RangeView, RingResponse,
+    SettingsView, SummaryView, TokenView, WatchEvent,
 };
 use ringleader_client::{Client, Error, LocalRing, SyncOptions, SyncState};
 use ringleader_ring::{MemberSpec, Replication, Ring, RingConfig, Strategy};
@@ -109,6 +109,8 @@ fn ring_response(epoch: u64, ring: &Ring, settings: &SettingsView) -> RingRespon
             weight: m.weight,
             ownership: 0.0,
             replica_ownership: 0.0,
+            tokens: 0,
+            grace_ends_at: None,
         })
         .collect();
     // A joining member without tokens yet, as the coordinator lists them.
@@ -120,6 +122,8 @@ fn ring_response(epoch: u64, ring: &Ring, settings: &SettingsView) -> RingRespon
         weight: 1,
         ownership: 0.0,
         replica_ownership: 0.0,
+        tokens: 0,
+        grace_ends_at: None,
     });
     RingResponse {
         epoch,
@@ -131,6 +135,19 @@ fn ring_response(epoch: u64, ring: &Ring, settings: &SettingsView) -> RingRespon
                 .map(|(token, member)| TokenView {
                     token: token.to_string(),
                     member: member.to_string(),
+                })
+                .collect(),
+        ),
+        compact_tokens: Some(
+            ring.members()
+                .iter()
+                .map(|m| {
+                    let tokens: Vec<u64> = ring
+                        .token_owners()
+                        .filter(|(_, owner)| owner.as_str() == m.id.as_str())
+                        .map(|(t, _)| t)
+                        .collect();
+                    CompactTokens::encode(m.id.as_str(), &tokens)
                 })
                 .collect(),
         ),
@@ -148,9 +165,9 @@ async fn ring_route(
         mock.ring_requests.lock().unwrap().push((None, false));
         return (StatusCode::INTERNAL_SERVER_ERROR, "store unreadable").into_response();
     }
-    let tokens = query.get("tokens").is_some_and(|t| t == "true");
+    let form = query.get("tokens").cloned().unwrap_or_default();
     let epoch = *mock.epoch.lock().unwrap();
-    let etag = format!("\"{epoch}-{tokens}\"");
+    let etag = format!("\"{epoch}-{form}\"");
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .map(|v| v.to_str().unwrap().to_owned());
@@ -163,8 +180,11 @@ async fn ring_route(
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     let mut body = mock.rings[&epoch].clone();
-    if !tokens {
+    if form != "true" {
         body.tokens = None;
+    }
+    if form != "compact" {
+        body.compact_tokens = None;
     }
     ([(header::ETAG, etag)], axum::Json(body)).into_response()
 }
@@ -300,6 +320,8 @@ async fn preview_route(axum::Json(body): axum::Json<PreviewRequest>) -> Response
                 weight: m.weight.unwrap_or(1),
                 ownership: 1.0 / members.len() as f64,
                 replica_ownership: 1.0 / members.len() as f64,
+                tokens: 0,
+                grace_ends_at: None,
             })
             .collect(),
         balance: 1.0,
@@ -538,7 +560,7 @@ async fn reconnect_after_the_stream_closes_resumes_with_last_event_id() {
         assert_eq!(requests[0], (None, false), "initial fetch");
         assert_eq!(
             requests[1],
-            (Some("\"1-true\"".to_owned()), true),
+            (Some("\"1-compact\"".to_owned()), true),
             "refresh on reconnect"
         );
         assert_eq!(requests.len(), 3, "then the fetch of epoch 2: {requests:?}");
@@ -679,7 +701,7 @@ async fn ring_uses_etag_and_returns_the_cached_answer_on_304() {
             *mock.ring_requests.lock().unwrap(),
             vec![
                 (None, false),
-                (Some("\"1-false\"".to_owned()), true),
+                (Some("\"1-\"".to_owned()), true),
                 (None, false)
             ]
         );

@@ -71,6 +71,19 @@ impl Holdings {
         }
     }
 
+    /// What each member of [`Holdings::roster`] holds, in tokens (a range
+    /// held by k members counts for each of them).
+    pub fn loads(&self) -> Vec<u128> {
+        let mut loads = vec![0u128; self.roster.len()];
+        for i in 0..self.ends.len() {
+            let len = self.range(i).len();
+            for &m in self.segment(i) {
+                loads[m as usize] += len;
+            }
+        }
+        loads
+    }
+
     /// Whether nobody holds anything.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
@@ -172,24 +185,6 @@ impl Holdings {
             .into_iter()
             .map(|m| &self.roster[m as usize])
             .collect()
-    }
-
-    /// How much each member holds, in tokens (replica units), by roster.
-    pub fn loads(&self) -> Vec<(&MemberId, u128)> {
-        let mut load = vec![0u128; self.roster.len()];
-        if !self.is_empty() {
-            for i in 0..self.ends.len() {
-                let len = if self.ends.len() == 1 {
-                    ringleader_ring::TOKEN_SPACE
-                } else {
-                    self.range(i).len()
-                };
-                for &m in self.segment(i) {
-                    load[m as usize] += len;
-                }
-            }
-        }
-        self.roster.iter().zip(load).collect()
     }
 
     /// Every arc with its holders, adjacent arcs with equal holders merged

@@ -40,7 +40,7 @@ mod plan;
 pub use holdings::Holdings;
 pub use plan::{
     Cleanup, Flow, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply, holdings_with,
-    ideal_fraction, plan, replan,
+    ideal_fraction, ideal_from, plan, replan,
 };
 
 use ringleader_ring::{Replication, Ring, RingError};

@@ -199,12 +199,13 @@ pub fn plan(from: &Placement, to: &Placement, options: &PlanOptions) -> Result<P
     if to.ring().is_empty() {
         return Err(PlanError::EmptyTarget);
     }
+    let now = Holdings::of(from);
     let (moves, cleanups) = diff(
-        &Holdings::of(from),
+        &now,
         &Holdings::of(to),
         &Context::new(from, to, options, &[], &[]),
     );
-    Ok(finish(moves, cleanups, from, to))
+    Ok(finish(moves, cleanups, &now, to))
 }
 
 /// Plans again while `current` is in flight: from what is true now (the
@@ -297,7 +298,7 @@ pub fn replan(
         }
     }
     moves.sort_by(|a, b| (a.range.end, &a.to, &a.id).cmp(&(b.range.end, &b.to, &b.id)));
-    Ok(finish(moves, cleanups, from, to))
+    Ok(finish(moves, cleanups, &now, to))
 }
 
 /// The holdings while `plan` is in flight from `from`: the committed
@@ -325,37 +326,45 @@ pub fn apply(from: &Placement, plan: &Plan) -> Holdings {
     )
 }
 
-/// The least data a change can move, as a fraction of all replicas: what
-/// each member must newly hold, summed. A member's share of the replicas is
-/// `rf × weight / total weight`, capped at one full copy; a join of one
+/// The least data any plan must move to take data placed as `from` to
+/// placement `to`, as a fraction of all replicas of `to` (DESIGN §4): the sum
+/// over members of what they lack, `max(0, target − load now)`, with loads
+/// and targets in replica units ([`Ring::replica_targets`]). A join of one
 /// member into N equal ones gives 1/(N+1), a leave from N gives 1/N.
+///
+/// [`Ring::replica_targets`]: ringleader_ring::Ring::replica_targets
 pub fn ideal_fraction(from: &Placement, to: &Placement) -> f64 {
-    fn shares(p: &Placement) -> HashMap<&MemberId, f64> {
-        let rf = p.effective_replication().factor as f64;
-        let total: f64 = p.ring().members().iter().map(|m| f64::from(m.weight)).sum();
-        p.ring()
-            .members()
-            .iter()
-            .map(|m| (&m.id, (rf * f64::from(m.weight) / total).min(1.0)))
-            .collect()
-    }
-    let before = shares(from);
-    let after = shares(to);
-    let rf = to.effective_replication().factor as f64;
-    if from.ring().is_empty() {
-        return 0.0;
-    }
-    // Summed in member order, so the figure is the same to the last bit
-    // every time.
-    to.ring()
-        .members()
-        .iter()
-        .map(|m| (after[&m.id] - before.get(&m.id).copied().unwrap_or(0.0)).max(0.0))
-        .sum::<f64>()
-        / rf
+    ideal_from(&Holdings::of(from), to)
 }
 
-fn finish(moves: Vec<Move>, cleanups: Vec<Cleanup>, from: &Placement, to: &Placement) -> Plan {
+/// [`ideal_fraction`] from what members hold now (`now`, e.g. a committed
+/// placement plus the moves already done).
+pub fn ideal_from(now: &Holdings, to: &Placement) -> f64 {
+    if now.is_empty() || to.ring().is_empty() {
+        return 0.0;
+    }
+    let replication = to.effective_replication();
+    let loads = now.loads();
+    let targets = to.ring().replica_targets(&replication);
+    // Summed in member order, so the figure is the same to the last bit
+    // every time.
+    let lacking: f64 = to
+        .ring()
+        .members()
+        .iter()
+        .zip(targets)
+        .map(|(m, target)| {
+            let held = now
+                .roster()
+                .binary_search(&m.id)
+                .map_or(0.0, |i| loads[i] as f64);
+            (target - held).max(0.0)
+        })
+        .sum();
+    lacking / (TOKEN_SPACE as f64 * replication.factor as f64)
+}
+
+fn finish(moves: Vec<Move>, cleanups: Vec<Cleanup>, now: &Holdings, to: &Placement) -> Plan {
     let rf = to.effective_replication().factor as f64;
     let mut members: BTreeMap<MemberId, Flow> = BTreeMap::new();
     let mut moved: u128 = 0;
@@ -374,7 +383,7 @@ fn finish(moves: Vec<Move>, cleanups: Vec<Cleanup>, from: &Placement, to: &Place
         summary: Summary {
             moves: count,
             moved_fraction: moved as f64 / (TOKEN_SPACE as f64 * rf),
-            ideal_fraction: ideal_fraction(from, to),
+            ideal_fraction: ideal_from(now, to),
             members,
         },
     }

@@ -86,12 +86,12 @@ impl Ring {
 
     /// The ring after `change`, for keys replicated as `replication` says.
     ///
-    /// With one replica, `balanced` hands a leaver's ranges out in pieces,
-    /// which keeps ownership within a few percent. With more replicas every
-    /// extra boundary adds a distinct member to the replica walks of the
-    /// ranges before it, so data would move twice: leavers then hand whole
-    /// ranges over and nothing is polished, which keeps movement at the
-    /// ideal at a small cost in primary balance.
+    /// `balanced` keeps DESIGN §4's balance (load / target in replica
+    /// units) even: with one replica by editing primary ownership; zone-aware
+    /// with at least as many replicas as zones zone by zone (each zone's
+    /// tokens are a ring of their own then); otherwise with the
+    /// replication-aware allocator, which follows every edit's effect on the
+    /// replica walks around it.
     pub fn apply_for(
         &self,
         change: &MembershipChange,
@@ -103,7 +103,7 @@ impl Ring {
         }
         match self.0.config.strategy {
             Strategy::Hashed => Ok(apply_hashed(self, &change)),
-            Strategy::Balanced => Ok(apply_balanced(self, &change, replication.factor <= 1)),
+            Strategy::Balanced => Ok(apply_for_replication(self, &change, replication)),
         }
     }
 
@@ -182,7 +182,7 @@ impl Ring {
 }
 
 /// The `i`-th hashed token of a member, before collision handling.
-fn hashed_token(id: &MemberId, i: u32, attempt: u32) -> Token {
+pub(crate) fn hashed_token(id: &MemberId, i: u32, attempt: u32) -> Token {
     let mut buf = Vec::with_capacity(id.as_str().len() + 9);
     buf.extend_from_slice(id.as_str().as_bytes());
     buf.push(0xff); // not valid UTF-8: no id can collide with another's prefix
@@ -247,8 +247,6 @@ struct Layout {
     total_weight: u64,
     /// Members joining in this change: they get leavers' data first.
     joiners: Vec<usize>,
-    /// Hand ranges over in pieces (one replica) or whole (several).
-    pieces: bool,
 }
 
 impl Layout {
@@ -269,7 +267,6 @@ impl Layout {
                 .collect(),
             total_weight: ring.0.members.iter().map(|m| u64::from(m.weight)).sum(),
             joiners: Vec::new(),
-            pieces: true,
         };
         for position in 0..ring.0.tokens.len() {
             let slot = ring.0.owners[position] as usize;
@@ -594,7 +591,7 @@ impl Layout {
             }
             return false;
         };
-        if len < 2 || !self.pieces || (len <= piece + piece / 2 && len <= limit) {
+        if len < 2 || (len <= piece + piece / 2 && len <= limit) {
             self.reassign(t, receiver);
         } else {
             let amount = piece.min(len - 1);
@@ -608,9 +605,6 @@ impl Layout {
     /// the most loaded member to the least loaded, a few times at most. This
     /// moves a little data between members that stay, so it is bounded.
     fn polish(&mut self) {
-        if !self.pieces {
-            return;
-        }
         let tokens = f64::from(self.config.tokens_per_member);
         let ceiling = 1.0 + (0.6 / tokens).max(0.01);
         for _ in 0..self.config.tokens_per_member {
@@ -679,9 +673,114 @@ impl Layout {
     }
 }
 
-fn apply_balanced(ring: &Ring, change: &MembershipChange, pieces: bool) -> Ring {
+/// How `balanced` edits a ring for a replication, decided by the members
+/// after the change.
+fn apply_for_replication(
+    ring: &Ring,
+    change: &MembershipChange,
+    replication: &Replication,
+) -> Ring {
+    let mut after: BTreeMap<&MemberId, &MemberSpec> =
+        ring.members().iter().map(|m| (&m.id, m)).collect();
+    for id in &change.leave {
+        after.remove(id);
+    }
+    for spec in change.update.iter().chain(&change.join) {
+        after.insert(&spec.id, spec);
+    }
+    let zones: BTreeSet<Option<&str>> = after.values().map(|m| m.zone.as_deref()).collect();
+    let factor = replication.factor.min(after.len()).max(1);
+    if factor == 1 || after.is_empty() {
+        return apply_balanced(ring, change);
+    }
+    if replication.zone_aware && zones.len() > 1 && factor >= zones.len() {
+        // Each key's replica in zone z is the first token of zone z after
+        // it: every zone is a ring of its own.
+        return apply_zoned(ring, &after);
+    }
+    if factor >= after.len() {
+        // Everyone holds everything: an even primary layout is as good as
+        // any.
+        return apply_balanced(ring, change);
+    }
+    if ring.is_empty() {
+        let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
+        return crate::replicated::fresh(ring.0.config, members, replication);
+    }
+    crate::replicated::apply(ring, change, replication)
+}
+
+/// `balanced` zone by zone: each zone's tokens, a ring of their own, are
+/// edited with the one-replica allocator for the zone's part of the change.
+/// A member that changes zone leaves one zone's ring and joins another's.
+fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
+    let config = ring.0.config;
+    let zones: BTreeSet<Option<&str>> = after.values().map(|m| m.zone.as_deref()).collect();
+    let zone_count = zones.len() as u64;
+    let mut merged: BTreeMap<Token, MemberId> = BTreeMap::new();
+    for (rank, zone) in zones.into_iter().enumerate() {
+        // The zone's current ring: its members' tokens.
+        let members: Vec<MemberSpec> = ring
+            .members()
+            .iter()
+            .filter(|m| m.zone.as_deref() == zone)
+            .cloned()
+            .collect();
+        let mut tokens = Vec::new();
+        let mut owners = Vec::new();
+        for (t, o) in ring.tokens().iter().zip(ring.owner_indices()) {
+            let owner = &ring.members()[*o as usize];
+            if owner.zone.as_deref() == zone {
+                tokens.push(*t);
+                let index = members
+                    .binary_search_by(|m| m.id.cmp(&owner.id))
+                    .expect("member of the zone") as u32;
+                owners.push(index);
+            }
+        }
+        let fresh = tokens.is_empty();
+        let sub = Ring::from_sorted_parts(config, members, tokens, owners);
+        let desired: Vec<MemberSpec> = after
+            .values()
+            .filter(|m| m.zone.as_deref() == zone)
+            .map(|m| (*m).clone())
+            .collect();
+        let sub_change = MembershipChange::between(&sub, &desired).expect("distinct ids");
+        let next = if sub_change.is_empty() {
+            sub
+        } else {
+            apply_balanced(&sub, &sub_change)
+        };
+        // A fresh zone's even layout is turned by a fraction of a spacing so
+        // that zones interleave instead of landing on the same points.
+        let phase = if fresh && !next.tokens().is_empty() {
+            let spacing = TOKEN_SPACE / next.tokens().len() as u128;
+            (spacing * rank as u128 / u128::from(zone_count)) as u64
+        } else {
+            0
+        };
+        for (t, id) in next.token_owners() {
+            // Tokens are distinct within a zone; another zone may hold the
+            // same point, then the next free one is taken.
+            let mut t = t.wrapping_add(phase);
+            while merged.contains_key(&t) {
+                t = t.wrapping_add(1);
+            }
+            merged.insert(t, id.clone());
+        }
+    }
+    let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
+    let index: HashMap<&MemberId, u32> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (&m.id, i as u32))
+        .collect();
+    let (tokens, owners) = merged.iter().map(|(&t, id)| (t, index[id])).unzip();
+    Ring::from_sorted_parts(config, members, tokens, owners)
+}
+
+fn apply_balanced(ring: &Ring, change: &MembershipChange) -> Ring {
     let mut layout = Layout::from_ring(ring);
-    layout.pieces = pieces;
     let slot_of: HashMap<MemberId, usize> = layout
         .slots
         .iter()

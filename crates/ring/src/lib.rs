@@ -27,8 +27,10 @@
 //! - lookups: [`Ring::owner`], [`Ring::replicas`] (zone-aware: one member per
 //!   zone first), [`Ring::locate`] for the owning range; a radix index on the
 //!   top bits of the token makes an owner lookup two memory reads;
-//! - ownership: [`Ring::ranges_of`], [`Ring::ownership`],
-//!   [`Ring::replica_ownership`], [`Ring::balance`] (max/mean);
+//! - ownership: [`Ring::ranges_of`], [`Ring::ownership`] and
+//!   [`Ring::balance`] (primary); DESIGN §4's measures in replica units:
+//!   [`Ring::replica_loads`], [`Ring::replica_targets`],
+//!   [`Ring::load_shares`], [`Ring::replica_balance`] (max load / target);
 //! - token allocation ([`Strategy`]): `hashed` (reproducible from ids) and
 //!   `balanced` (the default: joiners take from the most loaded, leavers give
 //!   to the least loaded; see [`alloc`](crate::MembershipChange) for the rules);
@@ -38,7 +40,9 @@
 mod alloc;
 mod error;
 mod index;
+mod load;
 mod member;
+mod replicated;
 mod ring;
 mod snapshot;
 mod token;

@@ -588,23 +588,15 @@ impl Ring {
         self.ownership_from(&owned, 1)
     }
 
-    /// Fraction of all replicas each member holds (`factor` copies of the
-    /// token space in all; each member's share is of that total).
+    /// Load and target of each member as fractions of all replicas
+    /// (`factor` copies of the token space): [`Ring::load_shares`], checked
+    /// against the ring first.
     pub fn replica_ownership(
         &self,
         replication: &Replication,
     ) -> Result<Vec<Ownership>, RingError> {
         self.check_replication(replication)?;
-        let mut owned = vec![0u128; self.0.members.len()];
-        let mut picked = Vec::with_capacity(replication.factor);
-        for position in 0..self.0.tokens.len() {
-            self.replica_indices_at(position, replication, &mut picked);
-            let len = self.range_at(position).len();
-            for &m in &picked {
-                owned[m as usize] += len;
-            }
-        }
-        Ok(self.ownership_from(&owned, replication.factor))
+        Ok(self.load_shares(replication))
     }
 
     fn ownership_from(&self, owned: &[u128], copies: usize) -> Vec<Ownership> {
@@ -622,9 +614,10 @@ impl Ring {
             .collect()
     }
 
-    /// The balance figure: the largest ratio of a member's ownership to its
-    /// target (max/mean for equal weights). 1.0 is perfect; an empty ring
-    /// reports 1.0.
+    /// The primary balance: the largest ratio of a member's primary
+    /// ownership to its weight's share (max/mean for equal weights). 1.0 is
+    /// perfect; an empty ring reports 1.0. DESIGN §4's balance, over
+    /// replicas, is [`Ring::replica_balance`].
     pub fn balance(&self) -> f64 {
         balance_of(&self.ownership())
     }

@@ -39,8 +39,8 @@
 //! plan and moves nothing (no new epoch).
 
 use crate::settings::{Mode, RingSettings, Timing};
-use crate::state::{PlanRecord, PlanState, State};
-use ringleader_client::api::MemberState;
+use crate::state::{PlanRecord, PlanState, PlanTimes, State};
+use ringleader_client::api::{MemberState, OutsideReason};
 use ringleader_planner::{Move, MoveState, Placement, Plan, PlanError, PlanOptions, plan, replan};
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingError};
 use ringleader_watch::{Member, MemberSet};
@@ -689,6 +689,13 @@ impl Coordinator {
                 (ring, fresh)
             }
         };
+        // A target the store could not read back would make the state
+        // unusable after a restart: refuse it (and retry later) rather than
+        // store it.
+        if let Err(e) = Ring::try_from(ringleader_ring::RingSnapshot::from(&target)) {
+            warn!(error = %e, members = target.len(), "the ring allocator made a ring that cannot be stored; not planning it");
+            return Err(CoordinatorError::Ring(e));
+        }
         let lost: Vec<Move> = new_plan
             .moves
             .iter()
@@ -710,6 +717,8 @@ impl Coordinator {
             target,
             settings: self.settings,
             plan: new_plan,
+            // Stamped by the runtime (crate::plan_times), which reads the clock.
+            times: PlanTimes::default(),
         };
         if self.working.plan.as_ref() == Some(&record) {
             return Ok(());
@@ -917,6 +926,91 @@ impl Coordinator {
                     .saturating_duration_since(now),
             ),
             _ => None,
+        }
+    }
+}
+
+/// An endpoint the source sees that the committed ring does not have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outside {
+    /// Id.
+    pub id: MemberId,
+    /// Why it is not in the ring.
+    pub reason: OutsideReason,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Addresses, from the source.
+    pub addresses: Vec<String>,
+}
+
+/// What operators see of the coordinator beyond the ring and the plan: the
+/// endpoints outside the ring, and when grace periods and the settle
+/// window end. Read-only; kept apart from the state machine above.
+impl Coordinator {
+    /// The endpoints the source sees that the committed ring does not have,
+    /// and why, in id order.
+    pub fn outside_ring(&self) -> Vec<Outside> {
+        let Some(observed) = &self.observed else {
+            return Vec::new();
+        };
+        let shown = &self.stored;
+        let in_plan = shown.in_flight();
+        observed
+            .iter()
+            .filter(|m| shown.committed.member(m.id.as_str()).is_none())
+            .map(|m| {
+                let id = MemberId::new(m.id.as_str());
+                let reason = if m.terminating {
+                    OutsideReason::Terminating
+                } else if !m.ready {
+                    OutsideReason::NotReady
+                } else if in_plan.is_some_and(|p| p.target.member(id.as_str()).is_some()) {
+                    OutsideReason::Joining
+                } else if matches!(&self.phase, Phase::Settling { desired, .. } if desired.iter().any(|s| s.id == id))
+                {
+                    OutsideReason::Settling
+                } else {
+                    OutsideReason::Waiting
+                };
+                Outside {
+                    id,
+                    reason,
+                    zone: m.zone.clone(),
+                    addresses: m.addresses.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// When the grace of a `down` member ends (it then leaves the ring), if
+    /// the grace is running (it stops while the source is not synced).
+    pub fn grace_ends(&self, id: &MemberId, now: Instant) -> Option<Instant> {
+        match self.lifecycles.get(id)? {
+            Lifecycle::Down { since } if self.source_synced => Some(
+                now + (*since + self.timing.down_grace).saturating_sub(self.grace_clock.at(now)),
+            ),
+            _ => None,
+        }
+    }
+
+    /// When the change waiting for the settle window is planned, at the
+    /// latest.
+    pub fn settle_ends(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Settling { first, last, .. } => {
+                Some((*last + self.timing.settle).min(*first + self.timing.settle_max))
+            }
+            _ => None,
+        }
+    }
+
+    /// Stamps the plan's wall-clock times if it changed since `clock` last
+    /// looked (the core reads no clock; the runtime calls this before each
+    /// save, so the stamps are saved with the change they date).
+    pub fn stamp_plan(&mut self, clock: &mut crate::plan_times::PlanClock, now_ms: u64) {
+        if clock.stamp(&mut self.working, now_ms) {
+            // Part of the change being saved, not a change of its own.
+            self.version += 1;
         }
     }
 }

@@ -210,6 +210,9 @@ pub enum Step {
 pub struct Candidate {
     config: LeaseConfig,
     state: CandidateState,
+    /// This instance's API URL, written on the Lease while it leads (see
+    /// [`LEADER_URL_ANNOTATION`]).
+    advertise: Option<String>,
 }
 
 impl Candidate {
@@ -218,6 +221,7 @@ impl Candidate {
         Self {
             config,
             state: CandidateState::Unknown,
+            advertise: None,
         }
     }
 
@@ -338,7 +342,7 @@ impl Candidate {
 
     /// The Lease to create.
     pub fn lease_to_create(&self, now: MicroTime) -> Lease {
-        Lease {
+        self.with_url(Lease {
             metadata: ObjectMeta {
                 name: Some(self.config.name.clone()),
                 namespace: Some(self.config.namespace.clone()),
@@ -355,7 +359,7 @@ impl Candidate {
                 lease_transitions: Some(0),
                 ..LeaseSpec::default()
             }),
-        }
+        })
     }
 
     /// The update that takes the observed Lease over (or back).
@@ -373,7 +377,7 @@ impl Candidate {
             spec.acquire_time = Some(now);
             spec.lease_transitions = Some(record.transitions.saturating_add(1));
         }
-        Some(lease)
+        Some(self.with_url(lease))
     }
 
     /// The update that renews the Lease this instance holds.
@@ -385,7 +389,7 @@ impl Candidate {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         spec.renew_time = Some(now);
         spec.lease_duration_seconds = Some(self.config.duration_seconds());
-        Some(lease)
+        Some(self.with_url(lease))
     }
 
     /// The update that releases the Lease on shutdown: no holder, a
@@ -400,6 +404,82 @@ impl Candidate {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now);
         Some(lease)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The leader's address, for followers that forward writes (issue 12). Kept
+// apart from the election itself: an annotation on the Lease, written by the
+// holder with every create, take-over and renewal, read by everyone with
+// the Lease they read anyway. The election never looks at it.
+
+/// The annotation holding the leader's API URL (`http://10.0.0.5:8080`).
+pub const LEADER_URL_ANNOTATION: &str = "ringleader.io/leader-url";
+
+impl Candidate {
+    /// Writes `url` on the Lease while this instance leads.
+    pub fn set_advertise(&mut self, url: Option<String>) {
+        self.advertise = url;
+    }
+
+    /// The API URL the current holder advertises, if it leads and says.
+    pub fn leader_url(&self) -> Option<String> {
+        let record = match &self.state {
+            CandidateState::Observing { record, .. } | CandidateState::Leading { record, .. } => {
+                record
+            }
+            _ => return None,
+        };
+        record.holder.as_ref()?;
+        record
+            .object
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(LEADER_URL_ANNOTATION)
+            .filter(|u| !u.is_empty())
+            .cloned()
+    }
+
+    fn with_url(&self, mut lease: Lease) -> Lease {
+        let annotations = lease.metadata.annotations.get_or_insert_default();
+        match &self.advertise {
+            Some(url) => {
+                annotations.insert(LEADER_URL_ANNOTATION.to_owned(), url.clone());
+            }
+            None => {
+                annotations.remove(LEADER_URL_ANNOTATION);
+            }
+        }
+        if annotations.is_empty() {
+            lease.metadata.annotations = None;
+        }
+        lease
+    }
+}
+
+impl Elector {
+    /// Advertises `url` (this instance's API) on the Lease while leading.
+    #[must_use]
+    pub fn advertise(mut self, url: Option<String>) -> Self {
+        self.candidate.set_advertise(url);
+        self
+    }
+
+    /// The current leader's advertised API URL, as last read.
+    pub fn leader_urls(&self) -> watch::Receiver<Option<String>> {
+        self.url_tx.subscribe()
+    }
+
+    fn publish_url(&self) {
+        let url = self.candidate.leader_url();
+        self.url_tx.send_if_modified(|current| {
+            if *current == url {
+                return false;
+            }
+            *current = url;
+            true
+        });
     }
 }
 
@@ -421,6 +501,7 @@ pub struct Elector {
     api: Api<Lease>,
     candidate: Candidate,
     tx: watch::Sender<Leadership>,
+    url_tx: watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for Elector {
@@ -439,11 +520,13 @@ impl Elector {
             api: Api::namespaced(client, &config.namespace),
             candidate: Candidate::new(config),
             tx,
+            url_tx: watch::channel(None).0,
         };
         (elector, rx)
     }
 
     fn publish(&self) {
+        self.publish_url();
         let leadership = self.candidate.leadership(Instant::now());
         self.tx.send_if_modified(|current| {
             if *current == leadership {

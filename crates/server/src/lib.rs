@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod coordinator;
+pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod plan_times;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

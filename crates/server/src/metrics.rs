@@ -1,4 +1,8 @@
 //! Prometheus metrics, in the text format at `GET /metrics`.
+//!
+//! Per-member series (`ringleader_member_ownership{member=…}` and friends)
+//! cover the committed ring only, and go away with the member, so a
+//! scale-down leaves no stale series behind.
 
 use crate::view::View;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -7,7 +11,26 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+/// A gauge holding a fraction or a ratio.
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// A `member` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabel {
+    /// The member's id.
+    pub member: String,
+}
+
+/// The labels of `ringleader_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: String,
+}
 
 /// A `state` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +62,20 @@ pub struct Metrics {
     pub state_write_errors: Counter,
     /// Requests refused because a limit was reached.
     pub overload_rejections: Counter,
+    /// max/mean ownership of the committed ring.
+    pub balance: FloatGauge,
+    /// 1 while this instance leads (or runs alone), 0 while it follows.
+    pub is_leader: Gauge,
+    /// Always 1, labelled with the build's version.
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Primary ownership per member of the committed ring.
+    pub member_ownership: Family<MemberLabel, FloatGauge>,
+    /// Replica ownership per member of the committed ring.
+    pub member_replica_ownership: Family<MemberLabel, FloatGauge>,
+    /// Tokens per member of the committed ring.
+    pub member_tokens: Family<MemberLabel, Gauge>,
+    /// Members that have per-member series now (to drop those that left).
+    member_series: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,7 +106,50 @@ impl Metrics {
             plans: Counter::default(),
             state_write_errors: Counter::default(),
             overload_rejections: Counter::default(),
+            balance: FloatGauge::default(),
+            is_leader: Gauge::default(),
+            build_info: Family::default(),
+            member_ownership: Family::default(),
+            member_replica_ownership: Family::default(),
+            member_tokens: Family::default(),
+            member_series: Mutex::new(BTreeSet::new()),
         };
+        metrics
+            .build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build runs",
+            metrics.build_info.clone(),
+        );
+        registry.register(
+            "balance",
+            "max/mean ownership of the committed ring (1 is perfect)",
+            metrics.balance.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 while this instance leads (or runs without leader election), 0 while it follows",
+            metrics.is_leader.clone(),
+        );
+        registry.register(
+            "member_ownership",
+            "Fraction of the token space a member owns as primary in the committed ring",
+            metrics.member_ownership.clone(),
+        );
+        registry.register(
+            "member_replica_ownership",
+            "Fraction of all replicas a member holds in the committed ring",
+            metrics.member_replica_ownership.clone(),
+        );
+        registry.register(
+            "member_tokens",
+            "Tokens a member has in the committed ring",
+            metrics.member_tokens.clone(),
+        );
         registry.register("epoch", "Committed placement epoch", metrics.epoch.clone());
         registry.register("members", "Members by state", metrics.members.clone());
         registry.register(
@@ -145,6 +225,42 @@ impl Metrics {
         }
         self.source_synced
             .set(i64::from(view.source.state == "synced"));
+        self.balance.set(view.figures.balance);
+        self.is_leader.set(i64::from(!view.follower));
+        self.observe_members(view);
+    }
+
+    /// Per-member series of the committed ring; members that left lose
+    /// theirs.
+    fn observe_members(&self, view: &View) {
+        let mut series = self.member_series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut now = BTreeSet::new();
+        for (i, spec) in view.ring.members().iter().enumerate() {
+            let label = MemberLabel {
+                member: spec.id.to_string(),
+            };
+            let fraction =
+                |list: &[ringleader_ring::Ownership]| list.get(i).map_or(0.0, |o| o.fraction);
+            self.member_ownership
+                .get_or_create(&label)
+                .set(fraction(&view.figures.ownership));
+            self.member_replica_ownership
+                .get_or_create(&label)
+                .set(fraction(&view.figures.replica_ownership));
+            self.member_tokens
+                .get_or_create(&label)
+                .set(view.figures.token_counts.get(i).copied().unwrap_or(0) as i64);
+            now.insert(label.member);
+        }
+        for gone in series.difference(&now) {
+            let label = MemberLabel {
+                member: gone.clone(),
+            };
+            self.member_ownership.remove(&label);
+            self.member_replica_ownership.remove(&label);
+            self.member_tokens.remove(&label);
+        }
+        *series = now;
     }
 
     /// The text exposition.
@@ -154,5 +270,83 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::Coordinator;
+    use crate::settings::{Mode, RingSettings, Timing};
+    use crate::state::State;
+    use crate::view::SourceStatus;
+    use ringleader_watch::{Member, MemberId, MemberSet};
+    use std::time::{Duration, Instant};
+
+    fn pods(n: usize) -> MemberSet {
+        (0..n)
+            .map(|i| Member {
+                id: MemberId::new(format!("db-{i}")),
+                addresses: vec![format!("10.0.0.{i}")],
+                zone: None,
+                node_name: None,
+                ports: Vec::new(),
+                ready: true,
+                serving: true,
+                terminating: false,
+            })
+            .collect()
+    }
+
+    /// The view once the store took what changed (views show stored
+    /// states only).
+    fn view_of(c: &mut Coordinator) -> View {
+        if let Some(save) = c.to_save() {
+            c.saved(save);
+        }
+        View::build(c, None, SourceStatus::default(), true, None)
+    }
+
+    #[test]
+    fn per_member_series_follow_the_committed_ring_and_leave_with_the_member() {
+        let settings = RingSettings {
+            mode: Mode::Auto,
+            ..RingSettings::default()
+        };
+        let timing = Timing::default();
+        let mut c = Coordinator::new(State::fresh(settings).unwrap(), settings, timing);
+        let t0 = Instant::now();
+        c.source_synced(true, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + timing.settle);
+        let metrics = Metrics::new();
+        metrics.observe_view(&view_of(&mut c));
+        let text = metrics.encode();
+        for line in [
+            "ringleader_member_tokens{member=\"db-2\"} 16",
+            "ringleader_is_leader 1",
+            "ringleader_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("ringleader_balance 1.0"), "{text}");
+        assert!(
+            text.contains("ringleader_member_ownership{member=\"db-0\"} 0.33"),
+            "{text}"
+        );
+
+        // db-2 leaves (past its grace and the settle window): its series go.
+        let t1 = t0 + Duration::from_secs(10);
+        c.observe(pods(2), t1);
+        c.tick(t1 + timing.down_grace);
+        c.tick(t1 + timing.down_grace + timing.settle);
+        assert_eq!(c.state().committed.len(), 2);
+        metrics.observe_view(&view_of(&mut c));
+        let text = metrics.encode();
+        assert!(!text.contains("member=\"db-2\""), "{text}");
+        assert!(
+            text.contains("ringleader_member_ownership{member=\"db-1\"} 0.5"),
+            "{text}"
+        );
     }
 }

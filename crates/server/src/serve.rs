@@ -7,7 +7,8 @@
 //! [`crate::runtime`]); on shutdown the coordinator stops first (its last
 //! save), then the Lease is released, so a follower takes over at once.
 
-use crate::api::{self, AppState, Limits, TokenReviewer, WriteAuth};
+use crate::api::{self, AppState, Limits, ReviewPolicy, TokenReviewer, WriteAuth};
+use crate::http::ConnLimits;
 use crate::lease::{Elector, LeaseConfig};
 use crate::runtime::{Driver, Lead, Outlets, Replica, SourceSpec, StoreSpec, load_state};
 use crate::settings::{RingSettings, Timing};
@@ -39,10 +40,7 @@ pub enum AuthSpec {
     /// Decided already (no token, `--auth none`, `--auth-token-file`).
     Ready(WriteAuth),
     /// `--auth tokenreview --allow-writer U…`: needs a Kubernetes client.
-    TokenReview {
-        /// Users allowed to write (`system:serviceaccount:NS:NAME`).
-        allowed_writers: Vec<String>,
-    },
+    TokenReview(ReviewPolicy),
 }
 
 /// Everything `serve` needs, validated.
@@ -64,6 +62,14 @@ pub struct ServeOptions {
     pub reads_need_token: bool,
     /// Request limits.
     pub limits: Limits,
+    /// Connection limits.
+    pub connections: ConnLimits,
+    /// With a file source: only the slices of this Service count
+    /// (`--service`).
+    pub service_filter: Option<String>,
+    /// This replica's API URL as the others reach it (`--advertise-url`):
+    /// written on the Lease while leading, so followers forward writes.
+    pub advertise_url: Option<String>,
     /// Leader election (`--leader-election`), or `None` to run alone.
     pub leader_election: Option<LeaseConfig>,
     /// How often a follower reads the state store.
@@ -85,6 +91,9 @@ impl ServeOptions {
             auth: AuthSpec::Ready(WriteAuth::Disabled),
             reads_need_token: false,
             limits: Limits::default(),
+            connections: ConnLimits::default(),
+            service_filter: None,
+            advertise_url: None,
             leader_election: None,
             follower_poll: Duration::from_secs(1),
             kube: None,
@@ -99,19 +108,42 @@ impl ServeOptions {
     }
 }
 
+/// What opening a source needs besides its spec.
+#[derive(Clone, Debug)]
+struct SourceOpener {
+    /// `--service` with a file source.
+    service_filter: Option<String>,
+    /// The API server's URL, for the Kubernetes source's messages.
+    server_url: Option<String>,
+}
+
 async fn open_source(
     spec: &SourceSpec,
+    opener: &SourceOpener,
     client: Option<kube::Client>,
 ) -> anyhow::Result<MembershipStream> {
+    let service_filter = opener.service_filter.as_deref();
     Ok(match spec {
         SourceSpec::File(path) => {
-            info!(path = %path.display(), "membership from a file of EndpointSlices");
-            FileSource::new(path.clone()).stream()
+            info!(
+                path = %path.display(),
+                service = service_filter.unwrap_or("(any)"),
+                "membership from a file of EndpointSlices"
+            );
+            let mut source = FileSource::new(path.clone());
+            if let Some(service) = service_filter {
+                source = source.service(service);
+            }
+            source.stream()
         }
         SourceSpec::Kubernetes { namespace, service } => {
             info!(%namespace, %service, "membership from the Service's EndpointSlices");
             let client = client.context("the Kubernetes source needs a Kubernetes client")?;
-            KubernetesSource::new(namespace.clone(), service.clone()).stream(client)
+            let mut source = KubernetesSource::new(namespace.clone(), service.clone());
+            if let Some(url) = &opener.server_url {
+                source = source.server_url(url.clone());
+            }
+            source.stream(client)
         }
     })
 }
@@ -134,12 +166,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut server_url = None;
     let client = match (&options.kube, options.needs_kube()) {
         (Some(k), _) => Some(k.0.clone()),
-        (None, true) => Some(kube::Client::try_default().await.context(
-            "connecting to Kubernetes (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
-        )?),
+        (None, true) => {
+            let config = kube::Config::infer().await.context(
+                "finding the Kubernetes API server (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
+            )?;
+            info!(server = %config.cluster_url, "Kubernetes API server");
+            server_url = Some(config.cluster_url.to_string());
+            Some(kube::Client::try_from(config).context("connecting to Kubernetes")?)
+        }
         (None, false) => None,
+    };
+    let sources = SourceOpener {
+        service_filter: options.service_filter.clone(),
+        server_url,
     };
     let store: Store = match &options.store {
         StoreSpec::File(path) => FileStore::new(path.clone()).into(),
@@ -154,26 +196,23 @@ pub async fn run(
     };
     let write_auth = match &options.auth {
         AuthSpec::Ready(auth) => auth.clone(),
-        AuthSpec::TokenReview { allowed_writers } => {
+        AuthSpec::TokenReview(policy) => {
             let client = client
                 .clone()
                 .context("TokenReview needs a Kubernetes client")?;
-            info!(writers = %allowed_writers.join(", "), "writes are checked with Kubernetes TokenReviews");
-            WriteAuth::TokenReview(Arc::new(TokenReviewer::new(
-                client,
-                allowed_writers.iter().cloned(),
-            )))
+            WriteAuth::TokenReview(Arc::new(TokenReviewer::new(client, policy.clone())))
         }
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     let (elector_stop_tx, elector_stop_rx) = watch::channel(false);
     let mut elector = None;
+    let mut leader_urls = None;
 
     let (handle, coordinator) = match &options.leader_election {
         None => {
             let state = load_state(&store, options.settings, options.reconfigure).await?;
-            let source = open_source(&options.source, client.clone()).await?;
+            let source = open_source(&options.source, &sources, client.clone()).await?;
             let (driver, handle) =
                 Driver::new(state, options.settings, options.timing, store, source);
             let stop = stop_rx.clone();
@@ -200,6 +239,8 @@ pub async fn run(
                 "leader election on"
             );
             let (campaign, leadership) = Elector::new(client.clone(), lease.clone());
+            let campaign = campaign.advertise(options.advertise_url.clone());
+            leader_urls = Some(campaign.leader_urls());
             elector = Some(Task(tokio::spawn(campaign.run(elector_stop_rx))));
             let shown = crate::coordinator::Coordinator::new(
                 State::fresh(options.settings).context("creating a fresh state")?,
@@ -208,6 +249,7 @@ pub async fn run(
             );
             let (outlets, handle) = Outlets::new(&shown);
             let spec = options.source.clone();
+            let sources = sources.clone();
             let replica = Replica {
                 store,
                 settings: options.settings,
@@ -219,7 +261,8 @@ pub async fn run(
                 },
                 open_source: move || {
                     let (spec, client) = (spec.clone(), client.clone());
-                    async move { open_source(&spec, Some(client)).await }
+                    let sources = sources.clone();
+                    async move { open_source(&spec, &sources, Some(client)).await }
                 },
                 poll: options.follower_poll,
             };
@@ -232,13 +275,17 @@ pub async fn run(
     // server too.
     let coordinator = Task(coordinator);
 
-    let app = api::router(AppState::new(
+    let mut app_state = AppState::new(
         handle,
         write_auth,
         options.reads_need_token,
         options.limits,
         stop_rx.clone(),
-    ));
+    );
+    if let Some(urls) = leader_urls {
+        app_state = app_state.with_leader_url(urls);
+    }
+    let app = api::router(app_state);
     let address = listener
         .local_addr()
         .context("reading the listening address")?;
@@ -254,7 +301,7 @@ pub async fn run(
             let _ = stop_tx.send(true);
         }
     };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(stop);
+    let serve = crate::http::serve(listener, app, options.connections, stop);
     let mut coordinator = coordinator;
     let outcome = tokio::select! {
         served = serve => {

@@ -28,8 +28,8 @@
 use crate::coordinator::{Coordinator, StoreHealth};
 use crate::settings::{Mode, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, Resolution, State, resolve_conflict};
-use ringleader_planner::{Holdings, MoveState, Placement, holdings_with};
-use ringleader_ring::{MemberId, Ring, Strategy, TOKEN_SPACE};
+use ringleader_planner::{Holdings, MoveState, Placement, holdings_with, ideal_from};
+use ringleader_ring::{Strategy, TOKEN_SPACE};
 use ringleader_watch::{Member, MemberId as PodId, MemberSet};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -406,7 +406,10 @@ impl Sim {
                     self.working[i] = Some(c.state().clone());
                     Err("conflict: took the stored state over".into())
                 }
-                Err(e) => self.fail(format_args!("stored state unreadable: {e}")),
+                Err(e) => self.fail(format_args!(
+                    "stored state unreadable ({:?}): {e}",
+                    self.settings
+                )),
             };
         }
         // Accepted: a state derived from what the store holds.
@@ -1002,7 +1005,7 @@ impl Sim {
                     MoveState::Done => n.state == MoveState::Done,
                     // A move needed again (same range, source and
                     // target) comes back under its id in a revision.
-                    MoveState::Cancelled => n.state != MoveState::Done,
+                    MoveState::Cancelled => true,
                     _ => true,
                 };
                 if !ok {
@@ -1081,7 +1084,7 @@ impl Sim {
             .filter(|m| m.state.is_open())
             .map(|m| m.range.len())
             .sum();
-        let ideal = ideal_from(&held, &record.target, rf);
+        let ideal = ideal_from(&held, &to) * TOKEN_SPACE as f64 * rf as f64;
         let ratio = if ideal < 1.0 {
             if moved == 0 { 1.0 } else { f64::INFINITY }
         } else {
@@ -1120,23 +1123,6 @@ impl Sim {
             ));
         }
     }
-}
-
-/// The least data any plan must move from `held` to reach the targets of
-/// `target`'s members: Σ max(0, target − load), in tokens (replica units).
-fn ideal_from(held: &Holdings, target: &Ring, rf: usize) -> f64 {
-    let loads: BTreeMap<&MemberId, u128> = held.loads().into_iter().collect();
-    let total: f64 = target.members().iter().map(|m| f64::from(m.weight)).sum();
-    let space = TOKEN_SPACE as f64;
-    target
-        .members()
-        .iter()
-        .map(|m| {
-            let share = (rf as f64 * f64::from(m.weight) / total).min(1.0) * space;
-            let load = loads.get(&m.id).copied().unwrap_or(0) as f64;
-            (share - load).max(0.0)
-        })
-        .sum()
 }
 
 /// Runs `steps` steps of seed `seed`; panics on the first broken rule.
@@ -1184,7 +1170,7 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
                         }
                         seed += threads;
                         let done = (seed - first) / threads;
-                        if done % 5000 == 0 {
+                        if done.is_multiple_of(5000) {
                             eprintln!(
                                 "sim progress: thread {t} ran {done} seeds (up to seed {}) in {:?}, clean",
                                 seed - threads,

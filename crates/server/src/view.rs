@@ -10,7 +10,8 @@
 //! is costly to compute (ownership, the plan's JSON shape, ETags) is computed
 //! once per view.
 
-use crate::coordinator::{Coordinator, MemberStatus};
+use crate::coordinator::{Coordinator, MemberStatus, Outside};
+use crate::plan_times::{rfc3339, unix_ms};
 use crate::settings::RingSettings;
 use crate::state::{PlanRecord, PlanState};
 use ringleader_client::api::{
@@ -18,9 +19,10 @@ use ringleader_client::api::{
     SummaryView, TokenView,
 };
 use ringleader_planner::{Move, Placement, Plan};
-use ringleader_ring::{Ownership, Replication, Ring, TokenRange, balance_of};
+use ringleader_ring::{MemberId, Ownership, Replication, Ring, TokenRange, balance_of};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
 /// How the membership source is doing, for readiness and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,10 +50,13 @@ impl Default for SourceStatus {
 pub struct RingFigures {
     /// Primary ownership per member (ring order).
     pub ownership: Vec<Ownership>,
-    /// Replica ownership per member (ring order).
+    /// Load (what a member holds as any replica) and target per member, as
+    /// fractions of all replicas (ring order): DESIGN §4's measures.
     pub replica_ownership: Vec<Ownership>,
-    /// max/mean.
+    /// DESIGN §4's balance: the largest load / target.
     pub balance: f64,
+    /// Tokens per member (ring order).
+    pub token_counts: Vec<usize>,
 }
 
 impl RingFigures {
@@ -68,10 +73,21 @@ impl RingFigures {
             ring.replica_ownership(&effective)
                 .unwrap_or_else(|_| ownership.clone())
         };
+        let mut token_counts = vec![0; ring.len()];
+        for &owner in ring.owner_indices() {
+            if let Some(n) = token_counts.get_mut(owner as usize) {
+                *n += 1;
+            }
+        }
         Self {
-            balance: balance_of(&ownership),
+            balance: if replica_ownership.is_empty() {
+                balance_of(&ownership)
+            } else {
+                balance_of(&replica_ownership)
+            },
             ownership,
             replica_ownership,
+            token_counts,
         }
     }
 }
@@ -107,6 +123,13 @@ pub struct View {
     /// Why this instance is not ready to serve lookups, if it is not (the
     /// source has not synced, the last save failed, no ring committed yet).
     pub unready: Option<String>,
+    /// Endpoints the source sees that the committed ring does not have.
+    pub outside: Vec<Outside>,
+    /// When the grace of each `down` member ends, on both clocks: the
+    /// monotonic one for time left, the wall one to show.
+    pub grace_ends: BTreeMap<MemberId, (Instant, SystemTime)>,
+    /// When the change waiting for the settle window is planned.
+    pub settle_ends: Option<Instant>,
     /// The plan as JSON shape, built on first use.
     plan_view: OnceLock<Option<PlanView>>,
     /// Every token as JSON shape, built on first use.
@@ -150,14 +173,31 @@ impl View {
             }
             _ => state.plan.clone().map(Arc::new),
         };
+        // The read model shows deadlines on the wall clock too; the
+        // coordinator itself reads no clock.
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let members = coordinator.members();
+        let grace_ends = members
+            .iter()
+            .filter_map(|m| {
+                let ends = coordinator.grace_ends(&m.id, now)?;
+                Some((
+                    m.id.clone(),
+                    (ends, wall + ends.saturating_duration_since(now)),
+                ))
+            })
+            .collect();
         Self {
+            outside: coordinator.outside_ring(),
+            grace_ends,
+            settle_ends: coordinator.settle_ends(),
             version: coordinator.version(),
             epoch: state.epoch,
             revision: state.revision,
             settings: state.settings,
             ring,
             figures,
-            members: coordinator.members(),
+            members,
             plan,
             source,
             state_loaded,
@@ -222,6 +262,10 @@ impl View {
                 let share = |list: &[Ownership]| {
                     index.and_then(|i| list.get(i)).map_or(0.0, |o| o.fraction)
                 };
+                let grace_ends_at = self
+                    .grace_ends
+                    .get(&m.id)
+                    .map(|&(_, wall)| rfc3339(unix_ms(wall)));
                 MemberView {
                     id: m.id.to_string(),
                     state: m.state,
@@ -230,6 +274,11 @@ impl View {
                     weight: m.weight,
                     ownership: share(&self.figures.ownership),
                     replica_ownership: share(&self.figures.replica_ownership),
+                    tokens: index
+                        .and_then(|i| self.figures.token_counts.get(i))
+                        .copied()
+                        .unwrap_or(0),
+                    grace_ends_at,
                 }
             })
             .collect()
@@ -351,5 +400,7 @@ pub fn plan_view(p: &PlanRecord) -> PlanView {
             .iter()
             .map(|m| m.id.to_string())
             .collect(),
+        created_at: p.times.created_ms.map(rfc3339),
+        changed_at: p.times.changed_ms.map(rfc3339),
     }
 }

@@ -542,9 +542,10 @@ async fn token_review_replica(kit: &TestApiServer, dir: &Path) -> (Replica, Path
         StoreSpec::File(dir.join("state.json")),
         RingSettings::default(),
     );
-    options.auth = AuthSpec::TokenReview {
-        allowed_writers: vec![WRITER.into()],
-    };
+    options.auth = AuthSpec::TokenReview(ringleader::api::ReviewPolicy {
+        writers: [WRITER.to_owned()].into(),
+        ..Default::default()
+    });
     options.kube = Some(KubeClient(kit.client()));
     (Replica::spawn("solo", options).await, members)
 }
@@ -610,4 +611,138 @@ async fn writes_are_checked_with_token_reviews_and_refused_when_they_cannot_be()
         "{message}"
     );
     replica.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Writes through a Service in front of every replica (issue 12): a follower
+// forwards them to the URL the leader advertises on the Lease.
+
+impl Replica {
+    /// As [`Replica::start`], advertising its own URL (`--advertise-url`).
+    async fn start_advertised(name: &str, kit: &TestApiServer, members: &Path) -> Self {
+        let mut options = ServeOptions::new(
+            SourceSpec::File(members.to_path_buf()),
+            StoreSpec::ConfigMap {
+                namespace: NS.into(),
+                name: STATE.into(),
+            },
+            RingSettings {
+                rf: 1,
+                mode: Mode::Ack,
+                ..RingSettings::default()
+            },
+        );
+        options.timing = Timing {
+            settle: Duration::from_millis(100),
+            settle_max: Duration::from_millis(500),
+            down_grace: Duration::from_secs(60),
+        };
+        options.auth = AuthSpec::Ready(WriteAuth::Token(FORWARD_TOKEN.into()));
+        options.leader_election = Some(LeaseConfig {
+            namespace: NS.into(),
+            name: LEASE.into(),
+            identity: name.into(),
+            duration: LEASE_DURATION,
+        });
+        options.follower_poll = Duration::from_millis(200);
+        options.kube = Some(KubeClient(kit.client()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        options.advertise_url = Some(url.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(options, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            name: name.into(),
+            client: Client::new(&url).expect("client"),
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+const FORWARD_TOKEN: &str = "forwarded-write-token-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_writes_to_the_leader() {
+    let kit = TestApiServer::start().await.expect("testkit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = dir.path().join("slices.yaml");
+    write_members(&members, 3);
+    let a = Replica::start_advertised("a", &kit, &members).await;
+    let b = Replica::start_advertised("b", &kit, &members).await;
+    let leader = eventually(
+        "a leader and the first epoch on both",
+        Duration::from_secs(10),
+        || async {
+            let (la, lb) = (a.leader().await, b.leader().await);
+            let epochs = (
+                a.client.ring(false).await.ok()?.epoch,
+                b.client.ring(false).await.ok()?.epoch,
+            );
+            (la.is_some() && la == lb && epochs == (1, 1)).then_some(la?)
+        },
+    )
+    .await;
+    let (leading, following) = if leader == "a" { (a, b) } else { (b, a) };
+    // The advertised URL is on the Lease.
+    let lease: Lease = kit.get(NS, LEASE).expect("get").expect("a lease");
+    let advertised = lease
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(ringleader::lease::LEADER_URL_ANNOTATION)
+        .cloned()
+        .expect("the leader advertises its URL");
+    assert_eq!(
+        advertised,
+        leading.client.base_url().as_str().trim_end_matches('/')
+    );
+
+    write_members(&members, 5);
+    let plan = eventually(
+        "a plan on the follower",
+        Duration::from_secs(10),
+        || async {
+            following
+                .client
+                .plan()
+                .await
+                .ok()?
+                .plan
+                .filter(|p| p.moves.len() >= 2)
+        },
+    )
+    .await;
+    // Without the token the leader refuses it (the follower passes the
+    // answer on); with it, the ack sent to the follower is applied.
+    let (status, code, message) = api_error(following.client.move_done(&plan.moves[0].id).await);
+    assert_eq!((status, code.as_str()), (401, "unauthorized"), "{message}");
+    let done = following
+        .client
+        .clone()
+        .with_token(FORWARD_TOKEN)
+        .move_done(&plan.moves[0].id)
+        .await
+        .expect("a write sent to the follower is applied by the leader");
+    assert_eq!(done.move_.id, plan.moves[0].id);
+    let at_leader = leading
+        .client
+        .plan()
+        .await
+        .expect("plan")
+        .plan
+        .expect("a plan");
+    assert!(
+        at_leader
+            .moves
+            .iter()
+            .any(|m| m.id == plan.moves[0].id && m.state == "done"),
+        "the leader applied it"
+    );
+    leading.stop().await;
+    following.stop().await;
 }

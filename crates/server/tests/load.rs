@@ -87,6 +87,7 @@ async fn start() -> Server {
         concurrency: CONCURRENCY,
         watchers: WATCHERS,
         batch_keys: 100,
+        ..Limits::default()
     };
     let app = router(AppState::new(
         handle,

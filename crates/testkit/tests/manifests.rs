@@ -27,6 +27,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Container, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -59,6 +60,8 @@ const BASE_ARGS: &[&str] = &[
     "--zone-aware",
     "--mode",
     "ack",
+    "--log-format",
+    "json",
 ];
 
 /// What `components/tokenreview` puts in place of `--auth-token-file PATH`.
@@ -67,22 +70,35 @@ const TOKENREVIEW_ARGS: &[&str] = &[
     "tokenreview",
     "--allow-writer",
     "system:serviceaccount:default:db",
+    "--token-audience",
+    "ringleader",
 ];
 
-/// The namespaced Role: (API group, resource) → verbs, exactly.
-const ROLE_RULES: &[(&str, &str, &[&str])] = &[
-    ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
+/// The namespaced Role: (API group, resource, resource name or `*`) →
+/// verbs, exactly. Everything that can be pinned to one object is: only
+/// `create` (whose name is in the body) and the selector-based EndpointSlice
+/// reads are namespace-wide.
+const ROLE_RULES: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "discovery.k8s.io",
+        "endpointslices",
+        "*",
+        &["list", "watch"],
+    ),
     (
         "coordination.k8s.io",
         "leases",
-        &["get", "create", "update"],
+        "ringleader-leader",
+        &["get", "update"],
     ),
-    ("", "configmaps", &["get", "create", "update", "watch"]),
+    ("coordination.k8s.io", "leases", "*", &["create"]),
+    ("", "configmaps", "ringleader-state", &["get", "update"]),
+    ("", "configmaps", "*", &["create"]),
 ];
 
 /// The ClusterRole of `components/tokenreview`, exactly.
-const TOKENREVIEW_RULES: &[(&str, &str, &[&str])] =
-    &[("authentication.k8s.io", "tokenreviews", &["create"])];
+const TOKENREVIEW_RULES: &[(&str, &str, &str, &[&str])] =
+    &[("authentication.k8s.io", "tokenreviews", "*", &["create"])];
 
 const IMAGE: &str = "ghcr.io/ringleader/ringleader:0.1.0";
 const TOKEN_DIR: &str = "/var/run/ringleader";
@@ -287,6 +303,7 @@ fn validate(document: &Value) -> Result<(), String> {
         Deployment,
         StatefulSet,
         PodDisruptionBudget,
+        NetworkPolicy,
     );
     Err(format!(
         "no check for apiVersion {api_version:?} kind {kind:?}: add its k8s-openapi type to \
@@ -549,7 +566,9 @@ impl Rendered {
                 }
             }
             for volume in spec.volumes.iter().flatten() {
-                if let Some(secret) = volume.secret.as_ref() {
+                // An optional Secret is created outside the manifests (the
+                // write token: docs/deploy.md, step 1).
+                if let Some(secret) = volume.secret.as_ref().filter(|s| s.optional != Some(true)) {
                     let name = secret.secret_name.as_deref().unwrap_or_default();
                     assert!(
                         self.has("Secret", name),
@@ -705,27 +724,38 @@ fn args(container: &Container) -> Vec<&str> {
         .collect()
 }
 
-/// The rules as (group, resource) → sorted verbs; panics on anything that is
-/// not a plain grant (wildcards, resourceNames, nonResourceURLs, rules with
-/// several groups or resources that would hide a grant).
-fn grants(what: &str, rules: &[PolicyRule]) -> BTreeMap<(String, String), Vec<String>> {
-    let mut grants: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+/// Grants keyed by (group, resource, resource name or `*`).
+type Grants = BTreeMap<(String, String, String), Vec<String>>;
+
+/// The rules as (group, resource, name) → sorted verbs; panics on anything
+/// that is not a plain grant (wildcards, nonResourceURLs).
+fn grants(what: &str, rules: &[PolicyRule]) -> Grants {
+    let mut grants: Grants = BTreeMap::new();
     for rule in rules {
         assert!(
-            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            rule.non_resource_urls.is_none(),
             "{what}: unexpected rule {rule:?}"
         );
+        let names: Vec<String> = match &rule.resource_names {
+            Some(names) => {
+                assert!(!names.is_empty(), "{what}: empty resourceNames in {rule:?}");
+                names.clone()
+            }
+            None => vec!["*".to_owned()],
+        };
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    assert!(
-                        group != "*" && resource != "*" && verb != "*",
-                        "{what}: wildcard in {rule:?}"
-                    );
-                    grants
-                        .entry((group.clone(), resource.clone()))
-                        .or_default()
-                        .push(verb.clone());
+                for name in &names {
+                    for verb in &rule.verbs {
+                        assert!(
+                            group != "*" && resource != "*" && verb != "*",
+                            "{what}: wildcard in {rule:?}"
+                        );
+                        grants
+                            .entry((group.clone(), resource.clone(), name.clone()))
+                            .or_default()
+                            .push(verb.clone());
+                    }
                 }
             }
         }
@@ -739,13 +769,20 @@ fn grants(what: &str, rules: &[PolicyRule]) -> BTreeMap<(String, String), Vec<St
     grants
 }
 
-fn expected_grants(rules: &[(&str, &str, &[&str])]) -> BTreeMap<(String, String), Vec<String>> {
+fn expected_grants(rules: &[(&str, &str, &str, &[&str])]) -> Grants {
     rules
         .iter()
-        .map(|(group, resource, verbs)| {
+        .map(|(group, resource, name, verbs)| {
             let mut verbs: Vec<String> = verbs.iter().map(|v| (*v).to_owned()).collect();
             verbs.sort();
-            (((*group).to_owned(), (*resource).to_owned()), verbs)
+            (
+                (
+                    (*group).to_owned(),
+                    (*resource).to_owned(),
+                    (*name).to_owned(),
+                ),
+                verbs,
+            )
         })
         .collect()
 }
@@ -933,7 +970,6 @@ fn base_renders_exactly_its_objects() {
         ("ServiceAccount", "ringleader"),
         ("Role", "ringleader"),
         ("RoleBinding", "ringleader"),
-        ("Secret", "ringleader-token"),
         ("Deployment", "ringleader"),
         ("Service", "ringleader"),
         ("PodDisruptionBudget", "ringleader"),
@@ -950,9 +986,108 @@ fn base_renders_exactly_its_objects() {
             document["metadata"]["name"]
         );
     }
-    let secret: Secret = base.get("ringleader-token");
-    let data = secret.string_data.unwrap_or_default();
-    assert!(data.contains_key("token"), "the Secret has no `token` key");
+}
+
+/// Issue 12: `deploy/kubernetes/secret.yaml` carried a token the binary
+/// accepted, so `kubectl apply -k` gave anyone who read the repository the
+/// right to ack moves. No Secret (and no value for one) is rendered by any
+/// kustomization; the Deployment mounts one created by hand, optionally, so
+/// that ringleader itself says what is missing.
+#[test]
+fn no_secret_value_ships_in_the_manifests() {
+    for rendered in [
+        render("kubernetes"),
+        render("examples/overlay"),
+        render_with(&["servicemonitor", "networkpolicy"], None),
+    ] {
+        assert!(
+            rendered.all::<Secret>().is_empty(),
+            "{}: renders a Secret",
+            rendered.what
+        );
+    }
+    let base = render("kubernetes");
+    let deployment: Deployment = base.get("ringleader");
+    let token = pod(&deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "token")
+        .and_then(|v| v.secret.clone())
+        .expect("the token volume is a Secret");
+    assert_eq!(token.secret_name.as_deref(), Some("ringleader-token"));
+    assert_eq!(token.optional, Some(true));
+    // Nor anywhere in deploy/ as text.
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir)
+            .expect("deploy/ is readable")
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo_root().join("deploy"), &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            !text.contains("stringData") && !text.contains("REPLACE-ME"),
+            "{} carries a secret value",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn networkpolicy_component_lets_in_the_namespace_and_out_to_dns_and_the_api_server() {
+    let rendered = render_with(&["networkpolicy"], Some("prod"));
+    rendered.check_references();
+    let policy: NetworkPolicy = rendered.get("ringleader");
+    let spec = policy.spec.expect("spec");
+    let deployment: Deployment = rendered.get("ringleader");
+    assert_selects(
+        "networkpolicy",
+        "ringleader",
+        &spec.pod_selector.clone().unwrap_or_default(),
+        &deployment.spec.template,
+    );
+    let types = spec.policy_types.clone().unwrap_or_default();
+    assert_eq!(types, ["Ingress", "Egress"]);
+    let ingress = spec.ingress.clone().unwrap_or_default();
+    assert_eq!(ingress.len(), 1);
+    let port = ingress[0].ports.clone().unwrap_or_default()[0]
+        .port
+        .clone()
+        .expect("a port");
+    assert_eq!(port, IntOrString::String("http".into()));
+    let container = container(pod(&deployment), "ringleader");
+    assert!(
+        container
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("http")),
+        "the policy's port name is the container's"
+    );
+    let egress_ports: BTreeSet<i32> = spec
+        .egress
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|rule| rule.ports.clone().unwrap_or_default())
+        .filter_map(|p| match p.port {
+            Some(IntOrString::Int(n)) => Some(n),
+            _ => None,
+        })
+        .collect();
+    for needed in [53, 443, 6443, 8080] {
+        assert!(egress_ports.contains(&needed), "egress to port {needed}");
+    }
 }
 
 #[test]

@@ -14,10 +14,20 @@
 //!   large resource version" error (the API server came back on an etcd
 //!   with a lower revision) make kube retry the same resourceVersion
 //!   forever; the source restarts the watcher instead, which re-lists;
-//! * health: `Resyncing` while re-listing after a 410, `Failing` while
-//!   errors persist, `Synced` again after a successful event or after a
-//!   quiet period with no error;
-//! * a 403 is logged once, naming the missing RBAC rule.
+//! * after any other error (a failed list or watch, a 403, a broken
+//!   connection) it starts the watcher afresh after a backoff, which
+//!   re-lists: kube alone would resume watching without any event, so
+//!   nothing would ever prove that the member set is current again;
+//! * health that says what is known, never more: `Synced` only once a list
+//!   has completed (`InitDone`) with no error since, or a watch event has
+//!   arrived on a complete store (the watch demonstrably works);
+//!   `Resyncing` from a 410 or a restart until the list completes; `Failing`
+//!   from an error until then. Time passing proves nothing: no quiet period
+//!   turns an error into `Synced` (kube backs off 1 s, 2 s, 4.6 s, 11 s…
+//!   with no request in between);
+//! * a 403 is logged once, naming the missing RBAC rule; other errors are
+//!   logged at WARN at most once a minute (with how many occurred), naming
+//!   the API server.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -40,8 +50,8 @@ pub struct KubernetesSource {
     service: String,
     watch_timeout: Option<u32>,
     backoff: Option<(Duration, Duration)>,
-    recovery_quiet: Duration,
     streaming_lists: bool,
+    server: Option<String>,
 }
 
 impl KubernetesSource {
@@ -52,8 +62,8 @@ impl KubernetesSource {
             service: service.into(),
             watch_timeout: None,
             backoff: None,
-            recovery_quiet: Duration::from_secs(10),
             streaming_lists: false,
+            server: None,
         }
     }
 
@@ -75,12 +85,18 @@ impl KubernetesSource {
         self
     }
 
-    /// After an error, health returns to `Synced` once this long passes with
-    /// no further error (default 10 s), even if no slice changes meanwhile.
+    /// The API server's URL, for log lines and errors (the kube client does
+    /// not say which server it talks to).
     #[must_use]
-    pub fn recovery_quiet(mut self, quiet: Duration) -> Self {
-        self.recovery_quiet = quiet;
+    pub fn server_url(mut self, url: impl Into<String>) -> Self {
+        self.server = Some(url.into());
         self
+    }
+
+    fn server_name(&self) -> &str {
+        self.server
+            .as_deref()
+            .unwrap_or("(the kube client's default)")
     }
 
     /// Uses streaming lists (`sendInitialEvents`) instead of list + watch.
@@ -108,6 +124,8 @@ impl KubernetesSource {
             ever_synced: false,
             trouble: None,
             restarts: 0,
+            restart_after: None,
+            listing: true,
             out: VecDeque::from([SourceEvent::Health(SourceHealth::Starting)]),
         };
         futures::stream::unfold(runner, |mut runner| async move {
@@ -189,9 +207,15 @@ fn key(slice: &EndpointSlice) -> String {
 /// A run of errors.
 struct Trouble {
     since: SystemTime,
-    last_error_at: Instant,
+    /// When an error was last logged at WARN.
+    last_warned: Option<Instant>,
+    /// Errors logged at DEBUG only since then.
+    suppressed: u64,
     forbidden_logged: bool,
 }
+
+/// At most one WARN per this interval for a run of the same kind of error.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What an error means for us.
 enum ErrorKind {
@@ -247,6 +271,11 @@ struct Runner {
     trouble: Option<Trouble>,
     /// Watcher restarts since the last success, for our own backoff.
     restarts: u32,
+    /// A fresh watcher is due after this delay.
+    restart_after: Option<Duration>,
+    /// A list is under way (started, or due after a 410 or a restart): the
+    /// store is not known to be current until it completes.
+    listing: bool,
     out: VecDeque<SourceEvent>,
 }
 
@@ -274,49 +303,61 @@ impl Runner {
 
     /// Whether the live store reflects a complete list.
     fn complete(&self) -> bool {
-        self.ever_synced && self.store.buffer.is_none()
+        self.ever_synced && self.store.buffer.is_none() && !self.listing
     }
 
     async fn step(&mut self) {
-        let waiting_to_recover = self.complete() && !self.health.is_synced();
-        let next = if waiting_to_recover {
-            let quiet_until = self
-                .trouble
-                .as_ref()
-                .map_or_else(Instant::now, |t| t.last_error_at)
-                + self.config.recovery_quiet;
-            match tokio::time::timeout_at(quiet_until, self.events.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    tracing::debug!("no error for the quiet period: the watch has recovered");
-                    self.recovered();
-                    return;
-                }
-            }
-        } else {
-            self.events.next().await
-        };
-        match next {
+        if let Some(delay) = self.restart_after.take() {
+            tokio::time::sleep(delay).await;
+            tracing::debug!("starting the EndpointSlice watch afresh (list, then watch)");
+            self.events = new_watcher(&self.config, &self.client);
+            self.store.buffer = None;
+            self.listing = true;
+        }
+        match self.events.next().await {
             Some(Ok(event)) => self.apply(event),
-            Some(Err(error)) => self.on_error(error).await,
+            Some(Err(error)) => self.on_error(error),
             None => {
                 // kube's watcher never ends; if it ever does, start over.
                 tracing::warn!("the EndpointSlice watcher ended; restarting it");
                 self.events = new_watcher(&self.config, &self.client);
+                self.listing = true;
             }
         }
     }
 
+    /// The store is current: a list completed, or the watch delivered an
+    /// event after one. Emits the member set and `Synced`.
     fn recovered(&mut self) {
-        self.trouble = None;
+        if self.trouble.take().is_some_and(|t| t.suppressed > 0) {
+            tracing::info!(
+                server = %self.config.server_name(),
+                "the EndpointSlice watch works again"
+            );
+        }
         self.restarts = 0;
         self.emit_members();
+    }
+
+    /// Drops the watcher and starts a fresh one (a new list) after our own
+    /// backoff: a list is the only thing that proves the store current.
+    fn restart_later(&mut self) {
+        let (min, max) = self
+            .config
+            .backoff
+            .unwrap_or((Duration::from_millis(800), Duration::from_secs(30)));
+        let delay = min
+            .saturating_mul(2u32.saturating_pow(self.restarts.min(16)))
+            .min(max);
+        self.restarts += 1;
+        self.restart_after = Some(delay);
     }
 
     fn apply(&mut self, event: watcher::Event<EndpointSlice>) {
         match event {
             watcher::Event::Init => {
                 self.store.buffer = Some(BTreeMap::new());
+                self.listing = true;
                 if self.health.is_synced() {
                     self.set_health(SourceHealth::Resyncing {
                         reason: "re-listing EndpointSlices".to_owned(),
@@ -332,18 +373,28 @@ impl Runner {
             watcher::Event::InitDone => {
                 self.store.live = self.store.buffer.take().unwrap_or_default();
                 self.ever_synced = true;
+                self.listing = false;
                 tracing::debug!(slices = self.store.live.len(), "EndpointSlices listed");
                 self.recovered();
             }
             watcher::Event::Apply(slice) => {
                 self.store.live.insert(key(&slice), slice);
-                self.recovered();
+                self.on_watch_event();
             }
             watcher::Event::Delete(slice) => {
                 self.store.live.remove(&key(&slice));
-                self.recovered();
+                self.on_watch_event();
             }
         }
+    }
+
+    /// A watch event: the watch works. It proves the store current only if
+    /// the store was complete and no re-list is pending.
+    fn on_watch_event(&mut self) {
+        if self.listing || self.restart_after.is_some() {
+            return;
+        }
+        self.recovered();
     }
 
     /// Emits the member set if it changed, and the health that goes with it.
@@ -375,15 +426,16 @@ impl Runner {
         }
     }
 
-    async fn on_error(&mut self, error: watcher::Error) {
-        let first = self.trouble.is_none();
+    fn on_error(&mut self, error: watcher::Error) {
+        let now = Instant::now();
         let trouble = self.trouble.get_or_insert_with(|| Trouble {
             since: SystemTime::now(),
-            last_error_at: Instant::now(),
+            last_warned: None,
+            suppressed: 0,
             forbidden_logged: false,
         });
-        trouble.last_error_at = Instant::now();
         let since = trouble.since;
+        let server = self.config.server_name();
         let (namespace, service) = (&self.config.namespace, &self.config.service);
         match classify(&error) {
             ErrorKind::Forbidden(message) => {
@@ -393,46 +445,53 @@ impl Runner {
                      [\"discovery.k8s.io\"], resources [\"endpointslices\"], verbs [\"list\", \"watch\"]"
                 );
                 if !std::mem::replace(&mut trouble.forbidden_logged, true) {
-                    tracing::error!(%namespace, %service, "{advice}");
+                    tracing::error!(%namespace, %service, %server, "{advice}");
                 }
                 self.set_health(SourceHealth::Failing {
                     error: advice,
                     since,
                 });
+                self.restart_later();
             }
             ErrorKind::Expired => {
+                // kube re-lists by itself; until InitDone the store is stale.
                 tracing::info!(%namespace, %service, "watch expired (410 Gone): re-listing");
+                self.listing = true;
                 self.set_health(SourceHealth::Resyncing {
                     reason: "the watch expired (410 Gone): re-listing".to_owned(),
                 });
             }
             ErrorKind::NeedsRestart(reason) => {
-                tracing::warn!(%namespace, %service, %error, "{reason}: restarting the watch with a fresh list");
+                tracing::warn!(%namespace, %service, %server, %error, "{reason}: restarting the watch with a fresh list");
                 self.set_health(SourceHealth::Resyncing {
                     reason: format!("{reason}: re-listing"),
                 });
-                // Our own backoff: kube's is lost with the old watcher.
-                let (min, max) = self
-                    .config
-                    .backoff
-                    .unwrap_or((Duration::from_millis(800), Duration::from_secs(30)));
-                let delay = min
-                    .saturating_mul(2u32.saturating_pow(self.restarts.min(16)))
-                    .min(max);
-                self.restarts += 1;
-                tokio::time::sleep(delay).await;
-                self.events = new_watcher(&self.config, &self.client);
+                self.restart_later();
             }
             ErrorKind::Other => {
-                if first {
-                    tracing::warn!(%namespace, %service, %error, "EndpointSlice watch failed; retrying");
+                let warn_now = trouble
+                    .last_warned
+                    .is_none_or(|at| now.duration_since(at) >= ERROR_LOG_INTERVAL);
+                if warn_now {
+                    let suppressed = std::mem::take(&mut trouble.suppressed);
+                    trouble.last_warned = Some(now);
+                    tracing::warn!(
+                        %namespace,
+                        %service,
+                        %server,
+                        %error,
+                        similar_errors_not_logged = suppressed,
+                        "the EndpointSlice watch failed; listing again after a backoff"
+                    );
                 } else {
-                    tracing::debug!(%error, "EndpointSlice watch failed again");
+                    trouble.suppressed += 1;
+                    tracing::debug!(%error, "the EndpointSlice watch failed again");
                 }
                 self.set_health(SourceHealth::Failing {
-                    error: error.to_string(),
+                    error: format!("{error} (API server {server})"),
                     since,
                 });
+                self.restart_later();
             }
         }
     }

@@ -25,7 +25,115 @@ fn source() -> KubernetesSource {
     KubernetesSource::new(NS, SERVICE)
         .watch_timeout(3)
         .backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .recovery_quiet(Duration::from_millis(500))
+}
+
+/// Waits until the source reports `Synced` after the last non-synced
+/// health it reported, and returns the number of list requests the server
+/// had received at that moment (read as soon as the health is seen).
+async fn list_count_when_synced_again(
+    server: &TestApiServer,
+    members: &Collector,
+    seen_before: usize,
+) -> u64 {
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let lists = server.request_count(Verb::List);
+        let synced_again = members.with(|o| {
+            o.healths[seen_before..]
+                .iter()
+                .position(|h| !h.is_synced())
+                .is_some_and(|bad| {
+                    o.healths[seen_before + bad..]
+                        .iter()
+                        .any(SourceHealth::is_synced)
+                })
+        });
+        if synced_again {
+            return lists;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never synced again: {:?}",
+            members.with(|o| o.healths.clone())
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Issue 10, item 10: after watch failures that kube retries with backoff,
+/// the source said `synced` after a quiet period with no request in
+/// between. Synced again must mean a list succeeded since.
+#[tokio::test]
+async fn synced_after_watch_failures_only_once_a_list_succeeded() {
+    let server = server().await;
+    server.create(&slice_of("db-a", &[0, 1])).unwrap();
+    // A backoff far longer than the old quiet period (500 ms).
+    let source = KubernetesSource::new(NS, SERVICE)
+        .watch_timeout(3)
+        .backoff(Duration::from_millis(1500), Duration::from_secs(3));
+    let mut members = Collector::start(source.stream(server.client()));
+    members
+        .wait_until("synced", CONVERGE, |o| {
+            o.healths.last() == Some(&SourceHealth::Synced)
+        })
+        .await;
+    assert!(server.wait_for_watches(1, Duration::from_secs(5)).await);
+    let seen = members.with(|o| o.healths.len());
+    let lists_before = server.request_count(Verb::List);
+    server.fail_next_verb(Verb::Watch, 2, 500);
+    server.close_all_watches();
+    let lists = list_count_when_synced_again(&server, &members, seen).await;
+    assert!(
+        lists > lists_before,
+        "synced again with no list since the failure: {:?}",
+        members.with(|o| o.healths.clone())
+    );
+    assert!(saw(
+        &members,
+        |h| matches!(h, SourceHealth::Failing { error, .. } if error.contains("API server"))
+    ));
+}
+
+/// Issue 10, item 10, the 410 half: "watch expired (410 Gone): re-listing"
+/// was followed by `synced` with no list made. Synced again must mean a
+/// list succeeded since, however many re-lists fail first. (The old code
+/// failed this only when kube's re-list backoff outgrew its 10 s quiet
+/// period, too slow to reproduce here; this guards the new rule.)
+#[tokio::test]
+async fn synced_after_a_410_only_once_the_relist_succeeded() {
+    let server = server().await;
+    server.create(&slice_of("db-a", &[0, 1])).unwrap();
+    let source = KubernetesSource::new(NS, SERVICE)
+        .watch_timeout(3)
+        .backoff(Duration::from_millis(300), Duration::from_millis(600));
+    let mut members = Collector::start(source.stream(server.client()));
+    members
+        .wait_until("synced", CONVERGE, |o| {
+            o.healths.last() == Some(&SourceHealth::Synced)
+        })
+        .await;
+    assert!(server.wait_for_watches(1, Duration::from_secs(5)).await);
+    let seen = members.with(|o| o.healths.len());
+    let lists_before = server.request_count(Verb::List);
+    // The watch falls behind, history is compacted, and the next three
+    // lists fail: the re-list after the 410 cannot complete for a while.
+    server.stall_watches(Duration::from_millis(300));
+    server.create(&slice_of("db-b", &[2])).unwrap();
+    server.compact();
+    server.fail_next_verb(Verb::List, 3, 500);
+    server.close_all_watches();
+    let lists = list_count_when_synced_again(&server, &members, seen).await;
+    assert!(
+        lists >= lists_before + 4,
+        "synced again before a list succeeded ({} lists since, 3 of them failed): {:?}",
+        lists - lists_before,
+        members.with(|o| o.healths.clone())
+    );
+    members
+        .wait_until("db-2 seen", CONVERGE, |o| {
+            o.sets.last().is_some_and(|s| s.contains("db-2"))
+        })
+        .await;
 }
 
 /// The fault injected in the middle of churn.

@@ -1,6 +1,7 @@
 //! The route handlers.
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::ring_body::{RingBody, TokenForm};
 use super::tokenreview::Review;
 use super::{AppState, WriteAuth};
 use crate::coordinator::CoordinatorError;
@@ -10,9 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ringleader_client::api::{
-    HealthResponse, LookupBatchRequest, LookupBatchResponse, LookupResponse, MemberRangesResponse,
-    MemberState, MemberView, MoveDoneResponse, PlanResponse, PreviewRequest, PreviewResponse,
-    RingResponse,
+    ErrorResponse, HealthResponse, LookupBatchRequest, LookupBatchResponse, LookupResponse,
+    MemberRangesResponse, MemberState, MemberView, MoveDoneResponse, PlanResponse, PreviewRequest,
+    PreviewResponse, RingResponse,
 };
 use ringleader_planner::{Holdings, MoveState, Placement, PlanError, PlanOptions};
 use ringleader_ring::{MemberSpec, Replication, balance_of, hash_key};
@@ -54,47 +55,92 @@ fn not_leader(leader: Option<&str>) -> ApiError {
     )
 }
 
-async fn check_write(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match &*state.write_auth {
-        WriteAuth::TokenReview(reviewer) => {
-            let Some(token) = bearer(headers) else {
-                return Err(ApiError::unauthorized(
-                    "writes need Authorization: Bearer <service-account token> (checked with a Kubernetes TokenReview)",
-                ));
-            };
-            match reviewer.review(token).await {
-                Review::Allowed(_) => Ok(()),
-                Review::NotAllowed(user) => Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!(
-                        "{user} may not write to this coordinator; it allows {} (--allow-writer)",
-                        reviewer
-                            .allowed()
-                            .iter()
-                            .map(String::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )),
-                Review::Unauthenticated(reason) => Err(ApiError::unauthorized(format!(
-                    "the Kubernetes API server did not authenticate the bearer token{}",
-                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                ))),
-                Review::Unavailable(reason) => Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "auth_unavailable",
-                    format!(
-                        "cannot check the bearer token, so the write is refused: {reason}; retry once the API server answers"
-                    ),
-                )),
-            }
+/// What a request wants to do, for authorization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    fn verb(self) -> &'static str {
+        match self {
+            Access::Read => "reads",
+            Access::Write => "writes",
         }
+    }
+}
+
+async fn review(
+    reviewer: &super::TokenReviewer,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<(), ApiError> {
+    let verb = access.verb();
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::unauthorized(format!(
+            "{verb} need Authorization: Bearer <service-account token> (checked with a Kubernetes TokenReview)"
+        )));
+    };
+    match reviewer.review(token).await {
+        Review::Authenticated(user) => {
+            let allowed = match access {
+                Access::Read => reviewer.may_read(&user),
+                Access::Write => reviewer.may_write(&user),
+            };
+            if allowed {
+                return Ok(());
+            }
+            let (flag, users, what) = match access {
+                Access::Write => ("--allow-writer", &reviewer.policy().writers, "write to"),
+                Access::Read => ("--allow-reader", &reviewer.policy().readers, "read from"),
+            };
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{user} may not {what} this coordinator; it allows {} ({flag})",
+                    users
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        }
+        Review::Unauthenticated(reason) => Err(ApiError::unauthorized(format!(
+            "the Kubernetes API server did not authenticate the bearer token{}",
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ))),
+        Review::Unavailable(reason) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "auth_unavailable",
+            format!(
+                "cannot check the bearer token, so the request is refused: {reason}; retry once the API server answers"
+            ),
+        )),
+        Review::Throttled => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_reviews",
+            "too many tokens are being checked with TokenReviews at once; retry in a second",
+        )),
+    }
+}
+
+async fn authorize(state: &AppState, headers: &HeaderMap, access: Access) -> Result<(), ApiError> {
+    if access == Access::Read && !state.reads_need_token {
+        return Ok(());
+    }
+    let verb = access.verb();
+    match &*state.write_auth {
+        WriteAuth::TokenReview(reviewer) => review(reviewer, headers, access).await,
         WriteAuth::Open => Ok(()),
         WriteAuth::Disabled => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "writes_disabled",
-            "this coordinator accepts no writes: start it with --auth-token-file PATH (or --auth none for a local experiment)",
+            format!(
+                "this coordinator accepts no {verb}: start it with --auth-token-file PATH (or --auth none for a local experiment)"
+            ),
         )),
         WriteAuth::Token(expected) => {
             if token_matches(headers, expected) {
@@ -104,50 +150,62 @@ async fn check_write(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
                     "the bearer token is not the one this coordinator was given",
                 ))
             } else {
-                Err(ApiError::unauthorized(
-                    "writes need Authorization: Bearer <token> (the --auth-token-file contents)",
-                ))
+                Err(ApiError::unauthorized(format!(
+                    "{verb} need Authorization: Bearer <token> (the --auth-token-file contents)"
+                )))
             }
         }
     }
 }
 
-pub(super) fn check_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match (&*state.write_auth, state.reads_need_token) {
-        (WriteAuth::Token(expected), true) if !token_matches(headers, expected) => Err(
-            ApiError::unauthorized("reads need Authorization: Bearer <token> on this coordinator"),
-        ),
-        _ => Ok(()),
-    }
+async fn check_write(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize(state, headers, Access::Write).await
 }
 
-/// Serializes `body`, tags it with a content ETag and answers 304 when the
-/// client already has it.
-fn with_etag<T: serde::Serialize>(headers: &HeaderMap, body: &T) -> Response {
-    let bytes = match serde_json::to_vec(body) {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("encoding the response: {e}"),
-            )
-            .into_response();
-        }
-    };
-    let etag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&bytes));
-    let matches = headers
+/// Checks a read: open unless `--auth-reads`, then as a write's token (or a
+/// TokenReview of an allowed reader).
+pub(super) async fn check_read(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize(state, headers, Access::Read).await
+}
+
+/// Query of `GET /v1/ring`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RingQuery {
+    /// Add the token list: `true` (every token and its owner, decimal),
+    /// `compact` (each member's tokens as base64 of little-endian u64s;
+    /// what the client library uses) or `false` (none, the default).
+    #[serde(default)]
+    #[param(inline)]
+    pub tokens: TokenForm,
+}
+
+/// Whether an `If-None-Match` header names `etag`.
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(',').any(|t| {
-                t.trim() == etag || t.trim() == "*" || t.trim().trim_start_matches("W/") == etag
+                let t = t.trim();
+                t == etag || t == "*" || t.trim_start_matches("W/") == etag
             })
-        });
-    let etag_value = HeaderValue::from_str(&etag).expect("hex in quotes is a valid header");
-    if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
+        })
+}
+
+/// A shared body in parts, or a 304 when the client has it.
+fn shared_body(headers: &HeaderMap, body: RingBody) -> Response {
+    let etag = HeaderValue::from_str(&body.etag).expect("hex in quotes is a valid header");
+    if etag_matches(headers, &body.etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
+    let length: usize = body.parts.iter().map(bytes::Bytes::len).sum();
+    let chunks = futures::stream::iter(
+        body.parts
+            .into_iter()
+            .map(Ok::<_, std::convert::Infallible>),
+    );
     (
         StatusCode::OK,
         [
@@ -155,51 +213,61 @@ fn with_etag<T: serde::Serialize>(headers: &HeaderMap, body: &T) -> Response {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (header::ETAG, etag_value),
+            (header::ETAG, etag),
+            (header::CONTENT_LENGTH, HeaderValue::from(length)),
         ],
-        bytes,
+        axum::body::Body::from_stream(chunks),
     )
         .into_response()
 }
 
-/// Query of `GET /v1/ring`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct RingQuery {
-    /// Add every token and its owner.
-    #[serde(default)]
-    pub tokens: bool,
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("encoding the response: {e}"),
+    )
+}
+
+/// Members as `GET /v1/ring` lists them. A follower's view comes from the
+/// stored state, which has no addresses: they are filled in from the
+/// membership directory when there is one.
+pub(super) fn member_views(view: &View) -> Vec<MemberView> {
+    view.member_views()
 }
 
 /// `GET /v1/ring`.
 #[utoipa::path(get, path = "/v1/ring", params(RingQuery),
-    responses((status = 200, body = RingResponse), (status = 304, description = "not modified")))]
+    security((), ("bearer" = [])),
+    responses((status = 200, body = RingResponse,
+            headers(("ETag" = String, description = "changes whenever the body does; send it back in If-None-Match"))),
+        (status = 304, description = "not modified: the If-None-Match ETag is current"),
+        (status = 400, description = "unknown or malformed query parameter", body = ErrorResponse),
+        (status = 401, description = "reads are authenticated (--auth-reads) and no valid token was sent", body = ErrorResponse),
+        (status = 403, description = "the token's user may not read", body = ErrorResponse),
+        (status = 503, description = "overloaded, timed out, or the token could not be checked", body = ErrorResponse)))]
 pub async fn get_ring(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<RingQuery>,
 ) -> Result<Response, ApiError> {
-    check_read(&state, &headers)?;
+    check_read(&state, &headers).await?;
     let view = current(&state);
-    let body = RingResponse {
-        epoch: view.epoch,
-        settings: view.settings_view(),
-        members: view.member_views(),
-        balance: view.figures.balance,
-        tokens: query.tokens.then(|| view.token_views().to_vec()),
-        plan_in_flight: view.plan_in_progress().is_some(),
-        leader: view.leader.clone(),
-    };
-    Ok(with_etag(&headers, &body))
+    let body = state.bodies.body(&view, query.tokens).map_err(internal)?;
+    Ok(shared_body(&headers, body))
 }
 
 /// Query of `GET /v1/lookup`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LookupQuery {
-    /// The key.
+    /// The key (any bytes, hashed with xxh3-64).
+    #[param(required = true)]
     pub key: Option<String>,
-    /// Replicas wanted (default: the configured factor).
+    /// Replicas wanted (default: the configured factor). More than the ring
+    /// has members is a 409.
+    #[param(minimum = 1, maximum = 16)]
     pub rf: Option<usize>,
 }
 
@@ -212,8 +280,14 @@ fn lookup_one(view: &View, key: &str, rf: Option<usize>) -> Result<LookupRespons
     }
     let factor = match rf {
         Some(0) => return Err(ApiError::bad_request("rf must be at least 1")),
-        Some(n) if n > ring.len() => {
+        Some(n) if n > MAX_RF => {
             return Err(ApiError::bad_request(format!(
+                "rf={n} is more than the {MAX_RF} replicas ringleader supports"
+            )));
+        }
+        // A valid request the ring cannot answer as it is now.
+        Some(n) if n > ring.len() => {
+            return Err(ApiError::conflict(format!(
                 "asked for rf={n} replicas but the ring has only {} members; use rf between 1 and {}",
                 ring.len(),
                 ring.len()
@@ -240,15 +314,24 @@ fn lookup_one(view: &View, key: &str, rf: Option<usize>) -> Result<LookupRespons
     })
 }
 
+/// The most replicas a lookup may ask for (as `--rf`).
+const MAX_RF: usize = 16;
+
 /// `GET /v1/lookup?key=K[&rf=N]`.
 #[utoipa::path(get, path = "/v1/lookup", params(LookupQuery),
-    responses((status = 200, body = LookupResponse), (status = 400, body = ringleader_client::api::ErrorResponse)))]
+    security((), ("bearer" = [])),
+    responses((status = 200, body = LookupResponse),
+        (status = 400, description = "no key, rf out of range, or an unknown parameter", body = ErrorResponse),
+        (status = 401, description = "reads are authenticated (--auth-reads) and no valid token was sent", body = ErrorResponse),
+        (status = 403, description = "the token's user may not read", body = ErrorResponse),
+        (status = 409, description = "rf is more than the ring has members", body = ErrorResponse),
+        (status = 503, description = "the ring has no members yet, overloaded, or timed out", body = ErrorResponse)))]
 pub async fn get_lookup(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<LookupQuery>,
 ) -> Result<ApiJson<LookupResponse>, ApiError> {
-    check_read(&state, &headers)?;
+    check_read(&state, &headers).await?;
     let key = query.key.ok_or_else(|| {
         ApiError::bad_request("missing query parameter `key`: GET /v1/lookup?key=K[&rf=N]")
     })?;
@@ -260,13 +343,30 @@ pub async fn get_lookup(
 
 /// `POST /v1/lookup`.
 #[utoipa::path(post, path = "/v1/lookup", request_body = LookupBatchRequest,
-    responses((status = 200, body = LookupBatchResponse), (status = 400, body = ringleader_client::api::ErrorResponse)))]
+    security((), ("bearer" = [])),
+    responses((status = 200, body = LookupBatchResponse),
+        (status = 400, description = "malformed body, too many keys, rf out of range", body = ErrorResponse),
+        (status = 401, description = "reads are authenticated (--auth-reads) and no valid token was sent", body = ErrorResponse),
+        (status = 403, description = "the token's user may not read", body = ErrorResponse),
+        (status = 409, description = "rf is more than the ring has members", body = ErrorResponse),
+        (status = 413, description = "the body is larger than --max-body", body = ErrorResponse),
+        (status = 415, description = "the body is not sent as application/json", body = ErrorResponse),
+        (status = 503, description = "the ring has no members yet, overloaded, or timed out", body = ErrorResponse)))]
 pub async fn post_lookup(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<LookupBatchRequest>,
 ) -> Result<ApiJson<LookupBatchResponse>, ApiError> {
-    check_read(&state, &headers)?;
+    check_read(&state, &headers).await?;
+    match request.rf {
+        Some(0) => return Err(ApiError::bad_request("rf must be at least 1")),
+        Some(n) if n > MAX_RF => {
+            return Err(ApiError::bad_request(format!(
+                "rf={n} is more than the {MAX_RF} replicas ringleader supports"
+            )));
+        }
+        _ => {}
+    }
     if request.keys.len() > state.limits.batch_keys {
         return Err(ApiError::bad_request(format!(
             "{} keys in one batch; at most {} are allowed, split the batch",
@@ -288,14 +388,19 @@ pub async fn post_lookup(
 }
 
 /// `GET /v1/members/{id}/ranges`.
-#[utoipa::path(get, path = "/v1/members/{id}/ranges", params(("id" = String, Path, description = "member id")),
-    responses((status = 200, body = MemberRangesResponse), (status = 404, body = ringleader_client::api::ErrorResponse)))]
+#[utoipa::path(get, path = "/v1/members/{id}/ranges", params(("id" = String, Path, description = "member id", example = "db-0")),
+    security((), ("bearer" = [])),
+    responses((status = 200, body = MemberRangesResponse),
+        (status = 401, description = "reads are authenticated (--auth-reads) and no valid token was sent", body = ErrorResponse),
+        (status = 403, description = "the token's user may not read", body = ErrorResponse),
+        (status = 404, description = "no such member", body = ErrorResponse),
+        (status = 503, description = "overloaded, or timed out", body = ErrorResponse)))]
 pub async fn get_member_ranges(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<MemberRangesResponse>, ApiError> {
-    check_read(&state, &headers)?;
+    check_read(&state, &headers).await?;
     let view = current(&state);
     let member_state = view.member_state(&id).ok_or_else(|| {
         ApiError::not_found(format!("no member {id:?}; GET /v1/ring lists the members"))
@@ -362,46 +467,55 @@ pub async fn get_member_ranges(
 }
 
 /// `GET /v1/plan`.
-#[utoipa::path(get, path = "/v1/plan", responses((status = 200, body = PlanResponse), (status = 304, description = "not modified")))]
+#[utoipa::path(get, path = "/v1/plan",
+    security((), ("bearer" = [])),
+    responses((status = 200, body = PlanResponse,
+            headers(("ETag" = String, description = "changes whenever the body does; send it back in If-None-Match"))),
+        (status = 304, description = "not modified: the If-None-Match ETag is current"),
+        (status = 401, description = "reads are authenticated (--auth-reads) and no valid token was sent", body = ErrorResponse),
+        (status = 403, description = "the token's user may not read", body = ErrorResponse),
+        (status = 503, description = "overloaded, timed out, or the token could not be checked", body = ErrorResponse)))]
 pub async fn get_plan(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_read(&state, &headers)?;
+    check_read(&state, &headers).await?;
     let view = current(&state);
-    Ok(with_etag(
-        &headers,
-        &PlanResponse {
-            plan: view.plan_view().cloned(),
-        },
-    ))
+    let body = state.bodies.plan(&view).map_err(internal)?;
+    Ok(shared_body(&headers, body))
 }
 
 /// `POST /v1/plan/moves/{id}/done`.
-#[utoipa::path(post, path = "/v1/plan/moves/{id}/done", params(("id" = String, Path, description = "move id")),
+#[utoipa::path(post, path = "/v1/plan/moves/{id}/done",
+    params(("id" = String, Path, description = "move id, as GET /v1/plan lists it", pattern = "^[A-Za-z0-9-]{1,64}$")),
     security(("bearer" = [])),
-    responses((status = 200, body = MoveDoneResponse), (status = 401, body = ringleader_client::api::ErrorResponse),
-        (status = 403, body = ringleader_client::api::ErrorResponse),
-        (status = 404, body = ringleader_client::api::ErrorResponse), (status = 409, body = ringleader_client::api::ErrorResponse),
-        (status = 503, description = "a follower (code not_leader, naming the leader), or the token could not be checked (auth_unavailable)", body = ringleader_client::api::ErrorResponse)))]
+    responses((status = 200, body = MoveDoneResponse),
+        (status = 400, description = "not a move id", body = ErrorResponse),
+        (status = 401, description = "no valid bearer token", body = ErrorResponse),
+        (status = 403, description = "writes are disabled, or the token's user may not write", body = ErrorResponse),
+        (status = 404, description = "no such move in the plan", body = ErrorResponse),
+        (status = 409, description = "no plan in flight, or the move was cancelled", body = ErrorResponse),
+        (status = 429, description = "too many tokens being reviewed at once", body = ErrorResponse),
+        (status = 503, description = "no leader reachable (code not_leader), the token could not be checked (auth_unavailable), the state could not be saved", body = ErrorResponse)))]
 pub async fn post_move_done(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<MoveDoneResponse>, ApiError> {
-    // Only the leader applies writes; a follower says who leads before
-    // spending a TokenReview on a write it would refuse anyway.
-    let view = current(&state);
-    if view.follower {
-        return Err(not_leader(view.leader.as_deref()));
-    }
-    check_write(&state, &headers).await?;
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(ApiError::bad_request(format!(
             "{id:?} is not a move id; GET /v1/plan lists the moves and their ids"
         )));
     }
+    // Only the leader applies writes: a follower forwards the request to
+    // the leader (which checks its token), so one Service in front of every
+    // replica works.
+    let view = current(&state);
+    if view.follower {
+        return forward_to_leader(&state, &view, &id, &headers).await;
+    }
+    check_write(&state, &headers).await?;
     let (reply, answer) = oneshot::channel();
     state
         .handle
@@ -435,29 +549,148 @@ pub async fn post_move_done(
     })
 }
 
+/// Marks a write forwarded by a follower, so that it is never forwarded
+/// twice (a stale leader address answers `not_leader` instead of looping).
+pub const FORWARDED_HEADER: &str = "x-ringleader-forwarded";
+
+/// A follower passes a write on to the leader and relays its answer.
+async fn forward_to_leader(
+    state: &AppState,
+    view: &View,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<ApiJson<MoveDoneResponse>, ApiError> {
+    let leader = view.leader.as_deref();
+    let url = state
+        .leader_url
+        .as_ref()
+        .and_then(|rx| rx.borrow().clone())
+        .filter(|_| !headers.contains_key(FORWARDED_HEADER));
+    let Some(url) = url else {
+        return Err(not_leader(leader));
+    };
+    let target = format!("{}/v1/plan/moves/{id}/done", url.trim_end_matches('/'));
+    let mut request = state
+        .forwarder
+        .post(&target)
+        .header(FORWARDED_HEADER, "1")
+        .timeout(Duration::from_secs(10));
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, auth.clone());
+    }
+    let answer = request.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            format!(
+                "this coordinator is a follower and could not reach the leader{} at {url} to forward the write ({e}); retry shortly",
+                leader.map(|l| format!(" {l}")).unwrap_or_default()
+            ),
+        )
+    })?;
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = answer.bytes().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            format!("the leader at {url} broke off its answer to a forwarded write ({e}); retry"),
+        )
+    })?;
+    if status.is_success() {
+        return serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!(
+                    "the leader at {url} answered a forwarded write with an unreadable body: {e}"
+                ),
+            )
+        });
+    }
+    let error: ErrorResponse = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!(
+                "the leader at {url} answered a forwarded write with {status} and no error body"
+            ),
+        )
+    })?;
+    Err(ApiError::new(
+        status,
+        forwarded_code(&error.error.code),
+        error.error.message,
+    ))
+}
+
+/// Error codes are `&'static str`: a forwarded one maps back to ours.
+fn forwarded_code(code: &str) -> &'static str {
+    [
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "writes_disabled",
+        "not_found",
+        "conflict",
+        "too_many_reviews",
+        "unavailable",
+        "overloaded",
+        "timeout",
+        "not_leader",
+        "auth_unavailable",
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+    .unwrap_or("forwarded_error")
+}
+
 /// `POST /v1/preview`.
 #[utoipa::path(post, path = "/v1/preview", request_body = PreviewRequest,
-    responses((status = 200, body = PreviewResponse), (status = 400, body = ringleader_client::api::ErrorResponse)))]
+    security((), ("bearer" = [])),
+    responses((status = 200, body = PreviewResponse),
+        (status = 400, description = "malformed body, unparseable EndpointSlices, or beyond a bound (members, weight, total tokens; the message names it)", body = ErrorResponse),
+        (status = 401, description = "reads are authenticated (--auth-reads) and no valid token was sent", body = ErrorResponse),
+        (status = 403, description = "the token's user may not read", body = ErrorResponse),
+        (status = 413, description = "the body is larger than --max-body", body = ErrorResponse),
+        (status = 415, description = "the body is not sent as application/json", body = ErrorResponse),
+        (status = 503, description = "too many previews at once, overloaded, or timed out", body = ErrorResponse)))]
 pub async fn post_preview(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<PreviewRequest>,
 ) -> Result<ApiJson<PreviewResponse>, ApiError> {
-    check_read(&state, &headers)?;
+    check_read(&state, &headers).await?;
+    let limits = state.limits;
     let desired: Vec<MemberSpec> = match (request.members, request.endpoint_slices) {
-        (Some(members), None) => members
-            .into_iter()
-            .map(|m| {
-                if m.id.is_empty() {
-                    return Err(ApiError::bad_request("a member has an empty id"));
-                }
-                Ok(MemberSpec {
-                    id: m.id.into(),
-                    zone: m.zone,
-                    weight: m.weight.unwrap_or(1),
+        (Some(members), None) => {
+            if members.len() > limits.preview_members {
+                return Err(ApiError::bad_request(format!(
+                    "{} members in the preview; at most {} are allowed (--max-preview-members)",
+                    members.len(),
+                    limits.preview_members
+                )));
+            }
+            members
+                .into_iter()
+                .map(|m| {
+                    if m.id.is_empty() {
+                        return Err(ApiError::bad_request("a member has an empty id"));
+                    }
+                    let weight = m.weight.unwrap_or(1);
+                    if weight == 0 || weight > limits.preview_weight {
+                        return Err(ApiError::bad_request(format!(
+                            "member {:?} has weight {weight}; weights go from 1 to {} in a preview",
+                            m.id, limits.preview_weight
+                        )));
+                    }
+                    Ok(MemberSpec {
+                        id: m.id.into(),
+                        zone: m.zone,
+                        weight,
+                    })
                 })
-            })
-            .collect::<Result<_, _>>()?,
+                .collect::<Result<_, _>>()?
+        }
         (None, Some(text)) => ringleader_watch::members_from_text(&text, None)
             .map_err(|e| ApiError::bad_request(format!("endpoint_slices: {e}")))?
             .iter()
@@ -479,20 +712,103 @@ pub async fn post_preview(
             "a preview needs at least one (ready) member",
         ));
     }
+    if desired.len() > limits.preview_members {
+        return Err(ApiError::bad_request(format!(
+            "{} members in the preview; at most {} are allowed (--max-preview-members)",
+            desired.len(),
+            limits.preview_members
+        )));
+    }
+    let mut ids = std::collections::HashSet::with_capacity(desired.len());
+    if let Some(twice) = desired.iter().find(|m| !ids.insert(m.id.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "member {:?} is listed twice; give each member once",
+            twice.id.as_str()
+        )));
+    }
     let view = current(&state);
-    tokio::task::spawn_blocking(move || preview(&view, &desired))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map(ApiJson)
+    let tokens: u64 = desired
+        .iter()
+        .map(|m| u64::from(m.weight) * u64::from(view.settings.tokens_per_member))
+        .sum();
+    if tokens > limits.preview_tokens as u64 {
+        return Err(ApiError::bad_request(format!(
+            "the preview's ring would have {tokens} tokens (members × weight × {} tokens per member); \
+             at most {} are allowed (--max-preview-tokens)",
+            view.settings.tokens_per_member, limits.preview_tokens
+        )));
+    }
+    // Previews run on the blocking pool, a few at a time; one abandoned by
+    // its client (disconnected, timed out) stops at its next step.
+    let Ok(permit) = state.previews.clone().try_acquire_owned() else {
+        state.handle.metrics.overload_rejections.inc();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "{} previews are being computed already; retry shortly",
+                limits.previews
+            ),
+        ));
+    };
+    let cancel = Cancel::default();
+    let _guard = cancel.guard();
+    let work = cancel.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        preview(&view, &desired, &work)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map(ApiJson)
 }
 
-fn preview(view: &View, desired: &[MemberSpec]) -> Result<PreviewResponse, ApiError> {
+/// Set when the request that asked for some work is gone.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    /// Sets the flag when dropped (the request future was dropped, or
+    /// finished).
+    fn guard(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+
+    fn check(&self) -> Result<(), ApiError> {
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cancelled",
+                "the request was cancelled",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        (self.0).0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn preview(
+    view: &View,
+    desired: &[MemberSpec],
+    cancel: &Cancel,
+) -> Result<PreviewResponse, ApiError> {
+    cancel.check()?;
     let ring = crate::coordinator::next_ring(view.target_ring(), &view.settings, desired)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    cancel.check()?;
     let to = Placement::new(ring.clone(), view.settings.replication())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let plan = ringleader_planner::plan(&view.placement(), &to, &PlanOptions::default())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    cancel.check()?;
     let figures = crate::view::RingFigures::of(&ring, view.settings.replication());
     let members = ring
         .members()
@@ -510,6 +826,8 @@ fn preview(view: &View, desired: &[MemberSpec]) -> Result<PreviewResponse, ApiEr
             weight: m.weight,
             ownership: figures.ownership[i].fraction,
             replica_ownership: figures.replica_ownership.get(i).map_or(0.0, |o| o.fraction),
+            tokens: figures.token_counts.get(i).copied().unwrap_or(0),
+            grace_ends_at: None,
         })
         .collect();
     Ok(PreviewResponse {
@@ -569,7 +887,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200,
+    description = "OpenMetrics text format (what Prometheus scrapes)",
+    content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(

@@ -5,23 +5,31 @@
 //! [`View`](crate::view::View) (never waiting for the coordinator) or send a
 //! [`Command`](crate::runtime::Command) for writes. Every error is
 //! `{"error": {"code", "message"}}`; bodies have a size limit; requests
-//! beyond the concurrency limit get a 503 rather than queueing without bound.
+//! beyond the concurrency limit get a 503 `overloaded` rather than queueing
+//! without bound, and requests that take longer than the request timeout a
+//! 503 `timeout`. Connection-level bounds (connections, header-read and
+//! idle timeouts) are in [`crate::http`].
 
 mod error;
 mod handlers;
 mod openapi;
+mod page;
+mod ring_body;
 mod sse;
+mod status;
 pub mod tokenreview;
 
 pub use error::{ApiError, ApiJson};
 pub use openapi::ApiDoc;
-pub use tokenreview::{Review, TokenReviewer};
+pub use ring_body::TokenForm;
+pub use tokenreview::{Review, ReviewPolicy, TokenReviewer};
 
 use crate::runtime::Handle;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +62,18 @@ pub struct Limits {
     pub watchers: usize,
     /// Keys in one batch lookup.
     pub batch_keys: usize,
+    /// Members in one preview.
+    pub preview_members: usize,
+    /// Largest weight of a member in a preview.
+    pub preview_weight: u32,
+    /// Tokens of a preview's ring (members × weight × tokens per member):
+    /// what its memory and time grow with.
+    pub preview_tokens: usize,
+    /// Previews computed at once; more get a 503.
+    pub previews: usize,
+    /// Longest time a request may take before it is answered 503 `timeout`
+    /// (streams count until their headers are sent).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +83,12 @@ impl Default for Limits {
             concurrency: 1024,
             watchers: 256,
             batch_keys: 10_000,
+            preview_members: 1024,
+            preview_weight: 16,
+            // 1,024 members × 256 tokens: the largest ring DESIGN §8 sizes.
+            preview_tokens: 262_144,
+            previews: 2,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -80,8 +106,17 @@ pub struct AppState {
     pub limits: Limits,
     /// Free slots for watchers.
     pub watchers: Arc<Semaphore>,
+    /// Free slots for previews.
+    pub previews: Arc<Semaphore>,
+    /// `GET /v1/ring` and `GET /v1/plan` bodies, shared between requests.
+    pub bodies: Arc<ring_body::RingBodies>,
     /// Turns true on shutdown (ends watch streams).
     pub shutdown: watch::Receiver<bool>,
+    /// With leader election: the leader's advertised API URL, where a
+    /// follower forwards writes.
+    pub leader_url: Option<watch::Receiver<Option<String>>>,
+    /// The HTTP client that forwards writes.
+    pub forwarder: reqwest::Client,
 }
 
 impl AppState {
@@ -99,8 +134,20 @@ impl AppState {
             reads_need_token,
             limits,
             watchers: Arc::new(Semaphore::new(limits.watchers)),
+            previews: Arc::new(Semaphore::new(limits.previews)),
+            bodies: Arc::default(),
             shutdown,
+            leader_url: None,
+            forwarder: reqwest::Client::new(),
         }
+    }
+
+    /// Forwards writes a follower receives to the URL the leader
+    /// advertises (`--advertise-url`, on the Lease).
+    #[must_use]
+    pub fn with_leader_url(mut self, leader_url: watch::Receiver<Option<String>>) -> Self {
+        self.leader_url = Some(leader_url);
+        self
     }
 }
 
@@ -123,14 +170,45 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        // The operator's view: the page, and the one-screen status it and
+        // `ringleader status` read.
+        .route("/", get(page::index))
+        .route("/v1/status", get(status::get_status))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
+        // The extractor's 413 does not know the limit: say it here.
+        .layer(axum::middleware::map_response(
+            move |response: axum::response::Response| async move {
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the request body is larger than the {} bytes this server accepts (--max-body)",
+                            limits.body_bytes
+                        ),
+                    )
+                    .into_response();
+                }
+                response
+            },
+        ))
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
                     let metrics = metrics.clone();
                     async move {
+                        if error.is::<tower::timeout::error::Elapsed>() {
+                            return ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "timeout",
+                                format!(
+                                    "the request took longer than {:?} (--request-timeout) and was abandoned",
+                                    limits.request_timeout
+                                ),
+                            );
+                        }
                         metrics.overload_rejections.inc();
                         ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -141,7 +219,7 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .load_shed()
                 .concurrency_limit(limits.concurrency)
-                .timeout(Duration::from_secs(30)),
+                .timeout(limits.request_timeout),
         )
         .with_state(state)
 }

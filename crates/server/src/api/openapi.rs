@@ -3,6 +3,7 @@
 
 use super::handlers;
 use super::sse;
+use super::status;
 use axum::Json;
 use ringleader_client::api;
 use utoipa::OpenApi;
@@ -24,13 +25,17 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
+        openapi_json,
+        status::get_status,
     ),
     components(schemas(
         api::RingResponse, api::SettingsView, api::MemberView, api::MemberState, api::TokenView,
+        api::CompactTokens, super::ring_body::TokenForm,
         api::LookupResponse, api::LookupBatchRequest, api::LookupBatchResponse, api::RangeView,
         api::MemberRangesResponse, api::PlanResponse, api::PlanView, api::MoveView, api::SummaryView,
         api::FlowView, api::CleanupView, api::MoveDoneResponse, api::PreviewRequest, api::PreviewMember,
         api::PreviewResponse, api::HealthResponse, api::ErrorResponse, api::ErrorDetail, api::WatchEvent,
+        api::StatusResponse, api::StatusMember, api::StatusPlan, api::OutsideEndpoint, api::OutsideReason,
     )),
     modifiers(&BearerAuth)
 )]
@@ -48,7 +53,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// Serves the document.
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "the OpenAPI 3 document of this API", body = Object)))]
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

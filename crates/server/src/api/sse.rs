@@ -1,6 +1,7 @@
 //! `GET /v1/watch`: Server-Sent Events for every new epoch and plan change.
 //!
-//! Each event's id is `epoch.revision`. A new subscriber first gets a
+//! Each event's id is `epoch.revision`; `members` events (member states
+//! changed, no new epoch or plan) carry none. A new subscriber first gets a
 //! `state` event with the current epoch and plan, unless its `Last-Event-ID`
 //! is already the current one (a resume that missed nothing); then every
 //! change as it happens. A subscriber too slow to keep up skips ahead to a
@@ -33,8 +34,13 @@ fn state_event(state: &AppState) -> (String, WatchEvent) {
 
 fn to_sse((id, event): (String, WatchEvent)) -> Result<Event, Infallible> {
     let kind = event.kind.clone();
-    Ok(Event::default()
-        .id(id)
+    // `members` events carry no id: they change nothing a resume needs.
+    let event_with_id = if id.is_empty() {
+        Event::default()
+    } else {
+        Event::default().id(id)
+    };
+    Ok(event_with_id
         .event(kind)
         .json_data(event)
         .unwrap_or_else(|_| Event::default().comment("unencodable event")))
@@ -49,7 +55,7 @@ pub async fn watch(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    super::handlers::check_read(&state, &headers)?;
+    super::handlers::check_read(&state, &headers).await?;
     let permit = state.watchers.clone().try_acquire_owned().map_err(|_| {
         state.handle.metrics.overload_rejections.inc();
         ApiError::unavailable(

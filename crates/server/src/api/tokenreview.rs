@@ -1,14 +1,24 @@
 //! `--auth tokenreview`: a write's bearer token is checked with a
 //! Kubernetes `TokenReview` (`authentication.k8s.io/v1`, create), and allowed
 //! only if the API server authenticates it as one of the `--allow-writer`
-//! users (`system:serviceaccount:NS:NAME`).
+//! users (`system:serviceaccount:NS:NAME`). With `--auth-reads`, reads are
+//! checked the same way and allowed to the `--allow-reader` users (or, when
+//! none are named, to anyone the API server authenticates).
+//!
+//! Reviews carry the `--token-audience` audiences, so only tokens minted
+//! for this coordinator (a projected service-account token with that
+//! audience) authenticate; without audiences the API server's own audience
+//! applies.
 //!
 //! It fails closed: when the API server cannot be asked (unreachable,
-//! timing out, refusing the review), the write is refused with a 503 saying
-//! so — never let through. Positive answers ("this token is user U") are
-//! cached briefly (30 s), keyed by the token's SHA-256, so a shard reporting
-//! many moves costs one review; refusals are not cached, so a token that
-//! becomes valid works at once.
+//! timing out, refusing the review), the request is refused with a 503
+//! saying so — never let through. Answers are cached, keyed by the token's
+//! SHA-256 (the token itself is not kept): positive ones for 30 s, so a
+//! shard reporting many moves costs one review; negative ones for 10 s, so
+//! a client retrying a bogus token costs one review per 10 s, not one per
+//! request. At most [`MAX_REVIEWS_IN_FLIGHT`] reviews run at once; beyond
+//! that a request with an uncached token gets a 429, so a flood of random
+//! tokens cannot turn into a flood of TokenReviews.
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::Api;
@@ -22,6 +32,13 @@ use tracing::{debug, warn};
 /// How long a positive review is reused.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// How long a token the API server did not authenticate is refused without
+/// asking again.
+pub const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// TokenReviews running at once; more uncached tokens are refused (429).
+pub const MAX_REVIEWS_IN_FLIGHT: usize = 8;
+
 /// Entries kept at most (a cache full of live entries is emptied).
 const CACHE_ENTRIES: usize = 4096;
 
@@ -31,28 +48,48 @@ const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// The outcome of checking one token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Review {
-    /// Authenticated as this user, who is allowed to write.
-    Allowed(String),
-    /// Authenticated as this user, who is not allowed to write.
-    NotAllowed(String),
+    /// The API server authenticated the token as this user.
+    Authenticated(String),
     /// The API server did not authenticate the token (with its reason, if
     /// it gave one).
     Unauthenticated(Option<String>),
-    /// The API server could not be asked; the write is refused.
+    /// The API server could not be asked; the request is refused.
     Unavailable(String),
+    /// Too many reviews are running; the request is refused (429).
+    Throttled,
+}
+
+/// Who may do what, and the audiences tokens must carry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReviewPolicy {
+    /// Users allowed to write (`--allow-writer`).
+    pub writers: BTreeSet<String>,
+    /// Users allowed to read when reads are authenticated
+    /// (`--allow-reader`); empty: anyone authenticated.
+    pub readers: BTreeSet<String>,
+    /// Audiences sent with each review (`--token-audience`).
+    pub audiences: Vec<String>,
+}
+
+/// A cached answer.
+#[derive(Clone, Debug)]
+enum Cached {
+    User(String),
+    Refused(Option<String>),
 }
 
 /// Checks tokens with TokenReviews.
 pub struct TokenReviewer {
     api: Api<TokenReview>,
-    allowed: BTreeSet<String>,
-    cache: Mutex<HashMap<[u8; 32], (Instant, String)>>,
+    policy: ReviewPolicy,
+    cache: Mutex<HashMap<[u8; 32], (Instant, Cached)>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for TokenReviewer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenReviewer")
-            .field("allowed", &self.allowed)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -73,37 +110,52 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl TokenReviewer {
-    /// A reviewer asking the API server behind `client`, allowing `writers`.
-    pub fn new(client: kube::Client, writers: impl IntoIterator<Item = String>) -> Self {
+    /// A reviewer asking the API server behind `client`.
+    pub fn new(client: kube::Client, policy: ReviewPolicy) -> Self {
         Self {
             api: Api::all(client),
-            allowed: writers.into_iter().collect(),
+            policy,
             cache: Mutex::default(),
+            in_flight: tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT),
         }
     }
 
     /// The users allowed to write.
     pub fn allowed(&self) -> &BTreeSet<String> {
-        &self.allowed
+        &self.policy.writers
     }
 
-    fn decide(&self, user: String) -> Review {
-        if self.allowed.contains(&user) {
-            Review::Allowed(user)
-        } else {
-            Review::NotAllowed(user)
-        }
+    /// Who may do what.
+    pub fn policy(&self) -> &ReviewPolicy {
+        &self.policy
     }
 
-    fn cached(&self, key: &[u8; 32], now: Instant) -> Option<String> {
+    /// Whether `user` may write.
+    pub fn may_write(&self, user: &str) -> bool {
+        self.policy.writers.contains(user)
+    }
+
+    /// Whether `user` may read (when reads are authenticated).
+    pub fn may_read(&self, user: &str) -> bool {
+        self.policy.readers.is_empty()
+            || self.policy.readers.contains(user)
+            || self.policy.writers.contains(user)
+    }
+
+    fn cached(&self, key: &[u8; 32], now: Instant) -> Option<Review> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(key)
-            .filter(|(at, _)| now < *at + CACHE_TTL)
-            .map(|(_, user)| user.clone())
+        cache.get(key).and_then(|(at, answer)| match answer {
+            Cached::User(user) if now < *at + CACHE_TTL => {
+                Some(Review::Authenticated(user.clone()))
+            }
+            Cached::Refused(reason) if now < *at + NEGATIVE_CACHE_TTL => {
+                Some(Review::Unauthenticated(reason.clone()))
+            }
+            _ => None,
+        })
     }
 
-    fn remember(&self, key: [u8; 32], user: String, now: Instant) {
+    fn remember(&self, key: [u8; 32], answer: Cached, now: Instant) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHE_ENTRIES {
             cache.retain(|_, (at, _)| now < *at + CACHE_TTL);
@@ -111,20 +163,24 @@ impl TokenReviewer {
                 cache.clear();
             }
         }
-        cache.insert(key, (now, user));
+        cache.insert(key, (now, answer));
     }
 
-    /// Checks a bearer token.
+    /// Checks a bearer token: who the API server says it belongs to.
     pub async fn review(&self, token: &str) -> Review {
         let key = digest(token);
         let now = Instant::now();
-        if let Some(user) = self.cached(&key, now) {
-            return self.decide(user);
+        if let Some(answer) = self.cached(&key, now) {
+            return answer;
         }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Review::Throttled;
+        };
         let request = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
-                audiences: None,
+                audiences: (!self.policy.audiences.is_empty())
+                    .then(|| self.policy.audiences.clone()),
             },
             ..TokenReview::default()
         };
@@ -162,10 +218,14 @@ impl TokenReviewer {
         match (status.authenticated, user) {
             (Some(true), Some(user)) => {
                 debug!(%user, "token reviewed");
-                self.remember(key, user.clone(), now);
-                self.decide(user)
+                self.remember(key, Cached::User(user.clone()), now);
+                Review::Authenticated(user)
             }
-            _ => Review::Unauthenticated(status.error.filter(|e| !e.is_empty())),
+            _ => {
+                let reason = status.error.filter(|e| !e.is_empty());
+                self.remember(key, Cached::Refused(reason.clone()), now);
+                Review::Unauthenticated(reason)
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 use super::{Command, CommandError, Lead, Outlets, sleep_until};
 use crate::coordinator::Coordinator;
 use crate::lease::Leadership;
+use crate::plan_times::{PlanClock, unix_ms};
 use crate::settings::{RingSettings, Timing};
 use crate::state::{State, Store, StoreError};
 use crate::view::{SourceStatus, move_view};
@@ -18,7 +19,7 @@ use futures::StreamExt;
 use ringleader_client::api::MoveDoneResponse;
 use ringleader_watch::{MembershipStream, SourceEvent, SourceHealth};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -76,6 +77,8 @@ pub struct Driver {
     retry_save_at: Option<Instant>,
     save_failures: u32,
     plans_seen: u64,
+    /// Stamps plans with wall-clock times before they are saved.
+    plan_clock: PlanClock,
 }
 
 impl Driver {
@@ -103,6 +106,7 @@ impl Driver {
         lead: Option<Lead>,
     ) -> Self {
         let mut driver = Driver {
+            plan_clock: PlanClock::new(coordinator.state()),
             coordinator,
             store,
             source,
@@ -255,6 +259,8 @@ impl Driver {
     /// Stores the working state if it changed. `immediately`: even while a failed
     /// save waits for its retry (a shard waits for the answer).
     async fn persist(&mut self, immediately: bool) -> Persisted {
+        self.coordinator
+            .stamp_plan(&mut self.plan_clock, unix_ms(SystemTime::now()));
         let Some(save) = self.coordinator.to_save() else {
             return Persisted::Stored;
         };
@@ -288,6 +294,7 @@ impl Driver {
                 };
                 if self.may_write() {
                     self.step(|c| c.adopt(*stored, now()));
+                    self.plan_clock = PlanClock::new(self.coordinator.state());
                 }
                 Persisted::NotStored(error.to_string())
             }

@@ -136,6 +136,17 @@ impl Outlets {
                 plan: view.plan_view().cloned(),
             };
             let _ = self.events.send((view.event_id(), event));
+        } else if view.members != previous.members || view.outside != previous.outside {
+            // Member states moved (down, back up, settling) with no new
+            // epoch or plan: say so, without an id, so resuming with
+            // Last-Event-ID keeps its meaning.
+            let event = WatchEvent {
+                kind: "members".to_owned(),
+                epoch: view.epoch,
+                revision: view.revision,
+                plan: view.plan_view().cloned(),
+            };
+            let _ = self.events.send((String::new(), event));
         }
         self.published = Some(key);
         self.view_tx.send_replace(view);

@@ -435,6 +435,7 @@ mod tests {
             target,
             settings,
             plan,
+            times: crate::state::PlanTimes::default(),
         });
         state
     }

@@ -78,6 +78,21 @@ pub struct PlanRecord {
     pub settings: RingSettings,
     /// Moves, cleanups, summary.
     pub plan: Plan,
+    /// When it was made and last changed (wall clock, for operators).
+    pub times: PlanTimes,
+}
+
+/// Wall-clock times of a plan, in milliseconds since the Unix epoch. The
+/// coordinator's core reads no clock: the runtime stamps them
+/// ([`crate::plan_times::PlanClock`]) before the change they date is saved.
+/// `None` for plans stored by builds that did not stamp them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanTimes {
+    /// When the plan from its `from_epoch` was first made (kept across
+    /// replans).
+    pub created_ms: Option<u64>,
+    /// When it last changed (made, revised, a move done, committed).
+    pub changed_ms: Option<u64>,
 }
 
 /// Everything persisted.
@@ -107,6 +122,10 @@ struct StoredPlan {
     moves: Vec<Move>,
     cleanups: Vec<Cleanup>,
     summary: Summary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    changed_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -392,6 +411,8 @@ impl State {
                 moves: p.plan.moves.clone(),
                 cleanups: p.plan.cleanups.clone(),
                 summary: p.plan.summary.clone(),
+                created_ms: p.times.created_ms,
+                changed_ms: p.times.changed_ms,
             }),
         };
         let mut bytes =
@@ -459,6 +480,10 @@ impl State {
                     moves: p.moves,
                     cleanups: p.cleanups,
                     summary: p.summary,
+                },
+                times: PlanTimes {
+                    created_ms: p.created_ms,
+                    changed_ms: p.changed_ms,
                 },
             }),
         };

@@ -1,0 +1,898 @@
+//! Replication-aware token allocation: `balanced` for several replicas
+//! without zones, and zone-aware with more zones than replicas.
+//!
+//! With one replica a member's load is the sum of its ranges, and a new
+//! token can cut exactly the amount wanted from exactly one member. With
+//! `rf` replicas a token `t` of member `m` makes `m` hold every range whose
+//! replica walk reaches `t`: about the `rf` ranges before it. Every change to
+//! the token sequence therefore changes the loads of up to `rf` members, and
+//! the allocator has to look at them all.
+//!
+//! Like Cassandra's `ReplicationAwareTokenAllocator`, each step picks, among
+//! candidate token edits, the one that best lowers the sum of squared
+//! load/target ratios (per unit of data moved), computing every candidate's
+//! effect exactly from the replica walks around it. Unlike it:
+//!
+//! * a candidate may hand an existing token to the joiner (one donor gives a
+//!   whole token's worth) as well as insert a new one (up to `rf` donors give
+//!   a little each), and the new token's cut is sized so the joiner ends at
+//!   its target rather than past it;
+//! * leaving members are handled too (Cassandra leaves their ranges to
+//!   whoever follows): each of the leaver's tokens is dropped, or handed to a
+//!   joiner or to one of the least loaded members, whichever balances best;
+//! * only the joining member gains data in a join, and only the leaving
+//!   member's data moves in a leave, so a change moves what it must and no
+//!   more.
+//!
+//! Candidates are evaluated on a small window around the edit: a range's
+//! replica walk reaches position `c` only if fewer than `rf` distinct
+//! members (zones, when zone-aware) stand between them, so the window is
+//! found by walking back and forth until `rf` distinct ones are seen. Rings
+//! too small for a window are evaluated whole.
+
+use crate::alloc::MembershipChange;
+use crate::load::{TargetRule, targets};
+use crate::{MemberSpec, Replication, Ring, RingConfig, TOKEN_SPACE, Token};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+
+/// One member while the layout is edited.
+struct Slot {
+    spec: MemberSpec,
+    active: bool,
+    /// What a replica walk keeps distinct: the zone (zone-aware) or the
+    /// member itself.
+    key: u32,
+    /// Load in replica units.
+    load: i128,
+    /// Target in replica units (0 for a member that leaves).
+    target: f64,
+    tokens: BTreeSet<Token>,
+}
+
+/// An edit of the token sequence.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// A new token owned by the slot.
+    Insert(Token, usize),
+    /// Drop a token: its range goes to the next token's owner.
+    Remove(Token),
+    /// Hand a token to another slot.
+    Reassign(Token, usize),
+}
+
+struct Layout {
+    config: RingConfig,
+    rf: usize,
+    tokens: BTreeMap<Token, usize>,
+    slots: Vec<Slot>,
+    joiners: Vec<usize>,
+}
+
+/// Adds `delta` for `slot` to a short list of per-slot deltas.
+fn bump(out: &mut Vec<(usize, i128)>, slot: usize, delta: i128) {
+    match out.iter_mut().find(|(s, _)| *s == slot) {
+        Some(entry) => entry.1 += delta,
+        None => out.push((slot, delta)),
+    }
+}
+
+impl Layout {
+    fn pressure(&self, slot: usize) -> f64 {
+        let s = &self.slots[slot];
+        if s.target <= 0.0 {
+            f64::INFINITY
+        } else {
+            s.load as f64 / s.target
+        }
+    }
+
+    fn successor(&self, token: Token) -> Option<Token> {
+        self.tokens
+            .range((Bound::Excluded(token), Bound::Unbounded))
+            .next()
+            .or_else(|| self.tokens.iter().next())
+            .map(|(&t, _)| t)
+    }
+
+    fn predecessor(&self, token: Token) -> Option<Token> {
+        self.tokens
+            .range(..token)
+            .next_back()
+            .or_else(|| self.tokens.iter().next_back())
+            .map(|(&t, _)| t)
+    }
+
+    /// Adds the contributions of the ranges ending at `ends` of the linear
+    /// sequence `seq` (each range starts at the previous entry) to `out`,
+    /// times `sign`. Walks stay within `seq`.
+    fn contributions(
+        &self,
+        seq: &[(Token, usize)],
+        ends: std::ops::Range<usize>,
+        sign: i128,
+        out: &mut Vec<(usize, i128)>,
+    ) {
+        let mut keys: Vec<u32> = Vec::with_capacity(self.rf);
+        for i in ends {
+            let len = seq[i].0.wrapping_sub(seq[i - 1].0) as i128;
+            keys.clear();
+            for &(_, slot) in &seq[i..] {
+                let key = self.slots[slot].key;
+                if !keys.contains(&key) {
+                    keys.push(key);
+                    bump(out, slot, sign * len);
+                    if keys.len() == self.rf {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per-slot loads of a whole cyclic sequence.
+    fn cyclic_loads(&self, seq: &[(Token, usize)], sign: i128, dense: &mut [i128]) {
+        let k = seq.len();
+        let mut keys: Vec<u32> = Vec::with_capacity(self.rf);
+        for i in 0..k {
+            let len = if k == 1 {
+                TOKEN_SPACE as i128
+            } else {
+                seq[i].0.wrapping_sub(seq[(i + k - 1) % k].0) as i128
+            };
+            keys.clear();
+            for step in 0..k {
+                let slot = seq[(i + step) % k].1;
+                let key = self.slots[slot].key;
+                if !keys.contains(&key) {
+                    keys.push(key);
+                    dense[slot] += sign * len;
+                    if keys.len() == self.rf {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The change of every slot's load that `op` would make.
+    fn evaluate(&self, op: Op, out: &mut Vec<(usize, i128)>) {
+        out.clear();
+        let k = self.tokens.len();
+        let c = match op {
+            Op::Insert(p, _) => match self.successor(p) {
+                Some(c) => c,
+                None => {
+                    // The first token: its owner holds everything, once.
+                    if let Op::Insert(_, slot) = op {
+                        out.push((slot, TOKEN_SPACE as i128));
+                    }
+                    return;
+                }
+            },
+            Op::Remove(t) | Op::Reassign(t, _) => t,
+        };
+        // Back: tokens before c until rf distinct keys are seen.
+        let mut back: Vec<(Token, usize)> = Vec::new();
+        let mut keys: Vec<u32> = Vec::with_capacity(self.rf);
+        let mut full = true;
+        for (&t, &s) in self
+            .tokens
+            .range(..c)
+            .rev()
+            .chain(self.tokens.range(c..).rev())
+        {
+            if back.len() + 1 >= k {
+                break;
+            }
+            back.push((t, s));
+            let key = self.slots[s].key;
+            if !keys.contains(&key) {
+                keys.push(key);
+                if keys.len() == self.rf {
+                    full = false;
+                    break;
+                }
+            }
+        }
+        // Forward: c, then tokens until rf distinct keys are seen.
+        let mut fwd: Vec<(Token, usize)> = Vec::new();
+        if !full {
+            keys.clear();
+            full = true;
+            for (&t, &s) in self.tokens.range(c..).chain(self.tokens.range(..c)) {
+                if back.len() + fwd.len() + 1 > k {
+                    break;
+                }
+                fwd.push((t, s));
+                if fwd.len() == 1 {
+                    continue;
+                }
+                let key = self.slots[s].key;
+                if !keys.contains(&key) {
+                    keys.push(key);
+                    if keys.len() == self.rf {
+                        full = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if full {
+            self.evaluate_whole(op, out);
+            return;
+        }
+        let at = back.len();
+        back.reverse();
+        let mut before = back;
+        before.extend_from_slice(&fwd);
+        let mut after = before.clone();
+        let last = match op {
+            Op::Insert(p, slot) => {
+                after.insert(at, (p, slot));
+                at + 2
+            }
+            Op::Remove(_) => {
+                after.remove(at);
+                at
+            }
+            Op::Reassign(_, slot) => {
+                after[at].1 = slot;
+                at + 1
+            }
+        };
+        self.contributions(&before, 1..at + 2, -1, out);
+        self.contributions(&after, 1..last + 1, 1, out);
+        out.retain(|&(_, d)| d != 0);
+    }
+
+    /// [`Layout::evaluate`] on the whole ring, for rings too small (or with
+    /// too few distinct members) for a window.
+    fn evaluate_whole(&self, op: Op, out: &mut Vec<(usize, i128)>) {
+        let before: Vec<(Token, usize)> = self.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+        let mut after = before.clone();
+        match op {
+            Op::Insert(p, slot) => {
+                let at = after.partition_point(|&(t, _)| t < p);
+                after.insert(at, (p, slot));
+            }
+            Op::Remove(t) => after.retain(|&(x, _)| x != t),
+            Op::Reassign(t, slot) => {
+                if let Some(e) = after.iter_mut().find(|(x, _)| *x == t) {
+                    e.1 = slot;
+                }
+            }
+        }
+        let mut dense = vec![0i128; self.slots.len()];
+        self.cyclic_loads(&before, -1, &mut dense);
+        if !after.is_empty() {
+            self.cyclic_loads(&after, 1, &mut dense);
+        }
+        out.extend(dense.into_iter().enumerate().filter(|&(_, d)| d != 0));
+    }
+
+    fn apply(&mut self, op: Op, delta: &[(usize, i128)]) {
+        match op {
+            Op::Insert(p, slot) => {
+                self.tokens.insert(p, slot);
+                self.slots[slot].tokens.insert(p);
+            }
+            Op::Remove(t) => {
+                if let Some(slot) = self.tokens.remove(&t) {
+                    self.slots[slot].tokens.remove(&t);
+                }
+            }
+            Op::Reassign(t, slot) => {
+                if let Some(old) = self.tokens.insert(t, slot) {
+                    self.slots[old].tokens.remove(&t);
+                }
+                self.slots[slot].tokens.insert(t);
+            }
+        }
+        for &(slot, d) in delta {
+            self.slots[slot].load += d;
+        }
+    }
+
+    /// The change of Σ load²/target over members that stay.
+    fn cost(&self, delta: &[(usize, i128)]) -> f64 {
+        delta
+            .iter()
+            .filter(|&&(s, _)| self.slots[s].active && self.slots[s].target > 0.0)
+            .map(|&(s, d)| {
+                let l = self.slots[s].load as f64;
+                let d = d as f64;
+                d * (2.0 * l + d) / self.slots[s].target
+            })
+            .sum()
+    }
+
+    /// Length of the range ending at `t`.
+    fn range_len(&self, t: Token) -> u128 {
+        match self.predecessor(t) {
+            Some(prev) if prev != t => t.wrapping_sub(prev) as u128,
+            _ => TOKEN_SPACE,
+        }
+    }
+
+    /// The member's tokens with the largest ranges, at most `count`.
+    fn largest_tokens(&self, slot: usize, count: usize) -> Vec<Token> {
+        let mut tokens: Vec<(u128, Token)> = self.slots[slot]
+            .tokens
+            .iter()
+            .map(|&t| (self.range_len(t), t))
+            .collect();
+        tokens.sort_unstable_by(|a, b| b.cmp(a));
+        tokens.truncate(count);
+        tokens.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Tokens a member is meant to carry.
+    fn wanted(&self, slot: usize) -> usize {
+        self.config
+            .tokens_per_member
+            .saturating_mul(self.slots[slot].spec.weight) as usize
+    }
+
+    /// How many of a member's tokens to look at per step.
+    fn breadth(&self) -> usize {
+        (self.config.tokens_per_member as usize).min(16)
+    }
+
+    /// The staying members most under target, at most `count`, excluding
+    /// `except`.
+    fn least_loaded(&self, count: usize, except: usize) -> Vec<usize> {
+        let mut all: Vec<(f64, usize)> = (0..self.slots.len())
+            .filter(|&s| s != except && self.slots[s].active)
+            .map(|s| (self.pressure(s), s))
+            .collect();
+        all.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        all.truncate(count);
+        all.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Gives up the tokens of `slot` (leaving, or shedding weight while it is
+    /// over target): each token, largest range first, is dropped or handed
+    /// to a joiner or one of the least loaded members, whichever lowers the
+    /// cost most.
+    fn give_up(&mut self, slot: usize, until_target: bool) {
+        let mut delta = Vec::new();
+        let mut best_delta = Vec::new();
+        let mut guard = self.slots[slot].tokens.len() + 1;
+        while guard > 0 && !self.slots[slot].tokens.is_empty() {
+            guard -= 1;
+            if until_target && self.pressure(slot) <= 1.0 {
+                return;
+            }
+            if self.tokens.len() == 1 {
+                // The last token of the ring: hand it to someone staying.
+                let Some(&to) = self.least_loaded(1, slot).first() else {
+                    return;
+                };
+                let t = *self.slots[slot].tokens.iter().next().expect("has tokens");
+                let op = Op::Reassign(t, to);
+                self.evaluate(op, &mut delta);
+                self.apply(op, &delta.clone());
+                continue;
+            }
+            let Some(&t) = self.largest_tokens(slot, 1).first() else {
+                return;
+            };
+            // Whole tokens go to joiners and to the least loaded members
+            // unless they carry twice their tokens already; otherwise the
+            // token is dropped and its range spreads over the next members,
+            // which keeps token counts (and so the grain of every member's
+            // ranges) near what they are meant to be.
+            let mut receivers: Vec<usize> = self
+                .joiners
+                .iter()
+                .copied()
+                .filter(|&j| j != slot && self.pressure(j) < 1.0)
+                .collect();
+            for r in self.least_loaded(6, slot) {
+                if !receivers.contains(&r) {
+                    receivers.push(r);
+                }
+            }
+            let mut best: Option<(f64, Op)> = None;
+            let mut candidates = vec![Op::Remove(t)];
+            candidates.extend(receivers.into_iter().map(|r| Op::Reassign(t, r)));
+            for op in candidates {
+                self.evaluate(op, &mut delta);
+                let given = -gain_of(&delta, slot);
+                if extra_of(&delta, slot, true) > 0.01 * given && !matches!(op, Op::Remove(_)) {
+                    continue;
+                }
+                let mut cost = self.cost(&delta);
+                if until_target {
+                    // The shedding member's own relief counts too.
+                    let own: i128 = delta
+                        .iter()
+                        .filter(|&&(s, _)| s == slot)
+                        .map(|&(_, d)| d)
+                        .sum();
+                    let l = self.slots[slot].load as f64;
+                    cost += own as f64 * (2.0 * l + own as f64) / self.slots[slot].target;
+                }
+                if best.is_none_or(|(b, _)| cost < b) {
+                    best = Some((cost, op));
+                    best_delta.clone_from(&delta);
+                }
+            }
+            let Some((cost, op)) = best else {
+                return;
+            };
+            if until_target && cost >= 0.0 {
+                return;
+            }
+            self.apply(op, &best_delta);
+        }
+    }
+
+    /// Gives `slot` data until it reaches its target: each step looks at the
+    /// most loaded member's largest tokens and either takes one over or
+    /// inserts a new token in one of the ranges that member holds, cut so
+    /// the receiver does not pass its target, and keeps the edit that lowers
+    /// the cost most per unit received.
+    fn fill(&mut self, slot: usize) {
+        let wanted = self.wanted(slot);
+        let mut delta = Vec::new();
+        let mut best_delta = Vec::new();
+        let tolerance = self.slots[slot].target * 0.004;
+        let overshoot = self.slots[slot].target * 0.02;
+        for _ in 0..4 * wanted + 8 {
+            let need = self.slots[slot].target - self.slots[slot].load as f64;
+            if need <= tolerance {
+                return;
+            }
+            let Some(donor) = (0..self.slots.len())
+                .filter(|&s| s != slot && self.slots[s].active && !self.slots[s].tokens.is_empty())
+                .max_by(|&a, &b| {
+                    self.pressure(a)
+                        .total_cmp(&self.pressure(b))
+                        .then(b.cmp(&a))
+                })
+            else {
+                return;
+            };
+            let mut candidates: Vec<Op> = Vec::new();
+            // Taking a whole token is only for a donor with tokens to spare:
+            // one left with few tokens has coarse ranges, and its leaving
+            // later would land in lumps.
+            let spare = self.slots[donor].tokens.len() > self.wanted(donor);
+            for t in self.largest_tokens(donor, self.breadth()) {
+                if spare {
+                    candidates.push(Op::Reassign(t, slot));
+                }
+                // Inserting into the range ending at `e` takes from the owners
+                // of the rf tokens from `e` on: `t` and its predecessors.
+                let mut e = t;
+                for _ in 0..self.rf {
+                    let len = self.range_len(e);
+                    if len >= 2 {
+                        candidates.push(Op::Insert(e.wrapping_sub(1), slot));
+                    }
+                    match self.predecessor(e) {
+                        Some(p) if p != t => e = p,
+                        _ => break,
+                    }
+                }
+            }
+            let mut best: Option<(f64, Op)> = None;
+            for op in candidates {
+                let op = match op {
+                    Op::Insert(p, s) => {
+                        // `p` is end − 1: the largest cut. Size it to the need.
+                        let end = p.wrapping_add(1);
+                        self.evaluate(op, &mut delta);
+                        let gain = gain_of(&delta, slot);
+                        let len = self.range_len(end);
+                        let base = gain - (len as f64 - 1.0);
+                        let cut = if gain > need {
+                            (need - base).clamp(1.0, len as f64 - 1.0) as u128
+                        } else {
+                            len - 1
+                        };
+                        let start = end.wrapping_sub(len as u64);
+                        Op::Insert(start.wrapping_add(cut as u64), s)
+                    }
+                    other => other,
+                };
+                if let Op::Insert(p, _) = op
+                    && self.tokens.contains_key(&p)
+                {
+                    continue;
+                }
+                self.evaluate(op, &mut delta);
+                let gain = gain_of(&delta, slot);
+                // A little past the target is fine (the need is never
+                // exactly met); more would move data on to someone else later.
+                if gain <= 0.0 || gain > need + overshoot || extra_of(&delta, slot, false) > 0.0 {
+                    continue;
+                }
+                let score = self.cost(&delta) / gain;
+                if best.is_none_or(|(b, _)| score < b) {
+                    best = Some((score, op));
+                    best_delta.clone_from(&delta);
+                }
+            }
+            match best {
+                Some((score, op)) if score < 0.0 => self.apply(op, &best_delta),
+                _ => return,
+            }
+        }
+    }
+
+    fn into_ring(self) -> Ring {
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| self.slots[s].active)
+            .collect();
+        order.sort_by(|&a, &b| self.slots[a].spec.id.cmp(&self.slots[b].spec.id));
+        let mut remap = vec![u32::MAX; self.slots.len()];
+        for (index, &slot) in order.iter().enumerate() {
+            remap[slot] = index as u32;
+        }
+        let (tokens, owners) = self
+            .tokens
+            .iter()
+            .map(|(&t, &slot)| (t, remap[slot]))
+            .unzip();
+        let members = order
+            .into_iter()
+            .map(|slot| self.slots[slot].spec.clone())
+            .collect();
+        Ring::from_sorted_parts(self.config, members, tokens, owners)
+    }
+}
+
+/// Data that members other than `slot` gain beyond what `slot` gives up
+/// (or, for a receiver, beyond nothing): movement past the minimum. A
+/// token handed across zones, say, reshuffles the replica walks around it.
+fn extra_of(delta: &[(usize, i128)], slot: usize, giving: bool) -> f64 {
+    let gained: f64 = delta
+        .iter()
+        .filter(|&&(s, d)| s != slot && d > 0)
+        .map(|&(_, d)| d as f64)
+        .sum();
+    if giving {
+        gained + gain_of(delta, slot)
+    } else {
+        gained
+    }
+}
+
+fn gain_of(delta: &[(usize, i128)], slot: usize) -> f64 {
+    delta
+        .iter()
+        .filter(|&&(s, _)| s == slot)
+        .map(|&(_, d)| d as f64)
+        .sum()
+}
+
+/// A fresh ring for `members` (sorted by id, distinct): evenly spaced
+/// tokens, owners in an order where no `rf` consecutive tokens share a
+/// member (or, zone-aware, a zone), so every token's replica walk covers
+/// exactly the `rf` ranges before it and every member's load is in
+/// proportion to its tokens. Each position goes to the group (zone, or
+/// member) furthest behind its share that is not among the last `rf − 1`,
+/// then to that group's member furthest behind; ties are broken by a hash
+/// of the id, so rounds are scrambled.
+pub(crate) fn fresh(
+    config: RingConfig,
+    members: Vec<MemberSpec>,
+    replication: &Replication,
+) -> Ring {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let n = members.len();
+    let rf = replication.factor.min(n).max(1);
+    let mut zone_ids: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for m in &members {
+        let next = zone_ids.len();
+        zone_ids.entry(m.zone.as_deref()).or_insert(next);
+    }
+    let by_zone = TargetRule::of(
+        &Replication::new(rf, replication.zone_aware),
+        zone_ids.len(),
+    ) == TargetRule::ZonesCapped;
+    let group_of: Vec<usize> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if by_zone {
+                zone_ids[&m.zone.as_deref()]
+            } else {
+                i
+            }
+        })
+        .collect();
+    let groups = if by_zone { zone_ids.len() } else { n };
+    let wanted: Vec<u64> = members
+        .iter()
+        .map(|m| u64::from(config.tokens_per_member) * u64::from(m.weight))
+        .collect();
+    let mut remaining = wanted.clone();
+    let mut group_wanted = vec![0u64; groups];
+    for i in 0..n {
+        group_wanted[group_of[i]] += wanted[i];
+    }
+    let mut group_remaining = group_wanted.clone();
+    let total: u64 = wanted.iter().sum();
+    // Priority: share still to place (scaled), then a scrambling hash.
+    let share = |rem: u64, want: u64| rem.saturating_mul(1 << 20) / want.max(1);
+    let tie = |i: usize, rem: u64| crate::alloc::hashed_token(&members[i].id, rem as u32, 0x5eed);
+    let mut group_heap: BinaryHeap<(u64, u64, usize)> = BinaryHeap::new();
+    let mut member_heaps: Vec<BinaryHeap<(u64, u64, usize)>> = vec![BinaryHeap::new(); groups];
+    for i in 0..n {
+        member_heaps[group_of[i]].push((share(remaining[i], wanted[i]), tie(i, remaining[i]), i));
+    }
+    for g in 0..groups {
+        let first = member_heaps[g].peek().map_or(0, |e| e.2);
+        group_heap.push((
+            share(group_remaining[g], group_wanted[g]),
+            tie(first, group_remaining[g]),
+            g,
+        ));
+    }
+    let mut recent: Vec<usize> = Vec::with_capacity(rf);
+    let mut owners: Vec<u32> = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut skipped: Vec<(u64, u64, usize)> = Vec::new();
+        let mut chosen = None;
+        while let Some(entry) = group_heap.pop() {
+            if recent.contains(&entry.2) {
+                skipped.push(entry);
+            } else {
+                chosen = Some(entry);
+                break;
+            }
+        }
+        let entry = match chosen {
+            Some(e) => e,
+            // Every group left is recent: take the best of them.
+            None => {
+                skipped.sort_unstable_by_key(|&e| Reverse(e));
+                skipped.remove(0)
+            }
+        };
+        for e in skipped {
+            group_heap.push(e);
+        }
+        let g = entry.2;
+        let Some((_, _, i)) = member_heaps[g].pop() else {
+            continue;
+        };
+        owners.push(i as u32);
+        remaining[i] -= 1;
+        group_remaining[g] -= 1;
+        if remaining[i] > 0 {
+            member_heaps[g].push((share(remaining[i], wanted[i]), tie(i, remaining[i]), i));
+        }
+        if group_remaining[g] > 0 {
+            let first = member_heaps[g].peek().map_or(0, |e| e.2);
+            group_heap.push((
+                share(group_remaining[g], group_wanted[g]),
+                tie(first, group_remaining[g]),
+                g,
+            ));
+        }
+        if rf > 1 {
+            if recent.len() == rf - 1 {
+                recent.remove(0);
+            }
+            recent.push(g);
+        }
+    }
+    let count = owners.len() as u128;
+    let tokens: Vec<Token> = (0..owners.len())
+        .map(|k| ((k as u128 + 1) * TOKEN_SPACE / count - 1) as Token)
+        .collect();
+    Ring::from_sorted_parts(config, members, tokens, owners)
+}
+
+/// Applies a validated, non-empty change to a non-empty ring for
+/// `replication` (rf ≥ 2, and fewer replicas than the members left).
+pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replication) -> Ring {
+    let config = ring.config();
+    // The members after the change, and their zones.
+    let mut specs: Vec<MemberSpec> = ring.members().to_vec();
+    let mut active = vec![true; specs.len()];
+    let index: HashMap<&str, usize> = ring
+        .members()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.as_str(), i))
+        .collect();
+    let mut grown = Vec::new();
+    let mut shrunk = Vec::new();
+    for spec in &change.update {
+        let i = index[spec.id.as_str()];
+        match spec.weight.cmp(&specs[i].weight) {
+            std::cmp::Ordering::Greater => grown.push(i),
+            std::cmp::Ordering::Less => shrunk.push(i),
+            std::cmp::Ordering::Equal => {}
+        }
+        specs[i] = spec.clone();
+    }
+    for id in &change.leave {
+        active[index[id.as_str()]] = false;
+    }
+    let mut joiners = Vec::new();
+    for spec in &change.join {
+        joiners.push(specs.len());
+        specs.push(spec.clone());
+        active.push(true);
+    }
+    let mut zone_ids: BTreeMap<Option<&str>, u32> = BTreeMap::new();
+    for s in &specs {
+        let next = zone_ids.len() as u32;
+        zone_ids.entry(s.zone.as_deref()).or_insert(next);
+    }
+    // Zones of the members that stay, numbered densely for the targets.
+    let mut live_zones: BTreeMap<Option<&str>, u32> = BTreeMap::new();
+    for (s, _) in specs.iter().zip(&active).filter(|(_, a)| **a) {
+        let next = live_zones.len() as u32;
+        live_zones.entry(s.zone.as_deref()).or_insert(next);
+    }
+    let live: Vec<usize> = (0..specs.len()).filter(|&i| active[i]).collect();
+    let live_specs: Vec<MemberSpec> = live.iter().map(|&i| specs[i].clone()).collect();
+    let live_zone_of: Vec<u32> = live_specs
+        .iter()
+        .map(|s| live_zones[&s.zone.as_deref()])
+        .collect();
+    let effective = Replication {
+        factor: replication.factor.min(live.len()).max(1),
+        zone_aware: replication.zone_aware,
+    };
+    let rule = TargetRule::of(&effective, live_zones.len());
+    let live_targets = targets(
+        &live_specs,
+        &live_zone_of,
+        live_zones.len(),
+        &effective,
+        Vec::new,
+    );
+    let mut target = vec![0.0; specs.len()];
+    for (k, &i) in live.iter().enumerate() {
+        target[i] = live_targets[k];
+    }
+    let by_zone = rule == TargetRule::ZonesCapped;
+    let slots: Vec<Slot> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| Slot {
+            key: if by_zone {
+                zone_ids[&spec.zone.as_deref()]
+            } else {
+                i as u32
+            },
+            spec: spec.clone(),
+            active: active[i],
+            load: 0,
+            target: target[i],
+            tokens: BTreeSet::new(),
+        })
+        .collect();
+    let mut layout = Layout {
+        config,
+        rf: effective.factor,
+        tokens: BTreeMap::new(),
+        slots,
+        joiners: joiners.clone(),
+    };
+    for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
+        layout.tokens.insert(t, o as usize);
+        layout.slots[o as usize].tokens.insert(t);
+    }
+    let seq: Vec<(Token, usize)> = layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+    let mut dense = vec![0i128; layout.slots.len()];
+    layout.cyclic_loads(&seq, 1, &mut dense);
+    for (slot, load) in dense.into_iter().enumerate() {
+        layout.slots[slot].load = load;
+    }
+
+    let leavers: Vec<usize> = (0..layout.slots.len()).filter(|&s| !active[s]).collect();
+    for &slot in &leavers {
+        layout.give_up(slot, false);
+    }
+    for &slot in &shrunk {
+        layout.give_up(slot, true);
+    }
+    // The most deprived first: a joiner before a member that grew.
+    let mut takers: Vec<usize> = joiners.iter().chain(&grown).copied().collect();
+    takers.sort_by(|&a, &b| {
+        layout
+            .pressure(a)
+            .total_cmp(&layout.pressure(b))
+            .then(a.cmp(&b))
+    });
+    for slot in takers {
+        layout.fill(slot);
+    }
+    layout.into_ring()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every slot's tracked load equals a recount over the whole ring.
+    fn check_loads(layout: &Layout) {
+        let seq: Vec<(Token, usize)> = layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+        let mut dense = vec![0i128; layout.slots.len()];
+        layout.cyclic_loads(&seq, 1, &mut dense);
+        for (slot, &load) in dense.iter().enumerate() {
+            assert_eq!(layout.slots[slot].load, load, "slot {slot}");
+        }
+    }
+
+    #[test]
+    fn evaluated_deltas_match_a_recount() {
+        for (rf, zones) in [(2usize, 3usize), (3, 0), (2, 0), (2, 4)] {
+            let members: Vec<MemberSpec> = (0..9)
+                .map(|i| {
+                    let m = MemberSpec::new(format!("m{i}"));
+                    if zones > 0 {
+                        m.with_zone(format!("z{}", i % zones))
+                    } else {
+                        m
+                    }
+                })
+                .collect();
+            let ring = Ring::with_members(RingConfig::default(), members.clone()).unwrap();
+            let mut slots: Vec<Slot> = members
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| Slot {
+                    key: if zones > 0 {
+                        (i % zones) as u32
+                    } else {
+                        i as u32
+                    },
+                    spec: spec.clone(),
+                    active: true,
+                    load: 0,
+                    target: 1.0,
+                    tokens: BTreeSet::new(),
+                })
+                .collect();
+            slots.push(Slot {
+                key: 0,
+                spec: MemberSpec::new("new"),
+                active: true,
+                load: 0,
+                target: 1.0,
+                tokens: BTreeSet::new(),
+            });
+            let mut layout = Layout {
+                config: RingConfig::default(),
+                rf,
+                tokens: BTreeMap::new(),
+                slots,
+                joiners: vec![9],
+            };
+            for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
+                layout.tokens.insert(t, o as usize);
+                layout.slots[o as usize].tokens.insert(t);
+            }
+            let seq: Vec<(Token, usize)> = layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+            let mut dense = vec![0i128; layout.slots.len()];
+            layout.cyclic_loads(&seq, 1, &mut dense);
+            for (slot, load) in dense.into_iter().enumerate() {
+                layout.slots[slot].load = load;
+            }
+            let mut delta = Vec::new();
+            let tokens: Vec<Token> = layout.tokens.keys().copied().collect();
+            for (k, &t) in tokens.iter().enumerate().step_by(5) {
+                let op = match k % 3 {
+                    0 => Op::Insert(t.wrapping_sub(1000), 9),
+                    1 => Op::Reassign(t, 9),
+                    _ => Op::Remove(t),
+                };
+                layout.evaluate(op, &mut delta);
+                layout.apply(op, &delta.clone());
+                check_loads(&layout);
+            }
+        }
+    }
+}
