@@ -80,6 +80,9 @@ struct Pod {
     /// Time the coordinator could have counted it down: while the source
     /// was synced and the pod was not ready (or absent) in what it delivered.
     down_counted: Duration,
+    /// The last such stretch, once it is back (a plan made just before it
+    /// came back is checked against it).
+    last_streak: Duration,
 }
 
 /// The store both coordinators share: a ConfigMap in miniature (a version
@@ -283,6 +286,7 @@ impl Sim {
                 ready: true,
                 zone,
                 down_counted: Duration::ZERO,
+                last_streak: Duration::ZERO,
             },
         );
     }
@@ -516,6 +520,9 @@ impl Sim {
                 .get(name)
                 .is_some_and(|m| m.ready && !m.terminating);
             if up {
+                if !pod.down_counted.is_zero() {
+                    pod.last_streak = pod.down_counted;
+                }
                 pod.down_counted = Duration::ZERO;
             } else {
                 pod.down_counted += by;
@@ -1045,11 +1052,14 @@ impl Sim {
                         let counted = self
                             .pods
                             .get(spec.id.as_str())
-                            .map_or(Duration::MAX, |pod| pod.down_counted);
+                            .map_or(Duration::MAX, |pod| pod.down_counted.max(pod.last_streak));
                         if counted < GRACE {
                             self.fail(format_args!(
-                                "{} left the ring after {counted:?} down while synced (grace {GRACE:?})",
-                                spec.id
+                                "{} left the ring after {counted:?} down while synced (grace {GRACE:?}); world {:?}; delivered {:?}; nodes {:?}",
+                                spec.id,
+                                self.pods.get(spec.id.as_str()).map(|p| (p.present, p.ready)),
+                                self.delivered.get(spec.id.as_str()).map(|m| m.ready),
+                                self.nodes.iter().map(|n| (n.role, n.coordinator.as_ref().and_then(|c| c.lifecycles().get(&spec.id).copied()), n.coordinator.as_ref().map(|c| c.state().committed.members().iter().map(|m| m.id.to_string()).collect::<Vec<_>>()))).collect::<Vec<_>>()
                             ));
                         }
                     }
