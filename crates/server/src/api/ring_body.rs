@@ -72,11 +72,14 @@ pub struct RingBody {
     pub parts: Vec<Bytes>,
 }
 
+/// The head of one view, with the directory version it was built with.
+type CachedHead = (Arc<View>, u64, Arc<Head>);
+
 /// The shared caches of `GET /v1/ring` (one per server).
 #[derive(Default)]
 pub struct RingBodies {
     tokens: Mutex<Option<(Arc<Ring>, Arc<TokenLists>)>>,
-    head: Mutex<Option<(Arc<View>, u64, Arc<Head>)>>,
+    head: Mutex<Option<CachedHead>>,
     plan: Mutex<Option<(Arc<View>, Part)>>,
 }
 
