@@ -13,6 +13,8 @@
 #                   first: cargo build -p ringleader)
 #   CHROMIUM        the browser (default /usr/bin/chromium)
 #   SCREENSHOT      where the screenshot goes (default docs/operator-page.png)
+#   SCALE           e.g. 1000x256: also time the page on that many members and
+#                   tokens per member (docs/operations.md has the figures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -44,11 +44,27 @@ function freePort() {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function startServer(name, extra) {
+// EndpointSlices of `n` ready pods db-0…db-(n-1), 100 per slice, over
+// three zones (for the scale run).
+function slicesFor(n) {
+  const lines = ['apiVersion: v1', 'kind: List', 'items:'];
+  for (let s = 0; s < n; s += 100) {
+    lines.push('- apiVersion: discovery.k8s.io/v1', '  kind: EndpointSlice', '  metadata:', `    name: db-${s / 100}`,
+      '    labels:', '      kubernetes.io/service-name: db', '  addressType: IPv4', '  endpoints:');
+    for (let i = s; i < Math.min(n, s + 100); i += 1) {
+      lines.push(`  - addresses: ["10.1.${i >> 8}.${i & 255}"]`, '    conditions: {ready: true, serving: true, terminating: false}',
+        `    targetRef: {kind: Pod, name: db-${i}}`, `    zone: zone-${'abc'[i % 3]}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function startServer(name, extra, text) {
   const dir = path.join(work, name);
   fs.mkdirSync(dir);
   const slices = path.join(dir, 'slices.yaml');
-  fs.copyFileSync(path.join(root, 'examples/db-3.yaml'), slices);
+  if (text) fs.writeFileSync(slices, text);
+  else fs.copyFileSync(path.join(root, 'examples/db-3.yaml'), slices);
   const port = await freePort();
   const log = fs.openSync(path.join(dir, 'server.log'), 'w');
   const args = ['serve', '--source', 'file:' + slices, '--state', 'file:' + path.join(dir, 'state.json'),
@@ -98,7 +114,7 @@ async function main() {
     executablePath: chromiumPath,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+      '--disable-component-update', '--disable-sync', '--disable-breakpad', '--disable-crash-reporter'],
     viewport: { width: 1440, height: 1100 },
     timeout: 60000,
   });
@@ -147,6 +163,13 @@ async function main() {
   await page.fill('#search', '');
   await page.waitForFunction(() => document.querySelectorAll('#members tbody tr[data-member]').length === 4);
 
+  // Colouring by state: the legend counts members by state.
+  await page.selectOption('#colour-by', 'state');
+  await page.waitForFunction(() => document.getElementById('legend').textContent.includes('joining (1)'));
+  check(await page.locator('#ring-arcs path[data-key="up"]').count() > 0, 'colouring by state draws the ring by state');
+  await page.selectOption('#colour-by', 'auto');
+  await page.waitForSelector('#ring-arcs path[data-key="db-0"]');
+
   // The screenshot for the README: a plan in progress, a member joining,
   // one terminating outside the ring.
   await page.locator('#search').blur();
@@ -185,6 +208,36 @@ async function main() {
   await second.waitForSelector('#conn[data-state="live"]');
   check(true, 'with the token, the members appear and the watch stream is live');
   check(lockedErrors.length === 0, 'no script errors with a token' + (lockedErrors.length ? ': ' + lockedErrors.join('; ') : ''));
+
+  // 7. Optional scale run: SCALE=MEMBERSxTOKENS (e.g. 1000x256) times the
+  // page's first load, then a join, as docs/operations.md reports.
+  const scale = /^(\d+)x(\d+)$/.exec(process.env.SCALE || '');
+  if (scale) {
+    const [n, tokens] = [Number(scale[1]), scale[2]];
+    const big = await startServer('scale', ['--auth', 'none', '--tokens-per-member', tokens], slicesFor(n));
+    for (let i = 0; ; i += 1) {
+      const status = await (await fetch(big.url + '/v1/status')).json();
+      if (status.epoch >= 1) break;
+      if (i > 600) throw new Error('the scale ring did not commit');
+      await sleep(100);
+    }
+    const third = await context.newPage();
+    const scaleErrors = watchErrors(third);
+    const started = Date.now();
+    await third.goto(big.url + '/');
+    await third.waitForSelector(`#members tbody tr[data-member="db-${n - 1}"]`, { timeout: 120000 });
+    const loaded = Date.now() - started;
+    fs.writeFileSync(big.slices, slicesFor(n + 1));
+    const joined = Date.now();
+    await third.waitForSelector('#plan-head[data-plan-id]', { timeout: 120000 });
+    const redraw = await third.evaluate(() => {
+      const t = performance.now();
+      draw();
+      return performance.now() - t;
+    });
+    console.log(`scale ${n} x ${tokens}: first load ${loaded} ms; plan on the page ${Date.now() - joined} ms after the file changed (1 s settle included); a full redraw ${redraw.toFixed(0)} ms`);
+    check(scaleErrors.length === 0, 'no script errors at scale' + (scaleErrors.length ? ': ' + scaleErrors.join('; ') : ''));
+  }
 }
 
 const timer = setTimeout(() => {

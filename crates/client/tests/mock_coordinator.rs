@@ -560,7 +560,7 @@ async fn reconnect_after_the_stream_closes_resumes_with_last_event_id() {
         assert_eq!(requests[0], (None, false), "initial fetch");
         assert_eq!(
             requests[1],
-            (Some("\"1-true\"".to_owned()), true),
+            (Some("\"1-compact\"".to_owned()), true),
             "refresh on reconnect"
         );
         assert_eq!(requests.len(), 3, "then the fetch of epoch 2: {requests:?}");
@@ -701,7 +701,7 @@ async fn ring_uses_etag_and_returns_the_cached_answer_on_304() {
             *mock.ring_requests.lock().unwrap(),
             vec![
                 (None, false),
-                (Some("\"1-false\"".to_owned()), true),
+                (Some("\"1-\"".to_owned()), true),
                 (None, false)
             ]
         );

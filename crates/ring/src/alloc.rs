@@ -698,10 +698,14 @@ fn apply_for_replication(
         // it: every zone is a ring of its own.
         return apply_zoned(ring, &after);
     }
-    if factor >= after.len() || ring.is_empty() {
-        // Everyone holds everything (or there is nothing to move yet): an
-        // even primary layout is as good as any.
+    if factor >= after.len() {
+        // Everyone holds everything: an even primary layout is as good as
+        // any.
         return apply_balanced(ring, change);
+    }
+    if ring.is_empty() {
+        let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
+        return crate::replicated::fresh(ring.0.config, members, replication);
     }
     crate::replicated::apply(ring, change, replication)
 }

@@ -327,6 +327,13 @@ impl Layout {
         tokens.into_iter().map(|(_, t)| t).collect()
     }
 
+    /// Tokens a member is meant to carry.
+    fn wanted(&self, slot: usize) -> usize {
+        self.config
+            .tokens_per_member
+            .saturating_mul(self.slots[slot].spec.weight) as usize
+    }
+
     /// How many of a member's tokens to look at per step.
     fn breadth(&self) -> usize {
         (self.config.tokens_per_member as usize).min(16)
@@ -371,13 +378,18 @@ impl Layout {
             let Some(&t) = self.largest_tokens(slot, 1).first() else {
                 return;
             };
+            // Whole tokens go to joiners and to the least loaded members
+            // unless they carry twice their tokens already; otherwise the
+            // token is dropped and its range spreads over the next members,
+            // which keeps token counts (and so the grain of every member's
+            // ranges) near what they are meant to be.
             let mut receivers: Vec<usize> = self
                 .joiners
                 .iter()
                 .copied()
                 .filter(|&j| j != slot && self.pressure(j) < 1.0)
                 .collect();
-            for r in self.least_loaded(4, slot) {
+            for r in self.least_loaded(6, slot) {
                 if !receivers.contains(&r) {
                     receivers.push(r);
                 }
@@ -423,10 +435,7 @@ impl Layout {
     /// the receiver does not pass its target, and keeps the edit that lowers
     /// the cost most per unit received.
     fn fill(&mut self, slot: usize) {
-        let wanted = self
-            .config
-            .tokens_per_member
-            .saturating_mul(self.slots[slot].spec.weight) as usize;
+        let wanted = self.wanted(slot);
         let mut delta = Vec::new();
         let mut best_delta = Vec::new();
         let tolerance = self.slots[slot].target * 0.004;
@@ -447,8 +456,12 @@ impl Layout {
                 return;
             };
             let mut candidates: Vec<Op> = Vec::new();
+            // Taking a whole token is only for a donor with tokens to spare:
+            // one left with few tokens has coarse ranges, and its leaving
+            // later would land in lumps.
+            let spare = self.slots[donor].tokens.len() > self.wanted(donor);
             for t in self.largest_tokens(donor, self.breadth()) {
-                if self.slots[donor].tokens.len() > 1 {
+                if spare {
                     candidates.push(Op::Reassign(t, slot));
                 }
                 // Inserting into the range ending at `e` takes from the owners
@@ -554,6 +567,127 @@ fn gain_of(delta: &[(usize, i128)], slot: usize) -> f64 {
         .filter(|&&(s, _)| s == slot)
         .map(|&(_, d)| d as f64)
         .sum()
+}
+
+/// A fresh ring for `members` (sorted by id, distinct): evenly spaced
+/// tokens, owners in an order where no `rf` consecutive tokens share a
+/// member (or, zone-aware, a zone), so every token's replica walk covers
+/// exactly the `rf` ranges before it and every member's load is in
+/// proportion to its tokens. Each position goes to the group (zone, or
+/// member) furthest behind its share that is not among the last `rf − 1`,
+/// then to that group's member furthest behind; ties are broken by a hash
+/// of the id, so rounds are scrambled.
+pub(crate) fn fresh(
+    config: RingConfig,
+    members: Vec<MemberSpec>,
+    replication: &Replication,
+) -> Ring {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let n = members.len();
+    let rf = replication.factor.min(n).max(1);
+    let mut zone_ids: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for m in &members {
+        let next = zone_ids.len();
+        zone_ids.entry(m.zone.as_deref()).or_insert(next);
+    }
+    let by_zone = TargetRule::of(
+        &Replication::new(rf, replication.zone_aware),
+        zone_ids.len(),
+    ) == TargetRule::ZonesCapped;
+    let group_of: Vec<usize> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if by_zone {
+                zone_ids[&m.zone.as_deref()]
+            } else {
+                i
+            }
+        })
+        .collect();
+    let groups = if by_zone { zone_ids.len() } else { n };
+    let wanted: Vec<u64> = members
+        .iter()
+        .map(|m| u64::from(config.tokens_per_member) * u64::from(m.weight))
+        .collect();
+    let mut remaining = wanted.clone();
+    let mut group_wanted = vec![0u64; groups];
+    for i in 0..n {
+        group_wanted[group_of[i]] += wanted[i];
+    }
+    let mut group_remaining = group_wanted.clone();
+    let total: u64 = wanted.iter().sum();
+    // Priority: share still to place (scaled), then a scrambling hash.
+    let share = |rem: u64, want: u64| rem.saturating_mul(1 << 20) / want.max(1);
+    let tie = |i: usize, rem: u64| crate::alloc::hashed_token(&members[i].id, rem as u32, 0x5eed);
+    let mut group_heap: BinaryHeap<(u64, u64, usize)> = BinaryHeap::new();
+    let mut member_heaps: Vec<BinaryHeap<(u64, u64, usize)>> = vec![BinaryHeap::new(); groups];
+    for i in 0..n {
+        member_heaps[group_of[i]].push((share(remaining[i], wanted[i]), tie(i, remaining[i]), i));
+    }
+    for g in 0..groups {
+        let first = member_heaps[g].peek().map_or(0, |e| e.2);
+        group_heap.push((
+            share(group_remaining[g], group_wanted[g]),
+            tie(first, group_remaining[g]),
+            g,
+        ));
+    }
+    let mut recent: Vec<usize> = Vec::with_capacity(rf);
+    let mut owners: Vec<u32> = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut skipped: Vec<(u64, u64, usize)> = Vec::new();
+        let mut chosen = None;
+        while let Some(entry) = group_heap.pop() {
+            if recent.contains(&entry.2) {
+                skipped.push(entry);
+            } else {
+                chosen = Some(entry);
+                break;
+            }
+        }
+        let entry = match chosen {
+            Some(e) => e,
+            // Every group left is recent: take the best of them.
+            None => {
+                skipped.sort_unstable_by_key(|&e| Reverse(e));
+                skipped.remove(0)
+            }
+        };
+        for e in skipped {
+            group_heap.push(e);
+        }
+        let g = entry.2;
+        let Some((_, _, i)) = member_heaps[g].pop() else {
+            continue;
+        };
+        owners.push(i as u32);
+        remaining[i] -= 1;
+        group_remaining[g] -= 1;
+        if remaining[i] > 0 {
+            member_heaps[g].push((share(remaining[i], wanted[i]), tie(i, remaining[i]), i));
+        }
+        if group_remaining[g] > 0 {
+            let first = member_heaps[g].peek().map_or(0, |e| e.2);
+            group_heap.push((
+                share(group_remaining[g], group_wanted[g]),
+                tie(first, group_remaining[g]),
+                g,
+            ));
+        }
+        if rf > 1 {
+            if recent.len() == rf - 1 {
+                recent.remove(0);
+            }
+            recent.push(g);
+        }
+    }
+    let count = owners.len() as u128;
+    let tokens: Vec<Token> = (0..owners.len())
+        .map(|k| ((k as u128 + 1) * TOKEN_SPACE / count - 1) as Token)
+        .collect();
+    Ring::from_sorted_parts(config, members, tokens, owners)
 }
 
 /// Applies a validated, non-empty change to a non-empty ring for

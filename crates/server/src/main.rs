@@ -891,14 +891,15 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         ("json", _) => println!("{}", serde_json::to_string_pretty(&reports)?),
         ("table", false) => {
             print!("{}", simulate::table(&reports));
-            println!("worst max/mean {balance:.4}, worst moved/ideal {ratio:.3}");
+            println!("worst balance {balance:.4}, worst moved/ideal {ratio:.3}");
         }
         ("table", true) => println!(
-            "members={} tokens={} strategy={} rf={} steps={}: start max/mean {:.4}, worst max/mean {balance:.4}, worst moved/ideal {ratio:.3}",
+            "members={} tokens={} strategy={} rf={} zones={} steps={}: start balance {:.4}, worst balance {balance:.4}, worst moved/ideal {ratio:.3}",
             args.members,
             args.tokens,
             args.strategy,
             args.rf,
+            args.zones,
             reports.len() - 1,
             reports[0].balance
         ),

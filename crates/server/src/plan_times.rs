@@ -129,8 +129,7 @@ mod tests {
 
     #[test]
     fn a_new_plan_is_created_and_changed_now_and_a_revision_moves_only_changed() {
-        let mut state = State::fresh(RingSettings::default()).unwrap();
-        let mut clock = PlanClock::new(&state);
+        let mut clock = PlanClock::new(&State::fresh(RingSettings::default()).unwrap());
         let mut next = state_with_plan(1, 1, "p");
         assert!(clock.stamp(&mut next, 1_000));
         assert_eq!(
@@ -152,8 +151,6 @@ mod tests {
                 changed_ms: Some(3_000)
             }
         );
-        state = next;
-        assert_eq!(state.plan.unwrap().from_epoch, 1);
     }
 
     #[test]
@@ -175,6 +172,24 @@ mod tests {
         let mut later = state_with_plan(2, 1, "r");
         clock.stamp(&mut later, 9_000);
         assert_eq!(times(&later).created_ms, Some(9_000));
+    }
+
+    #[test]
+    fn plan_times_survive_a_save_and_older_states_read_without_them() {
+        let mut state = state_with_plan(1, 1, "p");
+        state.plan.as_mut().unwrap().times = PlanTimes {
+            created_ms: Some(1_000),
+            changed_ms: Some(2_000),
+        };
+        let bytes = state.encode().unwrap();
+        assert_eq!(State::decode(&bytes, "test").unwrap(), state);
+        // A state saved before plans had times.
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let plan = json["plan"].as_object_mut().unwrap();
+        plan.remove("created_ms");
+        plan.remove("changed_ms");
+        let older = State::decode(&serde_json::to_vec(&json).unwrap(), "test").unwrap();
+        assert_eq!(times(&older), PlanTimes::default());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! `ringleader simulate`: offline scenarios of joins and leaves.
 //!
 //! Builds a ring of N members, applies a sequence of membership changes and,
-//! at each step, reports what an operator would care about: balance
-//! (max/mean ownership and its coefficient of variation), the data the plan
+//! at each step, reports what an operator would care about: balance as
+//! DESIGN §4 defines it (the largest load / target, in replica units, and the
+//! loads' coefficient of variation), the primary balance, the data the plan
 //! moves next to the ideal for that change, and the plan's move count.
 
 use anyhow::{Context as _, bail};
 use ringleader_planner::{Placement, PlanOptions, plan};
 use ringleader_ring::{
-    MemberId, MemberSpec, MembershipChange, Replication, Ring, RingConfig, Strategy, spread_of,
+    MemberId, MemberSpec, MembershipChange, Replication, Ring, RingConfig, Strategy, balance_of,
+    spread_of,
 };
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -79,10 +81,12 @@ pub struct StepReport {
     pub members: usize,
     /// Tokens in the ring after the step.
     pub tokens: usize,
-    /// max/mean ownership (weight-normalized).
+    /// Largest load / target over members, in replica units (DESIGN §4).
     pub balance: f64,
-    /// Coefficient of variation of ownership.
+    /// Coefficient of variation of load / target.
     pub cv: f64,
+    /// Largest primary ownership / weight's share.
+    pub primary_balance: f64,
     /// Fraction of replicas the plan moves.
     pub moved: f64,
     /// Least fraction any plan could move.
@@ -101,11 +105,19 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Vec<StepReport>> {
             spec
         }
     };
-    let mut ring = Ring::with_members(scenario.config, (0..scenario.members).map(member))
+    let mut ring = Ring::new(scenario.config)?
+        .apply_for(
+            &MembershipChange {
+                join: (0..scenario.members).map(member).collect(),
+                ..Default::default()
+            },
+            &scenario.replication,
+        )
         .context("building the initial ring")?;
     let mut next = scenario.members;
     let mut rng = scenario.seed | 1;
-    let mut reports = vec![report("start", &ring, 0.0, 0.0, 0)];
+    let replication = &scenario.replication;
+    let mut reports = vec![report("start", &ring, replication, 0.0, 0.0, 0)];
     for step in &scenario.steps {
         if step.leave > ring.len() {
             bail!(
@@ -135,7 +147,7 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Vec<StepReport>> {
             (j, l) => format!("+{j}-{l}"),
         };
         if after.is_empty() {
-            reports.push(report(&label, &after, 0.0, 0.0, 0));
+            reports.push(report(&label, &after, replication, 0.0, 0.0, 0));
         } else {
             let from = Placement::new(ring.clone(), scenario.replication)?;
             let to = Placement::new(after.clone(), scenario.replication)?;
@@ -143,6 +155,7 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Vec<StepReport>> {
             reports.push(report(
                 &label,
                 &after,
+                replication,
                 plan.summary.moved_fraction,
                 plan.summary.ideal_fraction,
                 plan.summary.moves,
@@ -153,14 +166,22 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<Vec<StepReport>> {
     Ok(reports)
 }
 
-fn report(step: &str, ring: &Ring, moved: f64, ideal: f64, moves: usize) -> StepReport {
-    let ownership = ring.ownership();
+fn report(
+    step: &str,
+    ring: &Ring,
+    replication: &Replication,
+    moved: f64,
+    ideal: f64,
+    moves: usize,
+) -> StepReport {
+    let shares = ring.load_shares(replication);
     StepReport {
         step: step.to_owned(),
         members: ring.len(),
         tokens: ring.tokens().len(),
-        balance: ring.balance(),
-        cv: spread_of(&ownership),
+        balance: balance_of(&shares),
+        cv: spread_of(&shares),
+        primary_balance: ring.balance(),
         moved,
         ideal,
         moves,
@@ -203,8 +224,17 @@ pub fn table(reports: &[StepReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>6}",
-        "STEP", "MEMBERS", "TOKENS", "MAX/MEAN", "CV", "MOVED", "IDEAL", "MOVED/ID", "MOVES"
+        "{:<8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "STEP",
+        "MEMBERS",
+        "TOKENS",
+        "BALANCE",
+        "CV",
+        "PRIMARY",
+        "MOVED",
+        "IDEAL",
+        "MOVED/ID",
+        "MOVES"
     );
     for r in reports {
         let ratio = if r.ideal > 0.0 {
@@ -214,8 +244,17 @@ pub fn table(reports: &[StepReport]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<8} {:>7} {:>7} {:>8.4} {:>7.4} {:>8.4} {:>8.4} {:>8} {:>6}",
-            r.step, r.members, r.tokens, r.balance, r.cv, r.moved, r.ideal, ratio, r.moves
+            "{:<8} {:>7} {:>7} {:>8.4} {:>7.4} {:>8.4} {:>8.4} {:>8.4} {:>8} {:>6}",
+            r.step,
+            r.members,
+            r.tokens,
+            r.balance,
+            r.cv,
+            r.primary_balance,
+            r.moved,
+            r.ideal,
+            ratio,
+            r.moves
         );
     }
     out

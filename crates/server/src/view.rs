@@ -47,9 +47,10 @@ impl Default for SourceStatus {
 pub struct RingFigures {
     /// Primary ownership per member (ring order).
     pub ownership: Vec<Ownership>,
-    /// Replica ownership per member (ring order).
+    /// Load (what a member holds as any replica) and target per member, as
+    /// fractions of all replicas (ring order): DESIGN §4's measures.
     pub replica_ownership: Vec<Ownership>,
-    /// max/mean.
+    /// DESIGN §4's balance: the largest load / target.
     pub balance: f64,
     /// Tokens per member (ring order).
     pub token_counts: Vec<usize>,
@@ -76,7 +77,11 @@ impl RingFigures {
             }
         }
         Self {
-            balance: balance_of(&ownership),
+            balance: if replica_ownership.is_empty() {
+                balance_of(&ownership)
+            } else {
+                balance_of(&replica_ownership)
+            },
             ownership,
             replica_ownership,
             token_counts,

@@ -1,4 +1,4 @@
-// The operator's page: reads GET /v1/status, /v1/ring?tokens=true and the
+// The operator's page: reads GET /v1/status, /v1/ring?tokens=compact and the
 // watch stream (GET /v1/watch, read with fetch so a bearer token can be
 // sent), and draws the ring, the plan, the summary and the members. No
 // framework, no build step; every text goes in with textContent.
@@ -15,7 +15,8 @@ const page = {
   status: null, // GET /v1/status
   byId: new Map(), // its members by id
   statusAt: 0, // performance.now() when it arrived
-  ring: null, // GET /v1/ring?tokens=true
+  ring: null, // GET /v1/ring?tokens=compact
+  tokens: [], // its tokens, decoded and sorted
   ringEtag: null,
   plan: null, // the plan from the last watch event
   lastEventId: null,
@@ -135,13 +136,18 @@ async function load() {
   status.outside.sort((x, y) => naturally(x.id, y.id));
   if (!page.ring || page.ring.epoch !== status.epoch) {
     const extra = page.ringEtag ? { 'If-None-Match': page.ringEtag } : {};
-    const ring = await getJson('/v1/ring?tokens=true', extra);
+    // The compact form: a quarter of the decimal one's size.
+    const ring = await getJson('/v1/ring?tokens=compact', extra);
     if (!ring.notModified) {
       page.ring = ring.body;
       page.ringEtag = ring.etag;
+      page.tokens = decodeTokens(ring.body.compact_tokens || []);
     }
   }
-  if (page.plan === null && status.plan) {
+  // The watch events carry the plan; read it here only when they have not
+  // brought this one (first load, or events missed while reconnecting).
+  const stale = !page.plan || page.plan.id !== status.plan?.id || page.plan.to_epoch !== status.plan?.to_epoch;
+  if (status.plan && stale) {
     page.plan = (await getJson('/v1/plan')).body.plan;
   }
   if (!status.plan) page.plan = null;
@@ -252,9 +258,11 @@ async function watch() {
 
 // ---- formatting -----------------------------------------------------------
 
-// Ids in natural order: db-2 before db-10.
+// Ids in natural order: db-2 before db-10. One collator: building one per
+// comparison (String.localeCompare with options) is slow.
+const COLLATOR = new Intl.Collator(undefined, { numeric: true });
 function naturally(x, y) {
-  return x.localeCompare(y, undefined, { numeric: true });
+  return COLLATOR.compare(x, y);
 }
 
 function pct(fraction) {
@@ -331,12 +339,28 @@ function sector(r0, r1, a, b) {
   return `M ${f(x0)} ${f(y0)} A ${r1} ${r1} 0 ${large} 1 ${f(x1)} ${f(y1)} L ${f(x2)} ${f(y2)} A ${r0} ${r0} 0 ${large} 0 ${f(x3)} ${f(y3)} Z`;
 }
 
+// Every token of `?tokens=compact` (per member, base64 of little-endian
+// u64s) as {at: fraction of the ring, member}, sorted.
+function decodeTokens(compact) {
+  const out = [];
+  for (const { member, tokens } of compact) {
+    const raw = atob(tokens);
+    const bytes = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i += 1) bytes[i] = raw.charCodeAt(i);
+    const view = new DataView(bytes.buffer);
+    for (let i = 0; i + 8 <= bytes.length; i += 8) {
+      out.push({ at: Number(view.getBigUint64(i, true)) / SPACE, member });
+    }
+  }
+  return out.sort((x, y) => x.at - y.at);
+}
+
 // The committed ring as arcs: token t owns (previous token, t]; the first
 // token also owns the wrap-around. Adjacent arcs of one owner merge.
 function ringArcs(tokens) {
   const n = tokens.length;
   if (n === 0) return [];
-  const at = tokens.map((t) => Number(t.token) / SPACE);
+  const at = tokens.map((t) => t.at);
   const arcs = [];
   for (let i = 0; i < n; i += 1) {
     const start = i === 0 ? at[n - 1] - 1 : at[i - 1];
@@ -419,9 +443,14 @@ function aggregate(arcs, urgent) {
   return out;
 }
 
+// Up to `limit` of a set of members, in natural order when the set is
+// small (ring order otherwise: sorting a thousand names per arc is slow).
 function names(members, limit) {
-  const list = [...members].sort(naturally);
-  return list.slice(0, limit).join(', ') + (list.length > limit ? ' and ' + (list.length - limit) + ' more' : '');
+  let list = [...members];
+  if (list.length <= 50) list.sort(naturally);
+  const more = list.length - limit;
+  list = list.slice(0, limit);
+  return list.join(', ') + (more > 0 ? ' and ' + more + ' more' : '');
 }
 
 function drawRing() {
@@ -435,12 +464,15 @@ function drawRing() {
   const R1 = 200;
   root.append(svg('circle', { class: 'guide', r: R1 + 8 }), svg('circle', { class: 'guide', r: R0 - 54 }));
 
-  const tokens = page.ring && page.ring.epoch === status.epoch ? page.ring.tokens || [] : [];
+  const tokens = page.ring && page.ring.epoch === status.epoch ? page.tokens : [];
   const byMember = ringArcs(tokens);
   const keyed = mergeByKey(byMember, owner ? (a) => a.member : (a) => states.get(a.member) || 'up');
   const arcs = aggregate(keyed, !owner);
   const rings = svg('g', { id: 'ring-arcs' });
   const over = [];
+  // Widened urgent arcs cover at most a tenth of the ring between them.
+  const urgentCount = owner ? 0 : arcs.filter((a) => URGENCY[a.key]).length;
+  const urgentHalf = Math.min(0.0015, 0.05 / Math.max(1, urgentCount));
   for (const a of arcs) {
     let title;
     if (a.aggregated) {
@@ -459,7 +491,7 @@ function drawRing() {
     // narrow: widened about their middle and drawn over the others.
     const urgent = !owner && URGENCY[a.key];
     const mid = (a.start + a.end) / 2;
-    const half = urgent ? Math.max((a.end - a.start) / 2, 0.0015) : (a.end - a.start) / 2;
+    const half = urgent ? Math.max((a.end - a.start) / 2, urgentHalf) : (a.end - a.start) / 2;
     const path = svg('path', { class: cls.join(' '), d: sector(R0, R1, mid - half, mid + half), fill: colourOfKey(a.key), 'data-key': a.key }, svg('title', {}, title));
     if (urgent) over.push(path);
     else rings.append(path);
@@ -470,8 +502,9 @@ function drawRing() {
   // A searched member's ranges, every one of them, on an outer band.
   if (page.search) {
     const band = svg('g', { id: 'highlight' });
+    const found = new Set(status.members.filter(matches).map((m) => m.id));
     for (const a of byMember) {
-      if (matches(memberById(a.member))) {
+      if (found.has(a.member)) {
         band.append(svg('path', { class: 'highlight', d: sector(R1 + 3, R1 + 12, a.start, Math.max(a.end, a.start + 0.0008)) }, svg('title', {}, a.member)));
       }
     }
@@ -508,8 +541,11 @@ function drawRing() {
       }
       runs.splice(0, runs.length, ...merged);
     }
+    // Narrow moves are widened, but all of them together to a fifth of the
+    // ring at most.
+    const least = Math.min(0.002, 0.2 / Math.max(1, runs.length));
     for (const r of runs) {
-      const end = Math.max(r.end, r.start + 0.002);
+      const end = Math.max(r.end, r.start + least);
       const who = r.mixed ? 'between several members' : r.move.from + ' → ' + r.move.to;
       const title = (r.count > 1 ? r.count + ' moves' : 'move ' + r.move.id) + ': ' + who + ', ' + r.move.state + ', ' + pct(r.end - r.start) + ' of the ring';
       const g = svg('g', { class: 'move ' + r.move.state, 'data-move': r.move.id });
