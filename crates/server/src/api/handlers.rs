@@ -16,7 +16,7 @@ use ringleader_client::api::{
     PreviewResponse, RingResponse,
 };
 use ringleader_planner::{Holdings, MoveState, Placement, PlanError, PlanOptions};
-use ringleader_ring::{MemberSpec, Replication, balance_of, hash_key};
+use ringleader_ring::{MemberSpec, Replication, hash_key};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -845,7 +845,7 @@ fn preview(
     Ok(PreviewResponse {
         from_epoch: view.epoch,
         members,
-        balance: balance_of(&figures.ownership),
+        balance: figures.balance,
         moves: plan
             .moves
             .iter()
