@@ -232,8 +232,12 @@ pub fn next_ring(
     }
 }
 
-fn plan_id(epoch: u64, ring: &Ring) -> String {
-    let mut bytes = Vec::with_capacity(ring.tokens().len() * 12);
+/// A plan's id: its epoch, and a hash of its target and of the revision it
+/// was made at (a plan made again after a cancelled one, to the same
+/// target, is another plan: its moves start afresh).
+fn plan_id(epoch: u64, revision: u64, ring: &Ring) -> String {
+    let mut bytes = Vec::with_capacity(ring.tokens().len() * 12 + 8);
+    bytes.extend_from_slice(&revision.to_le_bytes());
     for (token, owner) in ring.token_owners() {
         bytes.extend_from_slice(&token.to_le_bytes());
         bytes.extend_from_slice(owner.as_str().as_bytes());
@@ -706,7 +710,7 @@ impl Coordinator {
             warn!(r#move = %m.id, range = %m.range, from = %m.from, to = %m.to, "every member holding this range is gone: the data must come from a backup");
         }
         let record = PlanRecord {
-            id: plan_id(self.working.epoch, &target),
+            id: plan_id(self.working.epoch, self.working.revision + 1, &target),
             from_epoch: self.working.epoch,
             to_epoch: self.working.epoch + 1,
             state: if revert {
