@@ -16,7 +16,7 @@ use ringleader_client::api::{
     PreviewResponse, RingResponse,
 };
 use ringleader_planner::{Holdings, MoveState, Placement, PlanError, PlanOptions};
-use ringleader_ring::{MemberSpec, Replication, balance_of, hash_key};
+use ringleader_ring::{MemberSpec, Replication, hash_key};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,8 +232,16 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 /// Members as `GET /v1/ring` lists them. A follower's view comes from the
 /// stored state, which has no addresses: they are filled in from the
 /// membership directory when there is one.
-pub(super) fn member_views(view: &View) -> Vec<MemberView> {
-    view.member_views()
+pub(super) fn member_views(view: &View, directory: Option<&super::Directory>) -> Vec<MemberView> {
+    let mut members = view.member_views();
+    if let Some(directory) = directory.filter(|_| view.follower) {
+        for member in members.iter_mut().filter(|m| m.addresses.is_empty()) {
+            if let Some(addresses) = directory.addresses.get(&member.id) {
+                member.addresses.clone_from(addresses);
+            }
+        }
+    }
+    members
 }
 
 /// `GET /v1/ring`.
@@ -253,7 +261,11 @@ pub async fn get_ring(
 ) -> Result<Response, ApiError> {
     check_read(&state, &headers).await?;
     let view = current(&state);
-    let body = state.bodies.body(&view, query.tokens).map_err(internal)?;
+    let directory = state.directory.as_ref().map(|d| d.borrow().clone());
+    let body = state
+        .bodies
+        .body(&view, directory.as_deref(), query.tokens)
+        .map_err(internal)?;
     Ok(shared_body(&headers, body))
 }
 
@@ -833,7 +845,7 @@ fn preview(
     Ok(PreviewResponse {
         from_epoch: view.epoch,
         members,
-        balance: balance_of(&figures.ownership),
+        balance: figures.balance,
         moves: plan
             .moves
             .iter()
@@ -855,49 +867,35 @@ fn health(view: &View, status: &str) -> HealthResponse {
     }
 }
 
-/// `GET /healthz`: the process is alive and its coordinator task answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = HealthResponse)))]
-pub async fn healthz(State(state): State<AppState>) -> ApiJson<HealthResponse> {
-    ApiJson(health(&current(&state), "ok"))
+/// `GET /healthz`: the process is alive and its coordinator loop turns (a
+/// loop stuck on a hung call gets 503, so the kubelet restarts it).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let view = current(&state);
+    match state.handle.heartbeat.stalled() {
+        None => (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiJson(health(&view, &reason)),
+        )
+            .into_response(),
+    }
 }
 
-/// `GET /readyz`: the source has delivered members and the state is loaded.
+/// `GET /readyz`: the source has delivered members, the state is loaded,
+/// the last save succeeded and lookups can be answered (see
+/// [`View::readiness`]).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let view = current(&state);
-    if view.follower {
-        // A follower serves reads from the stored state: ready once read.
-        return if view.state_loaded {
-            (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response()
-        } else {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ApiJson(health(
-                    &view,
-                    "following: the stored state has not been read yet",
-                )),
-            )
-                .into_response()
-        };
-    }
-    if !view.state_loaded {
-        return (
+    match view.readiness() {
+        Ok(()) => (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response(),
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            ApiJson(health(&view, "state not loaded")),
+            ApiJson(health(&view, &reason)),
         )
-            .into_response();
+            .into_response(),
     }
-    if !view.source.ever_synced {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ApiJson(health(
-                &view,
-                "waiting for the membership source's first member set",
-            )),
-        )
-            .into_response();
-    }
-    (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response()
 }
 
 /// `GET /metrics`.
