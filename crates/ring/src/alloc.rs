@@ -196,6 +196,9 @@ pub(crate) fn hashed_token(id: &MemberId, i: u32, attempt: u32) -> Token {
 /// already move a little more than the ideal at times.
 const POLISH_SHARE: f64 = 0.045;
 
+/// Above this load/target polishing ignores its budget.
+const POLISH_FORCED: f64 = 1.045;
+
 /// A bijective 64-bit mix (splitmix64's finalizer): spreads nearby tokens
 /// apart for tie-breaking.
 fn scramble(mut x: u64) -> u64 {
@@ -530,7 +533,10 @@ impl Layout {
                     continue;
                 }
             }
-            let salt = hashed_token(&self.slots[slot].spec.id, k as u32, 0xc075);
+            // Salted by the joiner alone, not the piece: a replan that
+            // adds another joiner then cuts the same ranges again, so moves
+            // already under way keep their ids.
+            let salt = hashed_token(&self.slots[slot].spec.id, 0, 0xc075);
             let Some((len, t)) = self.range_to_cut(donor, salt) else {
                 break;
             };
@@ -663,11 +669,17 @@ impl Layout {
             if amount < 1 || len < 2 {
                 return;
             }
-            let amount = amount.min(len - 1).min(budget);
+            // Past the budget only for a member near DESIGN §8's bound:
+            // balance comes first.
+            let amount = if self.pressure(high) > POLISH_FORCED {
+                amount.min(len - 1)
+            } else {
+                amount.min(len - 1).min(budget)
+            };
             if amount < 1 {
                 return;
             }
-            budget -= amount;
+            budget = budget.saturating_sub(amount);
             self.insert(t.wrapping_sub((len - amount) as u64), low);
         }
     }
