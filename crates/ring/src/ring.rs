@@ -7,6 +7,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+/// Replication factors up to this walk the ring with a fixed buffer
+/// ([`Ring::replica_indices_at`]).
+const WALK_BUFFER: usize = 8;
+
+/// No member: marks a free slot of the walk's buffer.
+const NONE: u32 = u32::MAX;
+
 /// The most tokens one member may carry (tokens per member × weight).
 pub const MAX_TOKENS_PER_MEMBER: u32 = 1 << 16;
 
@@ -375,7 +382,7 @@ impl Ring {
     /// wrapping to the first. The ring must not be empty.
     #[inline]
     fn successor(&self, token: Token) -> usize {
-        self.0.index.successor(token)
+        self.0.index.lookup(&self.0.tokens, &self.0.owners, token).0
     }
 
     /// The range of the token at `position`.
@@ -401,7 +408,7 @@ impl Ring {
         if self.0.tokens.is_empty() {
             return Err(RingError::Empty);
         }
-        let (_, owner) = self.0.index.lookup(token);
+        let owner = self.0.index.owner(&self.0.tokens, &self.0.owners, token);
         Ok(&self.0.members[owner as usize].id)
     }
 
@@ -485,45 +492,101 @@ impl Ring {
         out: &mut Vec<u32>,
     ) {
         out.clear();
-        let n = self.0.tokens.len();
+        if replication.factor <= WALK_BUFFER && self.0.zone_count <= 64 {
+            self.replicas_walk_short(position, replication, out);
+        } else {
+            self.replicas_walk_long(position, replication, out);
+        }
+    }
+
+    /// The owners clockwise from `position`, once around the ring.
+    #[inline]
+    fn clockwise(&self, position: usize) -> impl Iterator<Item = u32> + '_ {
+        let owners = &self.0.owners;
+        owners[position..]
+            .iter()
+            .chain(&owners[..position])
+            .copied()
+    }
+
+    /// [`Ring::replica_indices_at`] for up to [`WALK_BUFFER`] replicas and
+    /// up to 64 zones, the usual case: the walk reads the owner array (16
+    /// per cache line) and decides without data-dependent branches, so that
+    /// the only mispredicted branch is the one that ends the walk. Every
+    /// step writes the member it reads into the next free slot and counts it
+    /// only if it is new (a new zone, then a new member): a member that was
+    /// not counted is overwritten by the next step.
+    #[inline]
+    fn replicas_walk_short(&self, position: usize, replication: &Replication, out: &mut Vec<u32>) {
+        let rf = replication.factor;
+        // Slots past `count` hold NONE (no member has that index) or the
+        // last member that was not counted.
+        let mut picked = [NONE; WALK_BUFFER];
+        let mut count = 0usize;
+        if replication.zone_aware && self.0.zone_count > 1 {
+            // First walk: one member per zone, as long as zones remain.
+            let wanted = rf.min(self.0.zone_count);
+            let zone_of = &self.0.zone_of;
+            let mut seen = 0u64;
+            for member in self.clockwise(position) {
+                let zone = 1u64 << (zone_of[member as usize] & 63);
+                picked[count % WALK_BUFFER] = member;
+                count += usize::from(seen & zone == 0);
+                seen |= zone;
+                if count == wanted {
+                    break;
+                }
+            }
+            // The slot after the last pick may hold a member that was
+            // skipped for its zone only: it must not look picked below.
+            if let Some(slot) = picked.get_mut(count) {
+                *slot = NONE;
+            }
+        }
+        if count < rf {
+            // (Second) walk: distinct members in clockwise order. A stale
+            // slot holds a member already picked, so comparing against every
+            // slot, picked or not, is exact.
+            for member in self.clockwise(position) {
+                let new = !picked.contains(&member);
+                picked[count % WALK_BUFFER] = member;
+                count += usize::from(new);
+                if count == rf {
+                    break;
+                }
+            }
+        }
+        out.extend_from_slice(&picked[..count]);
+    }
+
+    /// [`Ring::replica_indices_at`] for any factor and any number of zones.
+    fn replicas_walk_long(&self, position: usize, replication: &Replication, out: &mut Vec<u32>) {
         let rf = replication.factor;
         if replication.zone_aware && self.0.zone_count > 1 {
             // First walk: one member per zone, as long as zones remain.
             let zones_wanted = rf.min(self.0.zone_count);
-            let mut zones_seen: u64 = 0; // bitset for the first 64 zones
-            let mut zone_list: Vec<u32> = Vec::new(); // beyond 64 zones
-            let mut at = position;
-            let mut step = 0;
-            while out.len() < zones_wanted && step < n {
-                let member = self.0.index.owner_at(at);
-                let zone = self.0.zone_of[member as usize];
-                let seen = if zone < 64 {
-                    zones_seen & (1 << zone) != 0
-                } else {
-                    zone_list.contains(&zone)
-                };
-                if !seen {
-                    if zone < 64 {
-                        zones_seen |= 1 << zone;
-                    } else {
-                        zone_list.push(zone);
-                    }
+            let mut zones_seen = vec![false; self.0.zone_count];
+            for member in self.clockwise(position) {
+                let zone = self.0.zone_of[member as usize] as usize;
+                if !zones_seen[zone] {
+                    zones_seen[zone] = true;
                     out.push(member);
+                    if out.len() == zones_wanted {
+                        break;
+                    }
                 }
-                at = if at + 1 == n { 0 } else { at + 1 };
-                step += 1;
             }
         }
         // (Second) walk: distinct members in clockwise order.
-        let mut at = position;
-        let mut step = 0;
-        while out.len() < rf && step < n {
-            let member = self.0.index.owner_at(at);
-            if !out.contains(&member) {
-                out.push(member);
+        if out.len() < rf {
+            for member in self.clockwise(position) {
+                if !out.contains(&member) {
+                    out.push(member);
+                    if out.len() == rf {
+                        break;
+                    }
+                }
             }
-            at = if at + 1 == n { 0 } else { at + 1 };
-            step += 1;
         }
     }
 
