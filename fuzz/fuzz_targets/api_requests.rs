@@ -94,6 +94,10 @@ fn fixture() -> &'static Fixture {
             concurrency: 64,
             watchers: 2,
             batch_keys: 32,
+            // Small previews: each fuzz input stays fast.
+            preview_members: 16,
+            preview_tokens: 16 * 16 * 4,
+            ..Limits::default()
         };
         let state = |reads_need_token| {
             AppState::new(

@@ -150,7 +150,8 @@ pub struct RingResponse {
     pub settings: SettingsView,
     /// Members of the committed ring, and those joining.
     pub members: Vec<MemberView>,
-    /// max/mean ownership (1.0 is perfect).
+    /// DESIGN §4 balance: the largest load / target in replica units (1.0
+    /// is perfect).
     pub balance: f64,
     /// Every token, sorted, with `?tokens=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -655,7 +656,8 @@ pub struct StatusResponse {
     pub epoch: u64,
     /// Settings.
     pub settings: SettingsView,
-    /// max/mean ownership of the committed ring.
+    /// DESIGN §4 balance of the committed ring: the largest load / target
+    /// in replica units (1.0 is perfect).
     pub balance: f64,
     /// Members of the committed ring, the in-flight plan and the pending
     /// change, with their states.

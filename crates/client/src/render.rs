@@ -38,7 +38,7 @@ pub fn ring(response: &RingResponse) -> String {
         ("settings", settings_line(&response.settings)),
         (
             "balance",
-            format!("{:.3} (max/mean ownership)", response.balance),
+            format!("{:.3} (max load / target)", response.balance),
         ),
         (
             "plan",
@@ -111,7 +111,7 @@ pub fn plan(response: &PlanResponse) -> String {
 /// moves it would take to get there.
 pub fn preview(response: &PreviewResponse) -> String {
     let mut out = format!(
-        "preview from epoch {}: balance {:.3} (max/mean ownership)\n",
+        "preview from epoch {}: balance {:.3} (max load / target)\n",
         response.from_epoch, response.balance
     );
     out.push_str(&summary_line(&response.summary));
@@ -217,7 +217,7 @@ pub fn status(response: &StatusResponse) -> String {
         ("settings", settings_line(&response.settings)),
         (
             "balance",
-            format!("{:.3} (max/mean ownership)", response.balance),
+            format!("{:.3} (max load / target)", response.balance),
         ),
         (
             "source",
@@ -679,7 +679,7 @@ mod tests {
         let expected = "\
 epoch:    7
 settings: rf 2, balanced tokens, 16 per member, zone-aware, mode ack
-balance:  1.000 (max/mean ownership)
+balance:  1.000 (max load / target)
 plan:     none
 leader:   coord-1
 
@@ -768,7 +768,7 @@ db-3    25.00    0.00
             },
         };
         let expected = "\
-preview from epoch 7: balance 1.000 (max/mean ownership)
+preview from epoch 7: balance 1.000 (max load / target)
 moved 0.00% of replicas (ideal 0.00%); 0 moves
 
 MEMBER  STATE  ZONE  ADDRESSES  TOKENS  OWNERSHIP(%)  REPLICAS(%)
@@ -928,7 +928,7 @@ owns  (9223372036854775808, 13835058055282163712]     25.00  -
         let expected = "\
 epoch:    7
 settings: rf 2, balanced tokens, 16 per member, zone-aware, mode ack
-balance:  1.000 (max/mean ownership)
+balance:  1.000 (max load / target)
 source:   synced
 leader:   coord-1
 plan:     e7-abc: epoch 7 -> 8, in_progress, 1 of 2 moves done (1 pending)

@@ -123,6 +123,14 @@ fn run_history(
         let from = Placement::new(ring.clone(), replication).unwrap();
         let to = Placement::new(after.clone(), replication).unwrap();
         let plan = plan(&from, &to, &PlanOptions::default()).unwrap();
+        for m in after.members() {
+            prop_assert!(
+                !after.tokens_of(m.id.as_str()).unwrap().is_empty(),
+                "{} owns no token after {:?}",
+                m.id,
+                change
+            );
+        }
         let effective = to.effective_replication();
         for (i, &t) in after.tokens().iter().enumerate().step_by(7) {
             for probe in [t, t.wrapping_add(1)] {

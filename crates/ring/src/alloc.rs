@@ -698,12 +698,11 @@ fn apply_for_replication(
         // it: every zone is a ring of its own.
         return apply_zoned(ring, &after);
     }
-    if factor >= after.len() {
-        // Everyone holds everything: an even primary layout is as good as
-        // any.
-        return apply_balanced(ring, change);
-    }
-    if ring.is_empty() {
+    if factor >= after.len() || ring.len() <= replication.factor {
+        // A fresh layout. When every member holds everything afterwards, or
+        // held everything before (no more members than replicas), any
+        // layout moves the same data: only newcomers receive, exactly their
+        // share. So the ring is laid out anew, ready for the members to come.
         let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
         return crate::replicated::fresh(ring.0.config, members, replication);
     }

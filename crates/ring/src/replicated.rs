@@ -445,75 +445,85 @@ impl Layout {
             if need <= tolerance {
                 return;
             }
-            let Some(donor) = (0..self.slots.len())
+            // The most loaded members in turn, until one offers an edit.
+            let mut donors: Vec<usize> = (0..self.slots.len())
                 .filter(|&s| s != slot && self.slots[s].active && !self.slots[s].tokens.is_empty())
-                .max_by(|&a, &b| {
-                    self.pressure(a)
-                        .total_cmp(&self.pressure(b))
-                        .then(b.cmp(&a))
-                })
-            else {
-                return;
-            };
-            let mut candidates: Vec<Op> = Vec::new();
-            // Taking a whole token is only for a donor with tokens to spare:
-            // one left with few tokens has coarse ranges, and its leaving
-            // later would land in lumps.
-            let spare = self.slots[donor].tokens.len() > self.wanted(donor);
-            for t in self.largest_tokens(donor, self.breadth()) {
-                if spare {
-                    candidates.push(Op::Reassign(t, slot));
-                }
-                // Inserting into the range ending at `e` takes from the owners
-                // of the rf tokens from `e` on: `t` and its predecessors.
-                let mut e = t;
-                for _ in 0..self.rf {
-                    let len = self.range_len(e);
-                    if len >= 2 {
-                        candidates.push(Op::Insert(e.wrapping_sub(1), slot));
-                    }
-                    match self.predecessor(e) {
-                        Some(p) if p != t => e = p,
-                        _ => break,
-                    }
-                }
-            }
+                .collect();
+            donors.sort_by(|&a, &b| {
+                self.pressure(b)
+                    .total_cmp(&self.pressure(a))
+                    .then(a.cmp(&b))
+            });
             let mut best: Option<(f64, Op)> = None;
-            for op in candidates {
-                let op = match op {
-                    Op::Insert(p, s) => {
-                        // `p` is end − 1: the largest cut. Size it to the need.
-                        let end = p.wrapping_add(1);
-                        self.evaluate(op, &mut delta);
-                        let gain = gain_of(&delta, slot);
-                        let len = self.range_len(end);
-                        let base = gain - (len as f64 - 1.0);
-                        let cut = if gain > need {
-                            (need - base).clamp(1.0, len as f64 - 1.0) as u128
-                        } else {
-                            len - 1
-                        };
-                        let start = end.wrapping_sub(len as u64);
-                        Op::Insert(start.wrapping_add(cut as u64), s)
+            for &donor in donors.iter().take(4) {
+                if best.is_some() {
+                    break;
+                }
+                let mut candidates: Vec<Op> = Vec::new();
+                // Taking a whole token is only for a donor with tokens to spare:
+                // one left with few tokens has coarse ranges, and its leaving
+                // later would land in lumps.
+                let spare = self.slots[donor].tokens.len() > self.wanted(donor);
+                for t in self.largest_tokens(donor, self.breadth()) {
+                    if spare {
+                        candidates.push(Op::Reassign(t, slot));
                     }
-                    other => other,
-                };
-                if let Op::Insert(p, _) = op
-                    && self.tokens.contains_key(&p)
-                {
-                    continue;
+                    // Inserting into the range ending at `e` takes from the owners
+                    // of the rf tokens from `e` on: `t` and its predecessors.
+                    let mut e = t;
+                    for _ in 0..self.rf {
+                        let len = self.range_len(e);
+                        if len >= 2 {
+                            candidates.push(Op::Insert(e.wrapping_sub(1), slot));
+                        }
+                        match self.predecessor(e) {
+                            Some(p) if p != t => e = p,
+                            _ => break,
+                        }
+                    }
                 }
-                self.evaluate(op, &mut delta);
-                let gain = gain_of(&delta, slot);
-                // A little past the target is fine (the need is never
-                // exactly met); more would move data on to someone else later.
-                if gain <= 0.0 || gain > need + overshoot || extra_of(&delta, slot, false) > 0.0 {
-                    continue;
-                }
-                let score = self.cost(&delta) / gain;
-                if best.is_none_or(|(b, _)| score < b) {
-                    best = Some((score, op));
-                    best_delta.clone_from(&delta);
+                for op in candidates {
+                    let op = match op {
+                        Op::Insert(p, s) => {
+                            // `p` is end − 1: the largest cut. Size it to the need.
+                            let end = p.wrapping_add(1);
+                            self.evaluate(op, &mut delta);
+                            let gain = gain_of(&delta, slot);
+                            let len = self.range_len(end);
+                            let base = gain - (len as f64 - 1.0);
+                            let cut = if gain > need {
+                                (need - base).clamp(1.0, len as f64 - 1.0) as u128
+                            } else {
+                                len - 1
+                            };
+                            let start = end.wrapping_sub(len as u64);
+                            Op::Insert(start.wrapping_add(cut as u64), s)
+                        }
+                        other => other,
+                    };
+                    if let Op::Insert(p, _) = op
+                        && self.tokens.contains_key(&p)
+                    {
+                        continue;
+                    }
+                    self.evaluate(op, &mut delta);
+                    let gain = gain_of(&delta, slot);
+                    // A little past the target is fine (the need is never
+                    // exactly met); more would move data on to someone else later.
+                    // A member must own a token, even one past its target
+                    // (with few members the first token brings everything).
+                    let first = self.slots[slot].tokens.is_empty();
+                    if gain <= 0.0
+                        || gain > need + overshoot && !first
+                        || extra_of(&delta, slot, false) > 0.0 && !first
+                    {
+                        continue;
+                    }
+                    let score = self.cost(&delta) / gain;
+                    if best.is_none_or(|(b, _)| score < b) {
+                        best = Some((score, op));
+                        best_delta.clone_from(&delta);
+                    }
                 }
             }
             match best {
@@ -808,6 +818,32 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
     });
     for slot in takers {
         layout.fill(slot);
+    }
+    // Every member owns a token: one that got none takes half of the
+    // largest range of the most loaded member.
+    for slot in 0..layout.slots.len() {
+        if layout.slots[slot].active && layout.slots[slot].tokens.is_empty() {
+            let donor = (0..layout.slots.len())
+                .filter(|&s| layout.slots[s].active && !layout.slots[s].tokens.is_empty())
+                .max_by(|&a, &b| {
+                    layout
+                        .pressure(a)
+                        .total_cmp(&layout.pressure(b))
+                        .then(b.cmp(&a))
+                });
+            let Some(donor) = donor else { continue };
+            let Some(&t) = layout.largest_tokens(donor, 1).first() else {
+                continue;
+            };
+            let len = layout.range_len(t);
+            if len < 2 {
+                continue;
+            }
+            let op = Op::Insert(t.wrapping_sub((len / 2) as u64), slot);
+            let mut delta = Vec::new();
+            layout.evaluate(op, &mut delta);
+            layout.apply(op, &delta);
+        }
     }
     layout.into_ring()
 }

@@ -62,7 +62,8 @@ pub struct Metrics {
     pub state_write_errors: Counter,
     /// Requests refused because a limit was reached.
     pub overload_rejections: Counter,
-    /// max/mean ownership of the committed ring.
+    /// Largest load / target of the committed ring, in replica units
+    /// (DESIGN §4).
     pub balance: FloatGauge,
     /// 1 while this instance leads (or runs alone), 0 while it follows.
     pub is_leader: Gauge,
@@ -127,7 +128,7 @@ impl Metrics {
         );
         registry.register(
             "balance",
-            "max/mean ownership of the committed ring (1 is perfect)",
+            "Largest member load / target of the committed ring, in replica units (1 is perfect)",
             metrics.balance.clone(),
         );
         registry.register(

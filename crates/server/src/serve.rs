@@ -285,6 +285,13 @@ pub async fn run(
     if let Some(urls) = leader_urls {
         app_state = app_state.with_leader_url(urls);
     }
+    let mut directory_task = None;
+    if options.leader_election.is_some() {
+        let (tx, rx) = watch::channel(Arc::new(api::Directory::default()));
+        let source = open_source(&options.source, &sources, client.clone()).await?;
+        directory_task = Some(Task(tokio::spawn(follow_directory(source, tx))));
+        app_state = app_state.with_directory(rx);
+    }
     let app = api::router(app_state);
     let address = listener
         .local_addr()
@@ -314,6 +321,7 @@ pub async fn run(
             ended
         }
     };
+    drop(directory_task);
     let result = outcome.context("the coordinator task failed")?;
     // Release the Lease only after the last save.
     let _ = elector_stop_tx.send(true);
@@ -321,6 +329,27 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut elector.0).await;
     }
     result
+}
+
+/// Keeps the members' addresses from this replica's own membership source,
+/// so that a follower (whose state comes from the store, without addresses)
+/// serves complete member data.
+async fn follow_directory(
+    mut source: MembershipStream,
+    directory: watch::Sender<Arc<api::Directory>>,
+) {
+    use futures::StreamExt as _;
+    let mut version = 0;
+    while let Some(event) = source.next().await {
+        if let ringleader_watch::SourceEvent::Members(members) = event {
+            version += 1;
+            let addresses = members
+                .iter()
+                .map(|m| (m.id.as_str().to_owned(), m.addresses.clone()))
+                .collect();
+            directory.send_replace(Arc::new(api::Directory { version, addresses }));
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -16,7 +16,7 @@ use ringleader_client::api::{
     PreviewResponse, RingResponse,
 };
 use ringleader_planner::{Holdings, MoveState, Placement, PlanError, PlanOptions};
-use ringleader_ring::{MemberSpec, Replication, balance_of, hash_key};
+use ringleader_ring::{MemberSpec, Replication, hash_key};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,8 +232,16 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 /// Members as `GET /v1/ring` lists them. A follower's view comes from the
 /// stored state, which has no addresses: they are filled in from the
 /// membership directory when there is one.
-pub(super) fn member_views(view: &View) -> Vec<MemberView> {
-    view.member_views()
+pub(super) fn member_views(view: &View, directory: Option<&super::Directory>) -> Vec<MemberView> {
+    let mut members = view.member_views();
+    if let Some(directory) = directory.filter(|_| view.follower) {
+        for member in members.iter_mut().filter(|m| m.addresses.is_empty()) {
+            if let Some(addresses) = directory.addresses.get(&member.id) {
+                member.addresses.clone_from(addresses);
+            }
+        }
+    }
+    members
 }
 
 /// `GET /v1/ring`.
@@ -253,7 +261,11 @@ pub async fn get_ring(
 ) -> Result<Response, ApiError> {
     check_read(&state, &headers).await?;
     let view = current(&state);
-    let body = state.bodies.body(&view, query.tokens).map_err(internal)?;
+    let directory = state.directory.as_ref().map(|d| d.borrow().clone());
+    let body = state
+        .bodies
+        .body(&view, directory.as_deref(), query.tokens)
+        .map_err(internal)?;
     Ok(shared_body(&headers, body))
 }
 
@@ -833,7 +845,7 @@ fn preview(
     Ok(PreviewResponse {
         from_epoch: view.epoch,
         members,
-        balance: balance_of(&figures.ownership),
+        balance: figures.balance,
         moves: plan
             .moves
             .iter()

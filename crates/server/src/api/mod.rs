@@ -117,6 +117,18 @@ pub struct AppState {
     pub leader_url: Option<watch::Receiver<Option<String>>>,
     /// The HTTP client that forwards writes.
     pub forwarder: reqwest::Client,
+    /// With leader election: members' addresses from this replica's own
+    /// membership watch, for a follower's view (the stored state has none).
+    pub directory: Option<watch::Receiver<Arc<Directory>>>,
+}
+
+/// Members' addresses as a replica's own membership source last saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directory {
+    /// Changes with every update (part of cached bodies' identity).
+    pub version: u64,
+    /// Member id → addresses.
+    pub addresses: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl AppState {
@@ -139,7 +151,15 @@ impl AppState {
             shutdown,
             leader_url: None,
             forwarder: reqwest::Client::new(),
+            directory: None,
         }
+    }
+
+    /// Fills in members' addresses on a follower from `directory`.
+    #[must_use]
+    pub fn with_directory(mut self, directory: watch::Receiver<Arc<Directory>>) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// Forwards writes a follower receives to the URL the leader

@@ -72,11 +72,14 @@ pub struct RingBody {
     pub parts: Vec<Bytes>,
 }
 
+/// The head of one view, with the directory version it was built with.
+type CachedHead = (Arc<View>, u64, Arc<Head>);
+
 /// The shared caches of `GET /v1/ring` (one per server).
 #[derive(Default)]
 pub struct RingBodies {
     tokens: Mutex<Option<(Arc<Ring>, Arc<TokenLists>)>>,
-    head: Mutex<Option<(Arc<View>, Arc<Head>)>>,
+    head: Mutex<Option<CachedHead>>,
     plan: Mutex<Option<(Arc<View>, Part)>>,
 }
 
@@ -88,8 +91,13 @@ impl std::fmt::Debug for RingBodies {
 
 impl RingBodies {
     /// The body of `view` with the token list asked for.
-    pub fn body(&self, view: &Arc<View>, form: TokenForm) -> Result<RingBody, serde_json::Error> {
-        let head = self.head(view)?;
+    pub fn body(
+        &self,
+        view: &Arc<View>,
+        directory: Option<&super::Directory>,
+        form: TokenForm,
+    ) -> Result<RingBody, serde_json::Error> {
+        let head = self.head(view, directory)?;
         let tokens = match form {
             TokenForm::False => None,
             TokenForm::True => Some(self.lists(view).full_part(&view.ring)),
@@ -134,17 +142,23 @@ impl RingBodies {
         })
     }
 
-    fn head(&self, view: &Arc<View>) -> Result<Arc<Head>, serde_json::Error> {
-        if let Some((cached_view, head)) =
+    fn head(
+        &self,
+        view: &Arc<View>,
+        directory: Option<&super::Directory>,
+    ) -> Result<Arc<Head>, serde_json::Error> {
+        let version = directory.map_or(0, |d| d.version);
+        if let Some((cached_view, cached_version, head)) =
             &*self.head.lock().unwrap_or_else(PoisonError::into_inner)
             && Arc::ptr_eq(cached_view, view)
+            && *cached_version == version
         {
             return Ok(head.clone());
         }
         let response = RingResponse {
             epoch: view.epoch,
             settings: view.settings_view(),
-            members: super::handlers::member_views(view),
+            members: super::handlers::member_views(view, directory),
             balance: view.figures.balance,
             tokens: None,
             compact_tokens: None,
@@ -160,7 +174,7 @@ impl RingBodies {
             open: Part::new(bytes),
         });
         *self.head.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((view.clone(), head.clone()));
+            Some((view.clone(), version, head.clone()));
         Ok(head)
     }
 

@@ -602,7 +602,7 @@ function drawSummary() {
   const cards = [
     card('epoch', String(s.epoch), s.leader ? 'leader ' + s.leader : '', 'card-epoch'),
     card('members', String(s.members.length), s.members.filter((m) => m.state === 'up').length + ' up, ' + s.outside.length + ' outside', 'card-members'),
-    card('balance', s.balance.toFixed(3), 'max / mean ownership', 'card-balance'),
+    card('balance', s.balance.toFixed(3), 'max load / target', 'card-balance'),
   ];
   if (plan) {
     const ratio = plan.summary.ideal_fraction > 0 ? (plan.summary.moved_fraction / plan.summary.ideal_fraction).toFixed(3) + ' × ideal' : '';
