@@ -569,8 +569,10 @@ impl Ring {
             // Slots after the picks may hold members skipped for their zone
             // only, or picks beyond those wanted: they must not look picked
             // below.
-            for slot in &mut picked[count..] {
-                *slot = NONE;
+            for (i, slot) in picked.iter_mut().enumerate() {
+                if i >= count {
+                    *slot = NONE;
+                }
             }
         }
         if count < rf {
@@ -599,7 +601,10 @@ impl Ring {
             }
             count = count.min(rf);
         }
-        out.extend(picked[..count].iter().copied());
+        // A copy of fixed length, then the length: cheaper than a copy of
+        // `count` elements.
+        out.extend_from_slice(&picked[..WALK_BUFFER]);
+        out.truncate(count);
     }
 
     /// [`Ring::replica_indices_at`] for any factor and any number of zones.
