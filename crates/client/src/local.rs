@@ -405,19 +405,36 @@ impl Follower {
     }
 
     /// Fetches the ring if `epoch` differs from the current one (always when
-    /// `None`), and publishes it if its epoch is new.
+    /// `None`), and publishes it if its epoch is newer. A ring older than
+    /// the one held (a coordinator that lost what it showed, a follower
+    /// behind its leader) is refused: shards may already have cleaned up
+    /// what it would send them back to.
     async fn refresh(&mut self, epoch: Option<u64>) -> Result<()> {
         let current = self.ring.borrow().epoch;
         if epoch == Some(current) {
             return Ok(());
         }
         let ring = LocalRing::fetch(&self.client).await?;
-        if ring.epoch != current {
-            tracing::info!(from = current, to = ring.epoch, "ring epoch changed");
-            self.ring.send_replace(Arc::new(ring));
+        if !accepts(current, ring.epoch) {
+            if ring.epoch < current {
+                tracing::warn!(
+                    held = current,
+                    offered = ring.epoch,
+                    "the coordinator offered an older epoch than the one held; keeping the newer ring"
+                );
+            }
+            return Ok(());
         }
+        tracing::info!(from = current, to = ring.epoch, "ring epoch changed");
+        self.ring.send_replace(Arc::new(ring));
         Ok(())
     }
+}
+
+/// Whether a ring of epoch `offered` replaces one of epoch `held`: only a
+/// newer one; epochs never go backwards in what a shard sees.
+fn accepts(held: u64, offered: u64) -> bool {
+    offered > held
 }
 
 /// Exponential backoff with jitter, bounded by [`SyncOptions`].
@@ -465,6 +482,19 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the sync loop replaced its ring with any other epoch, so
+    /// a coordinator that came back from a crash with an older epoch (or a
+    /// follower behind its leader) sent shards back in time.
+    #[test]
+    fn an_epoch_going_backwards_is_refused() {
+        assert!(accepts(4, 5));
+        assert!(!accepts(5, 5));
+        assert!(
+            !accepts(5, 4),
+            "an older epoch must not replace a newer one"
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_bound_and_gives_up_after_max_retries() {

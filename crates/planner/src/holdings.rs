@@ -124,6 +124,69 @@ impl Holdings {
             .collect()
     }
 
+    /// Whether every arc overlapping `range` satisfies `check`, given its
+    /// holders (indices into [`Holdings::roster`]). Over no holdings, `check`
+    /// sees one empty set.
+    pub(crate) fn all_over(
+        &self,
+        range: TokenRange,
+        mut check: impl FnMut(&[u32]) -> bool,
+    ) -> bool {
+        if self.is_empty() {
+            return check(&[]);
+        }
+        let n = self.ends.len();
+        if range.is_full() {
+            return (0..n).all(|i| check(self.segment(i)));
+        }
+        let first = self.segment_of(range.start.wrapping_add(1));
+        let last = self.segment_of(range.end);
+        // Both ends in one arc: the range lies inside it, unless it is
+        // longer than the arc (then it wraps all the way round).
+        if first == last && (n == 1 || range.len() > self.range(first).len()) {
+            return (0..n).all(|i| check(self.segment(i)));
+        }
+        let mut i = first;
+        loop {
+            if !check(self.segment(i)) {
+                return false;
+            }
+            if i == last {
+                return true;
+            }
+            i = (i + 1) % n;
+        }
+    }
+
+    /// Whether `member` holds every token of `range`.
+    pub fn holds_all(&self, member: &MemberId, range: TokenRange) -> bool {
+        let Ok(index) = self.roster.binary_search(member) else {
+            return false;
+        };
+        self.all_over(range, |held| held.contains(&(index as u32)))
+    }
+
+    /// Whether `member` holds no token of `range`.
+    pub fn holds_none(&self, member: &MemberId, range: TokenRange) -> bool {
+        let Ok(index) = self.roster.binary_search(member) else {
+            return true;
+        };
+        self.all_over(range, |held| !held.contains(&(index as u32)))
+    }
+
+    /// Every member holding some token of `range`, sorted.
+    pub fn holders_over(&self, range: TokenRange) -> Vec<&MemberId> {
+        let mut found = BTreeSet::new();
+        self.all_over(range, |held| {
+            found.extend(held.iter().copied());
+            true
+        });
+        found
+            .into_iter()
+            .map(|m| &self.roster[m as usize])
+            .collect()
+    }
+
     /// Every arc with its holders, adjacent arcs with equal holders merged
     /// (across the wrap-around too): two holdings are equivalent exactly when
     /// their canonical forms are equal.

@@ -39,8 +39,8 @@ mod plan;
 
 pub use holdings::Holdings;
 pub use plan::{
-    Cleanup, Flow, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply, ideal_fraction,
-    ideal_from, plan, replan,
+    Cleanup, Flow, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply, holdings_with,
+    ideal_fraction, ideal_from, plan, replan,
 };
 
 use ringleader_ring::{Replication, Ring, RingError};

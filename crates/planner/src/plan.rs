@@ -208,10 +208,18 @@ pub fn plan(from: &Placement, to: &Placement, options: &PlanOptions) -> Result<P
     Ok(finish(moves, cleanups, &now, to))
 }
 
-/// Plans again while `current` is in flight: from what is true now (`from`,
-/// the committed placement, plus the moves already done) to `to`. Moves
-/// still needed keep their id and state; open moves no longer needed come
-/// back `cancelled`; done moves stay listed as done.
+/// Plans again while `current` is in flight: from what is true now (the
+/// *holdings*: `from`, the committed placement, plus the moves already done;
+/// sources keep their data until the commit's cleanups) to `to`.
+///
+/// - A move still needed as it is — its target still lacks its whole range
+///   and needs it, its source still holds it and has not left
+///   (`options.unavailable`) — keeps its id, source and state. A source that
+///   is only down (within its grace) is not unavailable: its moves wait.
+/// - What else is missing gets fresh moves.
+/// - Open moves no longer needed come back `cancelled`; moves already
+///   cancelled stay listed as cancelled, and done ones as done, so a shard
+///   learns that a range it streams is no longer wanted.
 pub fn replan(
     from: &Placement,
     current: &Plan,
@@ -226,24 +234,83 @@ pub fn replan(
         .iter()
         .filter(|m| m.state == MoveState::Done)
         .collect();
-    let now = Holdings::of(from).overlay(done.iter().map(|m| (m.range, &m.to)), []);
+    let now = holdings_with(from, current);
+    let target = Holdings::of(to);
     let open: Vec<&Move> = current.moves.iter().filter(|m| m.state.is_open()).collect();
     let known: Vec<&Move> = current.moves.iter().collect();
     let ctx = Context::new(from, to, options, &known, &open);
-    let (fresh, cleanups) = diff(&now, &Holdings::of(to), &ctx);
-    let fresh_ids: BTreeSet<MoveId> = fresh.iter().map(|m| m.id.clone()).collect();
-    let mut moves: Vec<Move> = done.into_iter().cloned().collect();
-    moves.extend(fresh);
-    moves.extend(
-        open.into_iter()
-            .filter(|m| !fresh_ids.contains(&m.id))
-            .map(|m| Move {
+    // Moves kept as they are (a cancelled one needed again exactly as it
+    // was comes back under its id); two moves of one target never overlap
+    // in a plan, but a hand-edited state might: the first one wins.
+    let mut kept: Vec<&Move> = Vec::new();
+    let candidates = open.iter().copied().chain(
+        current
+            .moves
+            .iter()
+            .filter(|m| m.state == MoveState::Cancelled),
+    );
+    for m in candidates {
+        let needed = m.state != MoveState::SourceLost
+            && !options.unavailable.contains(&m.from)
+            && now.holds_all(&m.from, m.range)
+            && now.holds_none(&m.to, m.range)
+            && target.holds_all(&m.to, m.range);
+        let overlaps = kept.iter().any(|k| {
+            k.to == m.to
+                && (k.range.contains(m.range.end)
+                    || m.range.contains(k.range.end)
+                    || k.range.is_full()
+                    || m.range.is_full())
+        });
+        if needed && !overlaps {
+            kept.push(m);
+        }
+    }
+    let rest = now.overlay(kept.iter().map(|m| (m.range, &m.to)), []);
+    let (fresh, cleanups) = diff(&rest, &target, &ctx);
+    let mut listed: BTreeSet<MoveId> = BTreeSet::new();
+    let mut moves: Vec<Move> = Vec::with_capacity(current.moves.len() + fresh.len());
+    for m in done {
+        if listed.insert(m.id.clone()) {
+            moves.push(m.clone());
+        }
+    }
+    for m in kept.iter().copied() {
+        if listed.insert(m.id.clone()) {
+            moves.push(Move {
+                state: MoveState::Pending,
+                ..m.clone()
+            });
+        }
+    }
+    for m in fresh {
+        if listed.insert(m.id.clone()) {
+            moves.push(m);
+        }
+    }
+    // Everything else the plan listed stays listed, cancelled.
+    for m in &current.moves {
+        if listed.insert(m.id.clone()) {
+            moves.push(Move {
                 state: MoveState::Cancelled,
                 ..m.clone()
-            }),
-    );
+            });
+        }
+    }
     moves.sort_by(|a, b| (a.range.end, &a.to, &a.id).cmp(&(b.range.end, &b.to, &b.id)));
     Ok(finish(moves, cleanups, &now, to))
+}
+
+/// The holdings while `plan` is in flight from `from`: the committed
+/// placement plus the targets of the moves already done.
+pub fn holdings_with(from: &Placement, plan: &Plan) -> Holdings {
+    Holdings::of(from).overlay(
+        plan.moves
+            .iter()
+            .filter(|m| m.state == MoveState::Done)
+            .map(|m| (m.range, &m.to)),
+        [],
+    )
 }
 
 /// What holds data after `plan` is carried out on `from`: every move that

@@ -364,3 +364,47 @@ fn marking_moves_done_is_idempotent_and_checked() {
     }
     assert!(plan.is_complete());
 }
+
+/// Regression (issue 10, item 3): a second replan dropped the moves the
+/// first had cancelled, so they vanished from `/v1/plan` and the watch
+/// stream within milliseconds and a shard streaming one never learned to
+/// stop. They stay listed, cancelled, for as long as the plan runs.
+#[test]
+fn cancelled_moves_stay_listed_across_replans() {
+    let config = RingConfig::default();
+    let ids = |n: usize| {
+        (0..n)
+            .map(|i| MemberSpec::new(format!("m{i}")))
+            .collect::<Vec<_>>()
+    };
+    let three = Ring::with_members(config, ids(3)).unwrap();
+    let place = |ring: Ring| Placement::new(ring, Replication::SINGLE).unwrap();
+    let from = place(three.clone());
+    let five = place(three.rebalance_to(&ids(5)).unwrap());
+    let first = plan(&from, &five, &PlanOptions::default()).unwrap();
+    // m4 is not wanted any more: its moves are cancelled.
+    let four = place(three.rebalance_to(&ids(4)).unwrap());
+    let second = replan(&from, &first, &four, &PlanOptions::default()).unwrap();
+    let cancelled: Vec<&Move> = second
+        .moves
+        .iter()
+        .filter(|m| m.state == MoveState::Cancelled)
+        .collect();
+    assert!(!cancelled.is_empty(), "m4's moves are cancelled");
+    // Another revision (to the same target, or a further one) lists them still.
+    for again in [
+        replan(&from, &second, &four, &PlanOptions::default()).unwrap(),
+        replan(
+            &from,
+            &second,
+            &place(three.rebalance_to(&ids(6)).unwrap()),
+            &PlanOptions::default(),
+        )
+        .unwrap(),
+    ] {
+        for m in &cancelled {
+            let listed = again.moves.iter().find(|n| n.id == m.id);
+            assert!(listed.is_some(), "cancelled move {} vanished", m.id);
+        }
+    }
+}

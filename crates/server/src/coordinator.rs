@@ -1,35 +1,51 @@
 //! The coordinator's core: from member sets to committed placements.
 //!
-//! Pure and synchronous: time is passed in (`now`), nothing is read from a
-//! clock, nothing is written anywhere. The runtime feeds it member sets from
-//! the source, ticks at [`Coordinator::next_deadline`], and move reports from
-//! the API; after each call it persists [`Coordinator::state`] if
-//! [`Coordinator::persisted_version`] moved, and publishes a new view if
-//! [`Coordinator::version`] moved.
+//! A pure state machine: time is an input (`now`), nothing is read from a
+//! clock, nothing is written anywhere. The runtime feeds it what happens —
+//! member sets and the source's health ([`Coordinator::observe`],
+//! [`Coordinator::source_synced`]), deadlines ([`Coordinator::tick`] at
+//! [`Coordinator::next_deadline`]), move reports ([`Coordinator::move_done`])
+//! and the outcome of every save ([`Coordinator::saved`],
+//! [`Coordinator::save_failed`], [`Coordinator::adopt`]) — and carries out
+//! what it asks for: [`Coordinator::to_save`] is the state to store.
+//!
+//! **Durability before visibility.** The coordinator keeps two states: the
+//! *working* one, where changes happen, and the *stored* one, the last the
+//! store confirmed. Everything shown (ring, plan, lookups, watch stream) is
+//! built from [`Coordinator::shown`], the stored one, so nothing is visible
+//! before it is stored; a failed save keeps the previous state visible and
+//! makes [`Coordinator::readiness`] say why.
 //!
 //! Restarts and rolling updates are normal on Kubernetes and must not
 //! shuffle data, so membership goes through three filters before it reaches
-//! the planner:
+//! the planner (each member's [`Lifecycle`]):
 //!
 //! - **down-grace**: a ring member that turns not-ready, terminating, or
 //!   vanishes stays in the ring as `down` until the grace ends; back in time,
-//!   nothing is planned;
+//!   nothing is planned and none of its moves change (they wait). The grace
+//!   counts only while the source is synced: an API-server outage removes
+//!   nobody;
 //! - **readiness**: a new member joins only once it is ready;
 //! - **settle**: a change is planned once the wanted member set has been
 //!   quiet for `settle` (or `settle_max` after the first change), so a
-//!   scale-up from 3 to 10 pods is one plan, not seven.
+//!   scale-up from 3 to 10 pods is one plan, not seven ([`Phase`]).
 //!
 //! Plans then go `in_progress` (mode `ack`: shards report each move done,
 //! the target commits with the last one) or commit at once (mode `auto`). A
-//! change mid-plan replans from what is true now, keeping move ids.
+//! change mid-plan replans from the *holdings* (the committed placement plus
+//! the moves already done): the new target is the candidate that moves least
+//! from there, moves still needed keep their id and state, the others stay
+//! listed as `cancelled`. A return to the committed member set cancels the
+//! plan and moves nothing (no new epoch).
 
 use crate::settings::{Mode, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, PlanTimes, State};
 use ringleader_client::api::{MemberState, OutsideReason};
-use ringleader_planner::{Move, MoveState, Placement, PlanError, PlanOptions, plan, replan};
+use ringleader_planner::{Move, MoveState, Placement, Plan, PlanError, PlanOptions, plan, replan};
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingError};
 use ringleader_watch::{Member, MemberSet};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -45,14 +61,102 @@ pub enum CoordinatorError {
     /// A ring error (bad member set in a preview…).
     #[error(transparent)]
     Ring(#[from] RingError),
+    /// A cancelled plan is not stored yet: the plan replacing it waits, so
+    /// that every shard sees the cancellation first.
+    #[error("the cancelled plan is not stored yet; the next plan waits for it")]
+    CancelNotStored,
 }
 
-/// A member set waiting for the settle window.
+/// Where the coordinator stands between member sets and plans.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// No member set from the source yet. Left at the first one.
+    Starting,
+    /// The ring (the in-flight target, else the committed ring) is what the
+    /// members call for. Left when the wanted member set changes.
+    Steady,
+    /// The wanted member set differs from the ring's; planned once it has
+    /// been quiet for `settle`, or `settle_max` after `first`. Left by
+    /// planning, or when the wanted set is back to the ring's.
+    Settling {
+        /// When the first change of this batch was seen.
+        first: Instant,
+        /// When the wanted set last changed.
+        last: Instant,
+        /// The members the ring should have.
+        desired: Vec<MemberSpec>,
+    },
+}
+
+/// A member's lifecycle as the coordinator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Ready, not in the ring yet: joins with the next plan.
+    Joining,
+    /// In the ring and ready.
+    Up,
+    /// In the ring but not ready, terminating or gone from the slices: it
+    /// keeps its ranges (and its moves wait) until the grace ends. `since`
+    /// is a reading of the grace clock, which runs only while the source is
+    /// synced.
+    Down {
+        /// When it went down, on the grace clock.
+        since: Duration,
+    },
+    /// Down past its grace: leaves the ring with the next plan.
+    Gone,
+}
+
+/// Whether the last save succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// The state shown is the state stored (or nothing needed storing).
+    Saved,
+    /// The last save failed; the previous state stays shown until a retry
+    /// succeeds.
+    Failing {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A state to store, as [`Coordinator::to_save`] hands it out.
 #[derive(Clone, Debug)]
-struct Pending {
-    first: Instant,
-    last: Instant,
-    desired: Vec<MemberSpec>,
+pub struct Save {
+    /// Which change it is (pass it back to [`Coordinator::saved`]).
+    pub change: u64,
+    /// The state.
+    pub state: State,
+}
+
+/// Time that counts for the down-grace: it runs only while the source is
+/// synced, so an outage of the source removes nobody.
+#[derive(Clone, Copy, Debug, Default)]
+struct GraceClock {
+    /// Time counted before `running_since`.
+    counted: Duration,
+    /// Since when it runs (the source is synced), if it does.
+    running_since: Option<Instant>,
+}
+
+impl GraceClock {
+    fn at(&self, now: Instant) -> Duration {
+        self.counted
+            + self
+                .running_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    fn run(&mut self, running: bool, now: Instant) {
+        match (self.running_since, running) {
+            (None, true) => self.running_since = Some(now),
+            (Some(since), false) => {
+                self.counted += now.saturating_duration_since(since);
+                self.running_since = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// One member as the API shows it.
@@ -84,20 +188,27 @@ pub struct MoveReport {
 /// The coordinator's state machine.
 #[derive(Debug)]
 pub struct Coordinator {
-    state: State,
     /// The settings asked for on the command line; they differ from
-    /// `state.settings` only while a `--reconfigure` is pending or running.
+    /// `working.settings` only while a `--reconfigure` is pending or running.
     settings: RingSettings,
     timing: Timing,
+    /// Where changes happen; ahead of `stored` until saved.
+    working: State,
+    /// What the store holds: everything shown is built from it.
+    stored: Arc<State>,
+    /// Counts changes to `working` that must be stored.
+    change: u64,
+    /// The change `stored` is.
+    stored_change: u64,
+    store_health: StoreHealth,
     /// The last member set from the source; `None` until it first synced.
     observed: Option<MemberSet>,
-    down_since: BTreeMap<MemberId, Instant>,
-    pending: Option<Pending>,
-    /// Members that cannot stream, as the current plan was made with.
-    unavailable: BTreeSet<MemberId>,
+    source_synced: bool,
+    grace_clock: GraceClock,
+    lifecycles: BTreeMap<MemberId, Lifecycle>,
+    phase: Phase,
+    /// Bumped on every change visible through the API.
     version: u64,
-    persisted_version: u64,
-    last_plan_seconds: f64,
     plans_made: u64,
 }
 
@@ -121,8 +232,12 @@ pub fn next_ring(
     }
 }
 
-fn plan_id(epoch: u64, ring: &Ring) -> String {
-    let mut bytes = Vec::with_capacity(ring.tokens().len() * 12);
+/// A plan's id: its epoch, and a hash of its target and of the revision it
+/// was made at (a plan made again after a cancelled one, to the same
+/// target, is another plan: its moves start afresh).
+fn plan_id(epoch: u64, revision: u64, ring: &Ring) -> String {
+    let mut bytes = Vec::with_capacity(ring.tokens().len() * 12 + 8);
+    bytes.extend_from_slice(&revision.to_le_bytes());
     for (token, owner) in ring.token_owners() {
         bytes.extend_from_slice(&token.to_le_bytes());
         bytes.extend_from_slice(owner.as_str().as_bytes());
@@ -131,30 +246,58 @@ fn plan_id(epoch: u64, ring: &Ring) -> String {
     format!("e{epoch}-{:012x}", xxhash_rust::xxh3::xxh3_64(&bytes) >> 16)
 }
 
+/// Data still to move in a plan (open moves), in tokens.
+fn remaining(plan: &Plan) -> u128 {
+    plan.moves
+        .iter()
+        .filter(|m| m.state.is_open())
+        .map(|m| m.range.len())
+        .sum()
+}
+
+/// The mode governs how plans progress, not where data is: a state made in
+/// another mode continues in the one asked for.
+fn in_mode(mut state: State, mode: Mode) -> State {
+    state.settings.mode = mode;
+    if let Some(plan) = &mut state.plan {
+        plan.settings.mode = mode;
+    }
+    state
+}
+
 impl Coordinator {
-    /// A coordinator over a loaded (or fresh) state. `settings` are the ones
-    /// asked for; when they differ from the state's, the caller has checked
-    /// that `--reconfigure` was given, and the change is planned at the next
-    /// opportunity.
+    /// A coordinator over the state the store holds (or a fresh one).
+    /// `settings` are the ones asked for; when they differ from the state's,
+    /// the caller has checked that `--reconfigure` was given, and the change
+    /// is planned at the next opportunity.
     pub fn new(state: State, settings: RingSettings, timing: Timing) -> Self {
+        let state = in_mode(state, settings.mode);
         Self {
-            state,
             settings,
             timing,
+            stored: Arc::new(state.clone()),
+            working: state,
+            change: 0,
+            stored_change: 0,
+            store_health: StoreHealth::Saved,
             observed: None,
-            down_since: BTreeMap::new(),
-            pending: None,
-            unavailable: BTreeSet::new(),
+            source_synced: false,
+            grace_clock: GraceClock::default(),
+            lifecycles: BTreeMap::new(),
+            phase: Phase::Starting,
             version: 1,
-            persisted_version: 0,
-            last_plan_seconds: 0.0,
             plans_made: 0,
         }
     }
 
-    /// The durable state.
+    /// The working state (ahead of the store until saved).
     pub fn state(&self) -> &State {
-        &self.state
+        &self.working
+    }
+
+    /// The stored state: what the API shows.
+    pub fn shown(&self) -> &Arc<State> {
+        &self.stored
     }
 
     /// The settings in force for new plans.
@@ -167,9 +310,19 @@ impl Coordinator {
         self.version
     }
 
-    /// Bumped on every change that must be persisted.
-    pub fn persisted_version(&self) -> u64 {
-        self.persisted_version
+    /// Where the coordinator stands.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Each tracked member's lifecycle.
+    pub fn lifecycles(&self) -> &BTreeMap<MemberId, Lifecycle> {
+        &self.lifecycles
+    }
+
+    /// Whether the last save succeeded.
+    pub fn store_health(&self) -> &StoreHealth {
+        &self.store_health
     }
 
     /// Whether the source has delivered a member set yet.
@@ -177,36 +330,78 @@ impl Coordinator {
         self.observed.is_some()
     }
 
+    /// The working state, if it has changes the store does not hold yet.
+    pub fn to_save(&self) -> Option<Save> {
+        (self.change != self.stored_change).then(|| Save {
+            change: self.change,
+            state: self.working.clone(),
+        })
+    }
+
+    /// Whether the working state is ahead of the store.
+    pub fn has_unsaved(&self) -> bool {
+        self.change != self.stored_change
+    }
+
+    /// The store holds `save` now: it becomes what is shown.
+    pub fn saved(&mut self, save: Save) {
+        self.stored_change = save.change;
+        self.stored = Arc::new(save.state);
+        self.store_health = StoreHealth::Saved;
+        self.version += 1;
+    }
+
+    /// A save failed: the previous state stays shown; the caller retries.
+    pub fn save_failed(&mut self, reason: String) {
+        let health = StoreHealth::Failing { reason };
+        if self.store_health != health {
+            self.store_health = health;
+            self.version += 1;
+        }
+    }
+
+    /// Someone else wrote the store (a save conflicted): their state is
+    /// taken over, ours is dropped — never written over theirs.
+    pub fn adopt(&mut self, stored: State, now: Instant) {
+        let stored = in_mode(stored, self.settings.mode);
+        info!(
+            epoch = stored.epoch,
+            revision = stored.revision,
+            "taking over the stored state"
+        );
+        self.stored = Arc::new(stored.clone());
+        self.working = stored;
+        self.stored_change = self.change;
+        self.store_health = StoreHealth::Saved;
+        if !matches!(self.phase, Phase::Starting) {
+            self.phase = Phase::Steady;
+        }
+        self.version += 1;
+        self.reconsider(now);
+    }
+
     fn touch(&mut self, persist: bool) {
         self.version += 1;
         if persist {
-            self.persisted_version += 1;
+            self.change += 1;
         }
     }
 
     /// The committed placement.
     pub fn committed(&self) -> Placement {
         Placement::new(
-            self.state.committed.clone(),
-            self.state.settings.replication(),
+            self.working.committed.clone(),
+            self.working.settings.replication(),
         )
         .expect("validated settings have rf >= 1")
     }
 
-    /// The ring the next plan starts from: the in-flight target, else the
-    /// committed ring.
-    fn target_ring(&self) -> &Ring {
-        match &self.state.plan {
-            Some(p) if p.state == PlanState::InProgress => &p.target,
-            _ => &self.state.committed,
-        }
-    }
-
-    fn plan_in_progress(&self) -> Option<&PlanRecord> {
-        self.state
-            .plan
-            .as_ref()
-            .filter(|p| p.state == PlanState::InProgress)
+    /// The ring the members are compared with: the in-flight target, else
+    /// the committed ring.
+    fn ring(&self) -> &Ring {
+        self.working
+            .in_flight()
+            .map_or(&self.working.committed, |p| &p.target)
     }
 
     /// A new member set from the source.
@@ -215,7 +410,20 @@ impl Coordinator {
             return;
         }
         self.observed = Some(members);
+        if self.phase == Phase::Starting {
+            self.phase = Phase::Steady;
+        }
         self.touch(false);
+        self.reconsider(now);
+    }
+
+    /// The source's health: the down-grace counts only while it is synced.
+    pub fn source_synced(&mut self, synced: bool, now: Instant) {
+        if self.source_synced != synced {
+            self.source_synced = synced;
+            self.grace_clock.run(synced, now);
+            self.touch(false);
+        }
         self.reconsider(now);
     }
 
@@ -225,229 +433,320 @@ impl Coordinator {
     }
 
     /// When the coordinator next needs a [`Coordinator::tick`].
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let clock = self.grace_clock.at(now);
         let grace = self
-            .down_since
+            .lifecycles
             .values()
-            .map(|&since| since + self.timing.down_grace);
-        let settle = self
-            .pending
-            .iter()
-            .map(|p| (p.last + self.timing.settle).min(p.first + self.timing.settle_max));
+            .filter(|_| self.source_synced)
+            .filter_map(|l| match l {
+                Lifecycle::Down { since } => {
+                    Some(now + (*since + self.timing.down_grace).saturating_sub(clock))
+                }
+                _ => None,
+            });
+        let settle = match &self.phase {
+            Phase::Settling { first, last, .. } => {
+                Some((*last + self.timing.settle).min(*first + self.timing.settle_max))
+            }
+            _ => None,
+        };
         grace.chain(settle).min()
     }
 
-    /// The members the ring should have now.
-    fn desired(&self, now: Instant) -> Vec<MemberSpec> {
-        let Some(observed) = &self.observed else {
-            return self.target_ring().members().to_vec();
-        };
-        let target = self.target_ring();
-        let mut desired: BTreeMap<MemberId, MemberSpec> = BTreeMap::new();
-        for spec in target.members() {
-            match observed.get(spec.id.as_str()) {
-                Some(m) if eligible(m) => {
-                    let mut spec = spec.clone();
-                    if m.zone.is_some() {
-                        spec.zone = m.zone.clone();
-                    }
-                    desired.insert(spec.id.clone(), spec);
-                }
-                _ => {
-                    let within_grace = self
-                        .down_since
-                        .get(&spec.id)
-                        .is_some_and(|&since| now < since + self.timing.down_grace);
-                    if within_grace {
-                        desired.insert(spec.id.clone(), spec.clone());
-                    }
-                }
-            }
-        }
-        for m in observed.iter().filter(|m| eligible(m)) {
-            let id = MemberId::new(m.id.as_str());
-            desired.entry(id.clone()).or_insert_with(|| MemberSpec {
-                id,
-                zone: m.zone.clone(),
-                weight: 1,
-            });
-        }
-        desired.into_values().collect()
-    }
-
-    /// Members of either ring that cannot stream now.
-    fn currently_unavailable(&self) -> BTreeSet<MemberId> {
-        let Some(observed) = &self.observed else {
-            return BTreeSet::new();
-        };
-        self.state
+    /// Every member's lifecycle now, from the source's last member set.
+    fn lifecycles_at(&self, observed: &MemberSet, now: Instant) -> BTreeMap<MemberId, Lifecycle> {
+        let clock = self.grace_clock.at(now);
+        let mut out = BTreeMap::new();
+        let in_rings = self
+            .working
             .committed
             .members()
             .iter()
-            .chain(self.target_ring().members())
-            .filter(|spec| !observed.get(spec.id.as_str()).is_some_and(eligible))
-            .map(|spec| spec.id.clone())
-            .collect()
+            .chain(self.ring().members());
+        for spec in in_rings {
+            let lifecycle = if observed.get(spec.id.as_str()).is_some_and(eligible) {
+                Lifecycle::Up
+            } else {
+                let since = match self.lifecycles.get(&spec.id) {
+                    Some(Lifecycle::Down { since }) => *since,
+                    Some(Lifecycle::Gone) => Duration::ZERO,
+                    _ => clock,
+                };
+                if clock >= since + self.timing.down_grace
+                    || self.lifecycles.get(&spec.id) == Some(&Lifecycle::Gone)
+                {
+                    Lifecycle::Gone
+                } else {
+                    Lifecycle::Down { since }
+                }
+            };
+            out.insert(spec.id.clone(), lifecycle);
+        }
+        for m in observed.iter().filter(|m| eligible(m)) {
+            out.entry(MemberId::new(m.id.as_str()))
+                .or_insert(Lifecycle::Joining);
+        }
+        out
+    }
+
+    /// The members the ring should have: ring members up or down within
+    /// their grace (zones as the source says now), and ready newcomers.
+    fn desired(&self) -> Vec<MemberSpec> {
+        let observed = self.observed.as_ref();
+        let mut specs: BTreeMap<&MemberId, MemberSpec> = BTreeMap::new();
+        for spec in self
+            .working
+            .committed
+            .members()
+            .iter()
+            .chain(self.ring().members())
+        {
+            specs.entry(&spec.id).or_insert_with(|| spec.clone());
+        }
+        let mut desired = Vec::new();
+        for (id, lifecycle) in &self.lifecycles {
+            match lifecycle {
+                Lifecycle::Gone => {}
+                Lifecycle::Up | Lifecycle::Down { .. } | Lifecycle::Joining => {
+                    let seen = observed
+                        .and_then(|o| o.get(id.as_str()))
+                        .filter(|m| eligible(m));
+                    let mut spec = specs.get(id).cloned().unwrap_or_else(|| MemberSpec {
+                        id: id.clone(),
+                        zone: None,
+                        weight: 1,
+                    });
+                    if let Some(zone) = seen.and_then(|m| m.zone.clone()) {
+                        spec.zone = Some(zone);
+                    }
+                    desired.push(spec);
+                }
+            }
+        }
+        desired
     }
 
     fn reconsider(&mut self, now: Instant) {
         let Some(observed) = &self.observed else {
             return;
         };
-        // Down tracking for members of the rings.
-        let mut down = BTreeMap::new();
-        for spec in self
-            .state
-            .committed
-            .members()
-            .iter()
-            .chain(self.target_ring().members())
-        {
-            if !observed.get(spec.id.as_str()).is_some_and(eligible) {
-                let since = self.down_since.get(&spec.id).copied().unwrap_or(now);
-                down.insert(spec.id.clone(), since);
+        let lifecycles = self.lifecycles_at(observed, now);
+        if lifecycles != self.lifecycles {
+            for (id, l) in &lifecycles {
+                let before = self.lifecycles.get(id);
+                match (before, l) {
+                    (Some(Lifecycle::Down { .. }), Lifecycle::Down { .. }) => {}
+                    (_, Lifecycle::Down { .. }) => {
+                        info!(member = %id, grace = ?self.timing.down_grace, "member down; it keeps its ranges until the grace ends")
+                    }
+                    (Some(Lifecycle::Down { .. }), Lifecycle::Up) => {
+                        info!(member = %id, "member back up")
+                    }
+                    (Some(Lifecycle::Down { .. }), Lifecycle::Gone) => {
+                        info!(member = %id, "member down past its grace: it leaves the ring")
+                    }
+                    _ => {}
+                }
             }
-        }
-        if down != self.down_since {
-            for id in down.keys().filter(|id| !self.down_since.contains_key(*id)) {
-                info!(member = %id, grace = ?self.timing.down_grace, "member down; it keeps its ranges until the grace ends");
-            }
-            for id in self.down_since.keys().filter(|id| !down.contains_key(*id)) {
-                info!(member = %id, "member back up");
-            }
-            self.down_since = down;
+            self.lifecycles = lifecycles;
             self.touch(false);
         }
 
-        // A source that went down (or came back) mid-plan changes who can
-        // stream: plan again to the same target.
-        let unavailable = self.currently_unavailable();
-        if unavailable != self.unavailable {
-            self.unavailable = unavailable;
-            if self.plan_in_progress().is_some() {
-                self.replan_same_target();
-            }
-        }
-
-        let desired = self.desired(now);
-        let reconfiguring = self.settings != self.state.settings
+        let desired = self.desired();
+        let reconfiguring = self.settings != self.working.settings
             && self
-                .state
+                .working
                 .plan
                 .as_ref()
                 .is_none_or(|p| p.settings != self.settings);
-        if desired.as_slice() == self.target_ring().members() && !reconfiguring {
-            if self.pending.take().is_some() {
+        if desired.as_slice() == self.ring().members() && !reconfiguring {
+            if matches!(self.phase, Phase::Settling { .. }) {
+                self.phase = Phase::Steady;
                 self.touch(false);
             }
             return;
         }
-        match &mut self.pending {
-            Some(p) if p.desired == desired => {}
-            Some(p) => {
-                p.desired = desired;
-                p.last = now;
-                self.version += 1;
+        match &mut self.phase {
+            Phase::Settling {
+                desired: waiting,
+                last,
+                ..
+            } => {
+                if *waiting != desired {
+                    *waiting = desired;
+                    *last = now;
+                    self.version += 1;
+                }
             }
-            None => {
-                self.pending = Some(Pending {
+            _ => {
+                self.phase = Phase::Settling {
                     first: now,
                     last: now,
                     desired,
-                });
+                };
                 self.version += 1;
             }
         }
-        let p = self.pending.as_ref().expect("set above");
-        let quiet = now >= p.last + self.timing.settle;
-        let waited_long = now >= p.first + self.timing.settle_max;
-        if quiet || waited_long {
-            let desired = p.desired.clone();
-            if desired.is_empty() {
-                warn!("every member is gone; keeping the last ring until members return");
-                return;
-            }
-            match self.make_plan(&desired, now) {
-                Ok(()) => self.pending = None,
-                Err(e) => warn!(error = %e, "could not plan the membership change; will retry"),
-            }
-        }
-    }
-
-    fn replan_same_target(&mut self) {
-        let from = self.committed();
-        let options = PlanOptions {
-            unavailable: self.unavailable.clone(),
-        };
-        let Some(record) = self
-            .state
-            .plan
-            .as_ref()
-            .filter(|p| p.state == PlanState::InProgress)
+        let Phase::Settling {
+            first,
+            last,
+            desired,
+        } = &self.phase
         else {
-            return;
+            unreachable!("set above")
         };
-        let to = Placement::new(record.target.clone(), record.settings.replication())
-            .expect("validated settings");
-        match replan(&from, &record.plan, &to, &options) {
-            Ok(new) if new != record.plan => {
-                let lost = new
-                    .moves
-                    .iter()
-                    .filter(|m| m.state == MoveState::SourceLost)
-                    .count();
-                info!(plan = %record.id, source_lost = lost, "sources changed; plan revised");
-                self.state.plan.as_mut().expect("checked").plan = new;
-                self.state.revision += 1;
-                self.touch(true);
+        let quiet = now >= *last + self.timing.settle;
+        let waited_long = now >= *first + self.timing.settle_max;
+        if quiet || waited_long {
+            let desired = desired.clone();
+            let outcome = if desired.is_empty() {
+                warn!("every member is gone; keeping the last ring until members return");
+                Ok(false)
+            } else {
+                self.make_plan(&desired).map(|()| true)
+            };
+            match outcome {
+                Ok(true) => self.phase = Phase::Steady,
+                failed => {
+                    if let Err(e) = failed {
+                        warn!(error = %e, "could not plan the membership change; will retry");
+                    }
+                    // Try again after another settle window, not at once.
+                    if let Phase::Settling { first, last, .. } = &mut self.phase {
+                        *first = now;
+                        *last = now;
+                    }
+                }
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "could not revise the plan"),
         }
     }
 
-    fn make_plan(&mut self, desired: &[MemberSpec], now: Instant) -> Result<(), CoordinatorError> {
-        let _ = now;
-        let target = next_ring(self.target_ring(), &self.settings, desired)?;
+    /// Members that cannot stream: they left (past their grace). A member
+    /// down within its grace is not among them: its moves wait for it.
+    fn departed(&self, desired: &[MemberSpec]) -> BTreeSet<MemberId> {
+        let wanted: BTreeSet<&MemberId> = desired.iter().map(|s| &s.id).collect();
+        let mut all: BTreeSet<MemberId> = BTreeSet::new();
+        all.extend(
+            self.working
+                .committed
+                .members()
+                .iter()
+                .map(|s| s.id.clone()),
+        );
+        if let Some(p) = self.working.in_flight() {
+            all.extend(p.target.members().iter().map(|s| s.id.clone()));
+            all.extend(p.plan.moves.iter().map(|m| m.to.clone()));
+        }
+        all.retain(|id| !wanted.contains(id));
+        all
+    }
+
+    fn make_plan(&mut self, desired: &[MemberSpec]) -> Result<(), CoordinatorError> {
         let from = self.committed();
-        let to = Placement::new(target.clone(), self.settings.replication())?;
         let options = PlanOptions {
-            unavailable: self.unavailable.clone(),
+            unavailable: self.departed(desired),
         };
-        let started = std::time::Instant::now();
-        let new_plan = match self.plan_in_progress() {
-            Some(current) => replan(&from, &current.plan, &to, &options)?,
-            None => plan(&from, &to, &options)?,
+        let revert =
+            desired == self.working.committed.members() && self.settings == self.working.settings;
+        let (target, new_plan) = match self.working.in_flight() {
+            Some(current) if revert => {
+                // Back to the committed member set: nothing needs to move.
+                let to = from.clone();
+                let cancelled = replan(&from, &current.plan, &to, &options)?;
+                (to.ring().clone(), cancelled)
+            }
+            Some(current) => {
+                // The target that moves least from the holdings, among the
+                // rings made from the committed ring and from the in-flight
+                // target.
+                let mut best: Option<(Ring, Plan)> = None;
+                for base in [&current.target, &self.working.committed] {
+                    let ring = next_ring(base, &self.settings, desired)?;
+                    if best.as_ref().is_some_and(|(r, _)| *r == ring) {
+                        continue;
+                    }
+                    let to = Placement::new(ring.clone(), self.settings.replication())?;
+                    let candidate = replan(&from, &current.plan, &to, &options)?;
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| remaining(&candidate) < remaining(b))
+                    {
+                        best = Some((ring, candidate));
+                    }
+                }
+                best.expect("two candidates tried")
+            }
+            None => {
+                if let Some(cancelled) = self
+                    .working
+                    .plan
+                    .as_ref()
+                    .filter(|p| p.state == PlanState::Cancelled)
+                    && self.stored.plan.as_ref() != Some(cancelled)
+                {
+                    return Err(CoordinatorError::CancelNotStored);
+                }
+                let ring = next_ring(&self.working.committed, &self.settings, desired)?;
+                let to = Placement::new(ring.clone(), self.settings.replication())?;
+                let fresh = plan(&from, &to, &options)?;
+                (ring, fresh)
+            }
         };
-        let elapsed = started.elapsed();
+        // A target the store could not read back would make the state
+        // unusable after a restart: refuse it (and retry later) rather than
+        // store it.
+        if let Err(e) = Ring::try_from(ringleader_ring::RingSnapshot::from(&target)) {
+            warn!(error = %e, members = target.len(), "the ring allocator made a ring that cannot be stored; not planning it");
+            return Err(CoordinatorError::Ring(e));
+        }
+        let lost: Vec<Move> = new_plan
+            .moves
+            .iter()
+            .filter(|m| m.state == MoveState::SourceLost)
+            .cloned()
+            .collect();
+        for m in &lost {
+            warn!(r#move = %m.id, range = %m.range, from = %m.from, to = %m.to, "every member holding this range is gone: the data must come from a backup");
+        }
         let record = PlanRecord {
-            id: plan_id(self.state.epoch, &target),
-            from_epoch: self.state.epoch,
-            to_epoch: self.state.epoch + 1,
-            state: PlanState::InProgress,
+            id: plan_id(self.working.epoch, self.working.revision + 1, &target),
+            from_epoch: self.working.epoch,
+            to_epoch: self.working.epoch + 1,
+            state: if revert {
+                PlanState::Cancelled
+            } else {
+                PlanState::InProgress
+            },
             target,
             settings: self.settings,
             plan: new_plan,
             // Stamped by the runtime (crate::plan_times), which reads the clock.
             times: PlanTimes::default(),
         };
+        if self.working.plan.as_ref() == Some(&record) {
+            return Ok(());
+        }
         let s = &record.plan.summary;
-        info!(
-            plan = %record.id,
-            from_epoch = record.from_epoch,
-            to_epoch = record.to_epoch,
-            members = record.target.len(),
-            moves = s.moves,
-            moved_fraction = format_args!("{:.4}", s.moved_fraction),
-            ideal_fraction = format_args!("{:.4}", s.ideal_fraction),
-            planned_in = ?elapsed,
-            "plan made"
-        );
-        self.last_plan_seconds = elapsed.as_secs_f64();
+        if revert {
+            info!(plan = %record.id, epoch = record.from_epoch, "members back to the committed set: plan cancelled, nothing moves");
+        } else {
+            info!(
+                plan = %record.id,
+                from_epoch = record.from_epoch,
+                to_epoch = record.to_epoch,
+                members = record.target.len(),
+                moves = s.moves,
+                moved_fraction = format_args!("{:.4}", s.moved_fraction),
+                ideal_fraction = format_args!("{:.4}", s.ideal_fraction),
+                source_lost = lost.len(),
+                "plan made"
+            );
+        }
         self.plans_made += 1;
-        let commit_now = self.settings.mode == Mode::Auto || record.plan.is_complete();
-        self.state.plan = Some(record);
-        self.state.revision += 1;
+        let commit_now = !revert && (self.settings.mode == Mode::Auto || record.plan.is_complete());
+        self.working.plan = Some(record);
+        self.working.revision += 1;
         if commit_now {
             self.commit();
         }
@@ -455,16 +754,49 @@ impl Coordinator {
         Ok(())
     }
 
+    /// After a move is done, its target holds the range: a `source_lost`
+    /// move of that range can stream from it now.
+    fn resource_lost_moves(&mut self) {
+        let Some(record) = self.working.in_flight() else {
+            return;
+        };
+        if !record
+            .plan
+            .moves
+            .iter()
+            .any(|m| m.state == MoveState::SourceLost)
+        {
+            return;
+        }
+        let desired = record.target.members().to_vec();
+        let options = PlanOptions {
+            unavailable: self.departed(&desired),
+        };
+        let Ok(to) = Placement::new(record.target.clone(), record.settings.replication()) else {
+            return;
+        };
+        match replan(&self.committed(), &record.plan, &to, &options) {
+            Ok(revised) if revised != record.plan => {
+                info!(plan = %record.id, "a range whose holders were all gone is held again: its move has a source now");
+                if let Some(p) = self.working.plan.as_mut() {
+                    p.plan = revised;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not revise the plan's lost moves"),
+        }
+    }
+
     fn commit(&mut self) {
-        let mut record = self.state.plan.take().expect("a plan to commit");
-        self.state.committed = record.target.clone();
-        self.state.settings = record.settings;
-        self.state.epoch = record.to_epoch;
-        self.state.revision = 0;
-        info!(plan = %record.id, epoch = self.state.epoch, members = self.state.committed.len(), "plan committed");
+        let mut record = self.working.plan.take().expect("a plan to commit");
+        self.working.committed = record.target.clone();
+        self.working.settings = record.settings;
+        self.working.epoch = record.to_epoch;
+        self.working.revision = 0;
+        info!(plan = %record.id, epoch = self.working.epoch, members = self.working.committed.len(), "plan committed");
         if self.settings.mode == Mode::Auto {
             record.state = PlanState::Committed;
-            self.state.plan = Some(record);
+            self.working.plan = Some(record);
         }
         self.touch(true);
     }
@@ -472,7 +804,7 @@ impl Coordinator {
     /// A shard reports a move done. Reporting a done move again is fine.
     pub fn move_done(&mut self, id: &str) -> Result<MoveReport, CoordinatorError> {
         let record = self
-            .state
+            .working
             .plan
             .as_mut()
             .filter(|p| p.state == PlanState::InProgress)
@@ -496,7 +828,11 @@ impl Coordinator {
             });
         }
         info!(plan = %record.id, r#move = %done.id, from = %done.from, to = %done.to, remaining, "move done");
-        self.state.revision += 1;
+        self.working.revision += 1;
+        self.resource_lost_moves();
+        let remaining = self.working.in_flight().map_or(0, |p| {
+            p.plan.moves.iter().filter(|m| m.state.is_open()).count()
+        });
         let committed = remaining == 0;
         if committed {
             self.commit();
@@ -509,35 +845,39 @@ impl Coordinator {
         })
     }
 
-    /// Every member of the committed ring, the in-flight target and the
-    /// pending change, with its state.
+    /// Every member of the shown rings and of the pending change, with its
+    /// state.
     pub fn members(&self) -> Vec<MemberStatus> {
+        let shown = &self.stored;
+        let in_flight = shown.in_flight();
         let mut specs: BTreeMap<&MemberId, &MemberSpec> = BTreeMap::new();
-        for spec in self
-            .state
+        for spec in shown
             .committed
             .members()
             .iter()
-            .chain(self.target_ring().members())
+            .chain(in_flight.iter().flat_map(|p| p.target.members()))
         {
             specs.insert(&spec.id, spec);
         }
-        if let Some(p) = &self.pending {
-            for spec in &p.desired {
+        if let Phase::Settling { desired, .. } = &self.phase {
+            for spec in desired {
                 specs.entry(&spec.id).or_insert(spec);
             }
         }
-        let in_progress = self.plan_in_progress();
         specs
             .into_values()
             .map(|spec| {
                 let observed = self.observed.as_ref().and_then(|o| o.get(spec.id.as_str()));
-                let in_committed = self.state.committed.member(spec.id.as_str()).is_some();
-                let state = if self.down_since.contains_key(&spec.id) {
+                let in_committed = shown.committed.member(spec.id.as_str()).is_some();
+                let down = matches!(
+                    self.lifecycles.get(&spec.id),
+                    Some(Lifecycle::Down { .. } | Lifecycle::Gone)
+                );
+                let state = if down {
                     MemberState::Down
                 } else if !in_committed {
                     MemberState::Joining
-                } else if in_progress.is_some_and(|p| p.target.member(spec.id.as_str()).is_none()) {
+                } else if in_flight.is_some_and(|p| p.target.member(spec.id.as_str()).is_none()) {
                     MemberState::Leaving
                 } else {
                     MemberState::Up
@@ -555,9 +895,25 @@ impl Coordinator {
             .collect()
     }
 
-    /// How long the last plan took to compute, in seconds.
-    pub fn last_plan_seconds(&self) -> f64 {
-        self.last_plan_seconds
+    /// Why lookups should not be routed here yet, if so: `Ok` once the
+    /// source has synced, the last save succeeded, and lookups can be
+    /// answered (a committed ring with members, or no ready members at all).
+    pub fn readiness(&self) -> Result<(), String> {
+        let Some(observed) = &self.observed else {
+            return Err("waiting for the membership source's first member set".into());
+        };
+        if let StoreHealth::Failing { reason } = &self.store_health {
+            return Err(format!(
+                "the last save failed, so the state shown is the last one stored: {reason}"
+            ));
+        }
+        if self.stored.committed.is_empty() && observed.iter().any(eligible) {
+            return Err(
+                "the first ring has not been committed yet (it is planned once the members have been quiet for --settle); lookups answer from then on"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Plans made since start.
@@ -565,13 +921,16 @@ impl Coordinator {
         self.plans_made
     }
 
-    /// Seconds until the pending change is planned, if one is waiting.
+    /// How long until the pending change is planned, if one is waiting.
     pub fn pending_for(&self, now: Instant) -> Option<Duration> {
-        self.pending.as_ref().map(|p| {
-            (p.last + self.timing.settle)
-                .min(p.first + self.timing.settle_max)
-                .saturating_duration_since(now)
-        })
+        match &self.phase {
+            Phase::Settling { first, last, .. } => Some(
+                (*last + self.timing.settle)
+                    .min(*first + self.timing.settle_max)
+                    .saturating_duration_since(now),
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -598,10 +957,11 @@ impl Coordinator {
         let Some(observed) = &self.observed else {
             return Vec::new();
         };
-        let in_plan = self.plan_in_progress();
+        let shown = &self.stored;
+        let in_plan = shown.in_flight();
         observed
             .iter()
-            .filter(|m| self.state.committed.member(m.id.as_str()).is_none())
+            .filter(|m| shown.committed.member(m.id.as_str()).is_none())
             .map(|m| {
                 let id = MemberId::new(m.id.as_str());
                 let reason = if m.terminating {
@@ -610,10 +970,7 @@ impl Coordinator {
                     OutsideReason::NotReady
                 } else if in_plan.is_some_and(|p| p.target.member(id.as_str()).is_some()) {
                     OutsideReason::Joining
-                } else if self
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.desired.iter().any(|s| s.id == id))
+                } else if matches!(&self.phase, Phase::Settling { desired, .. } if desired.iter().any(|s| s.id == id))
                 {
                     OutsideReason::Settling
                 } else {
@@ -629,26 +986,36 @@ impl Coordinator {
             .collect()
     }
 
-    /// When the grace of a `down` member ends (it then leaves the ring).
-    pub fn grace_ends(&self, id: &MemberId) -> Option<Instant> {
-        self.down_since
-            .get(id)
-            .map(|&since| since + self.timing.down_grace)
+    /// When the grace of a `down` member ends (it then leaves the ring), if
+    /// the grace is running (it stops while the source is not synced).
+    pub fn grace_ends(&self, id: &MemberId, now: Instant) -> Option<Instant> {
+        match self.lifecycles.get(id)? {
+            Lifecycle::Down { since } if self.source_synced => Some(
+                now + (*since + self.timing.down_grace).saturating_sub(self.grace_clock.at(now)),
+            ),
+            _ => None,
+        }
     }
 
     /// When the change waiting for the settle window is planned, at the
     /// latest.
     pub fn settle_ends(&self) -> Option<Instant> {
-        self.pending
-            .as_ref()
-            .map(|p| (p.last + self.timing.settle).min(p.first + self.timing.settle_max))
+        match &self.phase {
+            Phase::Settling { first, last, .. } => {
+                Some((*last + self.timing.settle).min(*first + self.timing.settle_max))
+            }
+            _ => None,
+        }
     }
 
     /// Stamps the plan's wall-clock times if it changed since `clock` last
     /// looked (the core reads no clock; the runtime calls this before each
     /// save, so the stamps are saved with the change they date).
     pub fn stamp_plan(&mut self, clock: &mut crate::plan_times::PlanClock, now_ms: u64) {
-        clock.stamp(&mut self.state, now_ms);
+        if clock.stamp(&mut self.working, now_ms) {
+            // Part of the change being saved, not a change of its own.
+            self.version += 1;
+        }
     }
 }
 
@@ -681,23 +1048,33 @@ mod tests {
         (0..n).map(|i| member(&format!("db-{i}"), true)).collect()
     }
 
-    fn coordinator(mode: Mode) -> Coordinator {
+    /// A coordinator whose source is synced from `t0`.
+    fn coordinator_at(mode: Mode, t0: Instant) -> Coordinator {
         let settings = RingSettings {
             mode,
             ..RingSettings::default()
         };
-        Coordinator::new(State::fresh(settings).unwrap(), settings, Timing::default())
+        let mut c = Coordinator::new(State::fresh(settings).unwrap(), settings, Timing::default());
+        c.source_synced(true, t0);
+        c
     }
 
     const SETTLE: Duration = Duration::from_secs(5);
 
+    /// The store took whatever changed.
+    fn store(c: &mut Coordinator) {
+        if let Some(save) = c.to_save() {
+            c.saved(save);
+        }
+    }
+
     #[test]
     fn first_members_commit_after_settle_without_moves() {
         let t0 = Instant::now();
-        let mut c = coordinator(Mode::Ack);
+        let mut c = coordinator_at(Mode::Ack, t0);
         c.observe(pods(3), t0);
         assert_eq!(c.state().epoch, 0, "waits for the settle window");
-        assert_eq!(c.next_deadline(), Some(t0 + SETTLE));
+        assert_eq!(c.next_deadline(t0), Some(t0 + SETTLE));
         c.tick(t0 + SETTLE);
         assert_eq!(c.state().epoch, 1);
         assert!(c.state().plan.is_none());
@@ -707,7 +1084,7 @@ mod tests {
     #[test]
     fn scale_up_is_one_plan_and_commits_with_the_last_ack() {
         let t0 = Instant::now();
-        let mut c = coordinator(Mode::Ack);
+        let mut c = coordinator_at(Mode::Ack, t0);
         c.observe(pods(3), t0);
         c.tick(t0 + SETTLE);
         // Pods 3..10 arrive one second apart: one plan at the end.
@@ -750,7 +1127,7 @@ mod tests {
     #[test]
     fn pod_restart_within_grace_moves_nothing() {
         let t0 = Instant::now();
-        let mut c = coordinator(Mode::Ack);
+        let mut c = coordinator_at(Mode::Ack, t0);
         c.observe(pods(3), t0);
         c.tick(t0 + SETTLE);
         let before = c.state().clone();
@@ -758,6 +1135,7 @@ mod tests {
             set(&[("db-0", true), ("db-1", false), ("db-2", true)]),
             t0 + Duration::from_secs(10),
         );
+        store(&mut c);
         assert_eq!(
             c.members()
                 .iter()
@@ -781,7 +1159,7 @@ mod tests {
     #[test]
     fn a_member_gone_past_its_grace_leaves() {
         let t0 = Instant::now();
-        let mut c = coordinator(Mode::Auto);
+        let mut c = coordinator_at(Mode::Auto, t0);
         c.observe(pods(4), t0);
         c.tick(t0 + SETTLE);
         c.observe(pods(3), t0 + Duration::from_secs(10));
@@ -813,7 +1191,7 @@ mod tests {
     #[test]
     fn a_change_mid_plan_replans_and_keeps_move_ids() {
         let t0 = Instant::now();
-        let mut c = coordinator(Mode::Ack);
+        let mut c = coordinator_at(Mode::Ack, t0);
         c.observe(pods(4), t0);
         c.tick(t0 + SETTLE);
         c.observe(pods(6), t0 + Duration::from_secs(10));
@@ -849,9 +1227,142 @@ mod tests {
     #[test]
     fn not_ready_pods_do_not_join() {
         let t0 = Instant::now();
-        let mut c = coordinator(Mode::Ack);
+        let mut c = coordinator_at(Mode::Ack, t0);
         c.observe(set(&[("db-0", true), ("db-1", false)]), t0);
         c.tick(t0 + SETTLE);
         assert_eq!(c.state().committed.len(), 1);
+    }
+
+    fn moves(c: &Coordinator) -> Vec<(String, String, String, MoveState)> {
+        c.state()
+            .plan
+            .iter()
+            .flat_map(|p| &p.plan.moves)
+            .map(|m| {
+                (
+                    m.id.to_string(),
+                    m.from.to_string(),
+                    m.to.to_string(),
+                    m.state,
+                )
+            })
+            .collect()
+    }
+
+    /// Regression (issue 10, item 1): scaling 3 → 5 and back to 3 mid-plan
+    /// made a new plan from the in-flight target that moved 12.5 % of the
+    /// data among the three pods that never changed.
+    #[test]
+    fn a_revert_to_the_committed_members_mid_plan_cancels_the_plan_and_moves_nothing() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        let committed = c.state().committed.clone();
+        c.observe(pods(5), t0 + Duration::from_secs(10));
+        c.tick(t0 + Duration::from_secs(15));
+        let first = c.state().plan.clone().expect("a plan to five");
+        let done = first.plan.moves[0].id.to_string();
+        c.move_done(&done).unwrap();
+        // db-3 and db-4 go away again; past their grace and the settle:
+        c.observe(pods(3), t0 + Duration::from_secs(20));
+        c.tick(t0 + Duration::from_secs(80));
+        c.tick(t0 + Duration::from_secs(85));
+        let state = c.state();
+        assert_eq!(state.epoch, 1, "no new epoch");
+        assert_eq!(
+            state.committed, committed,
+            "the committed ring is untouched"
+        );
+        let plan = state
+            .plan
+            .as_ref()
+            .expect("the cancelled plan stays listed");
+        assert_eq!(plan.state, PlanState::Cancelled);
+        assert!(
+            plan.plan.moves.iter().all(|m| !m.state.is_open()),
+            "nothing moves"
+        );
+        assert_eq!(
+            plan.plan.moves.len(),
+            first.plan.moves.len(),
+            "every move still listed"
+        );
+        assert_eq!(plan.plan.get(&done).unwrap().state, MoveState::Done);
+        assert!(
+            plan.plan
+                .cleanups
+                .iter()
+                .all(|c| c.member.as_str() == first.plan.moves[0].to.as_str()),
+            "only what the done move copied is cleaned up"
+        );
+    }
+
+    /// Regression (issue 10, item 2): a source not ready for a second
+    /// mid-plan (within the grace) had its moves re-sourced and merged, so
+    /// their ids changed and a shard acking the ids it was given got 404.
+    #[test]
+    fn a_source_down_within_the_grace_changes_no_move() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(4), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(6), t0 + Duration::from_secs(10));
+        c.tick(t0 + Duration::from_secs(15));
+        let before = moves(&c);
+        let source = before[0].1.clone();
+        let mut blip: Vec<(String, bool)> = (0..6).map(|i| (format!("db-{i}"), true)).collect();
+        for (id, ready) in &mut blip {
+            *ready = *id != source;
+        }
+        let blip: Vec<(&str, bool)> = blip.iter().map(|(id, r)| (id.as_str(), *r)).collect();
+        c.observe(set(&blip), t0 + Duration::from_secs(20));
+        c.tick(t0 + Duration::from_secs(21));
+        assert_eq!(moves(&c), before, "down within the grace: its moves wait");
+        c.observe(pods(6), t0 + Duration::from_secs(22));
+        c.tick(t0 + Duration::from_secs(200));
+        assert_eq!(moves(&c), before, "back within the grace: nothing changed");
+        for (id, ..) in &before {
+            c.move_done(id).expect("every id given out is still valid");
+        }
+        assert_eq!(c.state().epoch, 2);
+    }
+
+    /// Regression (issue 10, item 9): the down-grace ran while the source
+    /// was failing, so an API-server outage longer than the grace planned
+    /// out a pod that was only restarting.
+    #[test]
+    fn the_grace_counts_only_while_the_source_is_synced() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(4), t0);
+        c.tick(t0 + SETTLE);
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        // db-3 restarts; 5 s later the source loses the API server.
+        c.observe(
+            set(&[
+                ("db-0", true),
+                ("db-1", true),
+                ("db-2", true),
+                ("db-3", false),
+            ]),
+            s(10),
+        );
+        c.source_synced(false, s(15));
+        assert_eq!(
+            c.next_deadline(s(15)),
+            None,
+            "no grace runs out while the source is failing"
+        );
+        c.tick(s(500));
+        assert!(c.state().plan.is_none(), "an outage removes nobody");
+        assert_eq!(c.phase(), &Phase::Steady);
+        // Back: the 5 s counted before the outage stand; 55 s to go.
+        c.source_synced(true, s(500));
+        assert_eq!(c.next_deadline(s(500)), Some(s(555)));
+        c.observe(pods(4), s(510));
+        c.tick(s(1000));
+        assert!(c.state().plan.is_none(), "it came back within the grace");
+        assert_eq!(c.state().committed.len(), 4);
     }
 }

@@ -14,6 +14,8 @@ pub mod plan_times;
 pub mod runtime;
 pub mod serve;
 pub mod settings;
+#[cfg(test)]
+mod sim;
 pub mod simulate;
 pub mod state;
 pub mod view;

@@ -299,7 +299,12 @@ mod tests {
             .collect()
     }
 
-    fn view_of(c: &Coordinator) -> View {
+    /// The view once the store took what changed (views show stored
+    /// states only).
+    fn view_of(c: &mut Coordinator) -> View {
+        if let Some(save) = c.to_save() {
+            c.saved(save);
+        }
         View::build(c, None, SourceStatus::default(), true, None)
     }
 
@@ -312,10 +317,11 @@ mod tests {
         let timing = Timing::default();
         let mut c = Coordinator::new(State::fresh(settings).unwrap(), settings, timing);
         let t0 = Instant::now();
+        c.source_synced(true, t0);
         c.observe(pods(3), t0);
         c.tick(t0 + timing.settle);
         let metrics = Metrics::new();
-        metrics.observe_view(&view_of(&c));
+        metrics.observe_view(&view_of(&mut c));
         let text = metrics.encode();
         for line in [
             "ringleader_member_tokens{member=\"db-2\"} 16",
@@ -336,7 +342,7 @@ mod tests {
         c.tick(t1 + timing.down_grace);
         c.tick(t1 + timing.down_grace + timing.settle);
         assert_eq!(c.state().committed.len(), 2);
-        metrics.observe_view(&view_of(&c));
+        metrics.observe_view(&view_of(&mut c));
         let text = metrics.encode();
         assert!(!text.contains("member=\"db-2\""), "{text}");
         assert!(

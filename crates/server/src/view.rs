@@ -1,6 +1,9 @@
 //! The read model: an immutable snapshot of the coordinator that the HTTP
 //! API answers from.
 //!
+//! A view shows the coordinator's *stored* state ([`Coordinator::shown`]):
+//! nothing is visible before the store holds it.
+//!
 //! The runtime builds a new [`View`] after every change and publishes it
 //! through a `tokio::sync::watch` channel; handlers read the latest one
 //! without ever waiting for the coordinator. Everything a request needs that
@@ -117,6 +120,9 @@ pub struct View {
     /// Whether this instance is a follower (leader election on, another
     /// instance leads): it serves the stored state and refuses writes.
     pub follower: bool,
+    /// Why this instance is not ready to serve lookups, if it is not (the
+    /// source has not synced, the last save failed, no ring committed yet).
+    pub unready: Option<String>,
     /// Endpoints the source sees that the committed ring does not have.
     pub outside: Vec<Outside>,
     /// When the grace of each `down` member ends, on both clocks: the
@@ -140,7 +146,7 @@ impl View {
         state_loaded: bool,
         leader: Option<String>,
     ) -> Self {
-        let state = coordinator.state();
+        let state = &**coordinator.shown();
         let (ring, figures) = match previous {
             Some(p)
                 if p.epoch == state.epoch
@@ -174,7 +180,7 @@ impl View {
         let grace_ends = members
             .iter()
             .filter_map(|m| {
-                let ends = coordinator.grace_ends(&m.id)?;
+                let ends = coordinator.grace_ends(&m.id, now)?;
                 Some((
                     m.id.clone(),
                     (ends, wall + ends.saturating_duration_since(now)),
@@ -197,6 +203,7 @@ impl View {
             state_loaded,
             leader,
             follower: false,
+            unready: coordinator.readiness().err(),
             plan_view: OnceLock::new(),
             token_views: OnceLock::new(),
         }
@@ -207,6 +214,27 @@ impl View {
         self.plan
             .as_deref()
             .filter(|p| p.state == PlanState::InProgress)
+    }
+
+    /// Whether `/readyz` says ready: the state is loaded and, on the leader
+    /// (or alone), lookups answer and the last save succeeded; `Err` says
+    /// why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.state_loaded {
+            return Err(if self.follower {
+                "following: the stored state has not been read yet".into()
+            } else {
+                "state not loaded".into()
+            });
+        }
+        if self.follower {
+            // A follower serves reads from the stored state: ready once read.
+            return Ok(());
+        }
+        match &self.unready {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
     }
 
     /// The ring the next plan (or a preview) starts from.

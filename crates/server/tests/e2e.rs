@@ -635,3 +635,138 @@ async fn life_of_a_coordinator_on_kubernetes() {
     let status = server.terminate();
     assert!(status.success(), "{}", server.logs());
 }
+
+fn move_states(plan: &Value) -> Vec<(String, String, String, String)> {
+    let mut moves: Vec<_> = plan["moves"]
+        .as_array()
+        .map(|moves| {
+            moves
+                .iter()
+                .map(|m| {
+                    let text = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+                    (text("id"), text("from"), text("to"), text("state"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    moves.sort();
+    moves
+}
+
+/// Issue 10, items 1–4 on the real binary: ready only once lookups answer;
+/// a scale-up reverted mid-plan cancels the plan, moves nothing and keeps
+/// its moves listed as cancelled; a source down for a second mid-plan
+/// changes no move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_stay_safe_when_kubernetes_changes_its_mind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slices = dir.path().join("slices.yaml");
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    write_atomically(&slices, &slices_yaml(&pods(3), 100));
+    let mut args = serve_args("file:slices.yaml");
+    let settle = args.iter().position(|a| a == "--settle").expect("--settle") + 1;
+    args[settle] = "1500ms".into();
+    let mut server = start(dir.path(), &args, &[], "safe.log");
+
+    // Item 4: whenever /readyz says 200, lookups answer.
+    let mut saw_not_ready = false;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (ready, _) = get(&format!("{}/readyz", server.url)).await;
+        let (lookup, body) = get(&format!("{}/v1/lookup?key=user:1", server.url)).await;
+        if ready == 200 {
+            // The lookup ran after the readiness check: it must answer.
+            assert_eq!(lookup, 200, "ready but lookups answer {lookup}: {body}");
+            break;
+        }
+        if ready == 503 {
+            saw_not_ready = true;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_not_ready, "not ready during the first --settle");
+    wait_epoch(&server, 1, 3).await;
+    let owners_before = owners(&server, 200).await;
+
+    // Items 1 and 3: 3 → 5, one move done, back to 3.
+    write_atomically(&slices, &slices_yaml(&pods(5), 100));
+    let plan5 = wait_plan(&server, 5).await;
+    let first = plan5["moves"][0]["id"].as_str().expect("a move").to_owned();
+    let (status, body) = send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/plan/moves/{first}/done", server.url))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    write_atomically(&slices, &slices_yaml(&pods(3), 100));
+    let url = format!("{}/v1/plan", server.url);
+    let cancelled = eventually("the plan cancelled", WAIT, || {
+        let url = url.clone();
+        async move {
+            let (_, body) = get(&url).await;
+            (body["plan"]["state"] == "cancelled").then(|| body["plan"].clone())
+        }
+    })
+    .await;
+    let states = move_states(&cancelled);
+    assert_eq!(
+        states.len(),
+        move_states(&plan5).len(),
+        "every move still listed: {cancelled}"
+    );
+    assert!(
+        states.iter().all(|(id, .., state)| if *id == first {
+            state == "done"
+        } else {
+            state == "cancelled"
+        }),
+        "{cancelled}"
+    );
+    assert_eq!(ring(&server).await["epoch"], 1, "no new epoch");
+    assert_eq!(owners(&server, 200).await, owners_before, "nothing moved");
+    // Still listed a while later (they vanished within milliseconds).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(move_states(&plan(&server).await), states);
+
+    // Item 2: 3 → 5 again; a source not ready for a second mid-plan.
+    write_atomically(&slices, &slices_yaml(&pods(5), 100));
+    let url = format!("{}/v1/plan", server.url);
+    let planned = eventually("a new plan to five", WAIT, || {
+        let url = url.clone();
+        async move {
+            let (_, body) = get(&url).await;
+            (body["plan"]["state"] == "in_progress").then(|| body["plan"].clone())
+        }
+    })
+    .await;
+    let before = move_states(&planned);
+    let source = before[0].1.clone();
+    let mut blip = pods(5);
+    for pod in &mut blip {
+        pod.ready = pod.name != source;
+    }
+    write_atomically(&slices, &slices_yaml(&blip, 100));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        move_states(&plan(&server).await),
+        before,
+        "down within the grace"
+    );
+    write_atomically(&slices, &slices_yaml(&pods(5), 100));
+    tokio::time::sleep(Duration::from_secs(4)).await; // past the grace
+    assert_eq!(
+        move_states(&plan(&server).await),
+        before,
+        "back within the grace"
+    );
+    let last = ack_all(&server, &planned).await;
+    assert_eq!(last["epoch"], 2);
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.logs());
+}

@@ -404,8 +404,13 @@ async fn a_state_written_behind_the_leaders_back_is_not_overwritten() {
     kit.shutdown().await;
 }
 
+/// Regression (issue 10, item 6): on a 409 the ConfigMap store overwrote
+/// the stored state whenever its (epoch, revision) was lower than the
+/// writer's own. Positions of two diverged histories cannot be compared: a
+/// deposed leader's delayed write, at a higher position, erased its
+/// successor's acknowledged move. A conflicting write is never forced now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_configmap_store_overwrites_older_states_and_never_newer_ones() {
+async fn a_deposed_leaders_write_never_overwrites_its_successors_state() {
     use ringleader::state::StoreError;
     let kit = TestApiServer::start().await.expect("testkit");
     let (a, b) = (
@@ -416,27 +421,38 @@ async fn the_configmap_store_overwrites_older_states_and_never_newer_ones() {
     state.epoch = 1;
     a.save(&state).await.expect("created");
     assert_eq!(b.load().await.expect("load"), Some(state.clone()));
-    // a moves on; b, behind, tries to write something at a's old position.
-    let mut newer = state.clone();
-    newer.revision = 2;
-    a.save(&newer).await.expect("a's update");
-    let mut stale = state.clone();
-    stale.revision = 1;
-    match b.save(&stale).await {
-        Err(StoreError::Newer { stored, ours, .. }) => {
-            assert_eq!((stored.epoch, stored.revision, ours), (1, 2, (1, 1)));
+    // b takes over and stores an acknowledged move: (1, 1).
+    let mut successor = state.clone();
+    successor.revision = 1;
+    b.save(&successor).await.expect("b's write");
+    // a, deposed but not knowing it yet, had gone further in its own
+    // history, (1, 5): its write conflicts and must not land.
+    let mut deposed = state.clone();
+    deposed.revision = 5;
+    match a.save(&deposed).await {
+        Err(StoreError::Conflict { stored, ours, .. }) => {
+            assert_eq!((stored.epoch, stored.revision, ours), (1, 1, (1, 5)));
         }
-        other => panic!("expected Newer, got {other:?}"),
+        other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(stored_state(&kit).await.revision, 2, "not overwritten");
-    // a writes an older state behind b's back; b's newer one goes over it.
-    let mut older = state.clone();
-    older.revision = 0;
-    a.save(&older).await.expect("a's rewrite");
-    let mut newest = state.clone();
-    newest.epoch = 2;
-    b.save(&newest).await.expect("b overwrites an older state");
-    assert_eq!(stored_state(&kit).await.epoch, 2);
+    assert_eq!(
+        stored_state(&kit).await.revision,
+        1,
+        "the successor's state is not overwritten"
+    );
+    // Not even at a later epoch: only what was read can be written over.
+    let mut later = state.clone();
+    later.epoch = 2;
+    let b2 = ConfigMapStore::new(kit.client(), NS, STATE);
+    b2.load().await.expect("load");
+    let mut newest = successor.clone();
+    newest.revision = 2;
+    b.save(&newest).await.expect("b goes on");
+    assert!(matches!(
+        b2.save(&later).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(stored_state(&kit).await.position(), (1, 2));
     // a, behind again, writes the very state stored (as after a lost
     // answer): the conflict resolves to "already there".
     let updates = kit.request_count(Verb::Update);

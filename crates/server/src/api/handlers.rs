@@ -867,49 +867,35 @@ fn health(view: &View, status: &str) -> HealthResponse {
     }
 }
 
-/// `GET /healthz`: the process is alive and its coordinator task answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = HealthResponse)))]
-pub async fn healthz(State(state): State<AppState>) -> ApiJson<HealthResponse> {
-    ApiJson(health(&current(&state), "ok"))
+/// `GET /healthz`: the process is alive and its coordinator loop turns (a
+/// loop stuck on a hung call gets 503, so the kubelet restarts it).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let view = current(&state);
+    match state.handle.heartbeat.stalled() {
+        None => (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiJson(health(&view, &reason)),
+        )
+            .into_response(),
+    }
 }
 
-/// `GET /readyz`: the source has delivered members and the state is loaded.
+/// `GET /readyz`: the source has delivered members, the state is loaded,
+/// the last save succeeded and lookups can be answered (see
+/// [`View::readiness`]).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = HealthResponse), (status = 503, body = HealthResponse)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let view = current(&state);
-    if view.follower {
-        // A follower serves reads from the stored state: ready once read.
-        return if view.state_loaded {
-            (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response()
-        } else {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ApiJson(health(
-                    &view,
-                    "following: the stored state has not been read yet",
-                )),
-            )
-                .into_response()
-        };
-    }
-    if !view.state_loaded {
-        return (
+    match view.readiness() {
+        Ok(()) => (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response(),
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            ApiJson(health(&view, "state not loaded")),
+            ApiJson(health(&view, &reason)),
         )
-            .into_response();
+            .into_response(),
     }
-    if !view.source.ever_synced {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ApiJson(health(
-                &view,
-                "waiting for the membership source's first member set",
-            )),
-        )
-            .into_response();
-    }
-    (StatusCode::OK, ApiJson(health(&view, "ok"))).into_response()
 }
 
 /// `GET /metrics`.

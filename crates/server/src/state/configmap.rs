@@ -7,17 +7,22 @@
 //!
 //! Every write carries the `resourceVersion` last read or written, so the API
 //! server refuses it (409) if anyone wrote in between. On a conflict the
-//! store reads the ConfigMap again and compares positions (`epoch`,
-//! `revision`, which grow with every persisted change):
+//! store reads the ConfigMap again ([`resolve_conflict`]):
 //!
-//! - the stored state is older: it is overwritten (logged);
-//! - it is the very state being written: nothing to do;
-//! - it is newer, or different at the same position: it is **not**
-//!   overwritten; [`StoreError::Newer`] hands it to the caller, which adopts
-//!   it. No update is lost to a blind overwrite.
+//! - it holds the very state being written (our own write landed, its
+//!   answer was lost): nothing to do;
+//! - anything else: it is **never** overwritten, whatever its position —
+//!   (epoch, revision) of two diverged histories (a deposed leader's delayed
+//!   write, its successor's acknowledged move) cannot be compared, so "mine
+//!   is newer" would erase acknowledged work. [`StoreError::Conflict`] hands
+//!   the stored state to the caller, which re-checks its leadership and
+//!   takes it over.
 //!
-//! A state larger than a ConfigMap can hold (1 MiB of data) is refused
-//! before any request, with the figures ([`StoreError::TooLarge`]).
+//! Every call to the API server has a time limit ([`ConfigMapStore::timeout`]),
+//! so a hung request cannot stall the coordinator. A state larger than a
+//! ConfigMap can hold (1 MiB of data) is refused before any request, with
+//! the figures ([`StoreError::TooLarge`]); the coordinator keeps showing the
+//! last stored state, reports why on `/readyz`, and tries again.
 
 use super::{Refreshed, State, StoreError};
 use flate2::Compression;
@@ -28,9 +33,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{Read as _, Write as _};
 use std::sync::{Arc, Mutex, PoisonError};
-use tracing::{info, warn};
+use std::time::Duration;
+use tracing::warn;
 
 /// The `binaryData` key holding the gzip-compressed state.
 pub const STATE_KEY: &str = "state.json.gz";
@@ -43,8 +50,44 @@ pub const CONFIGMAP_LIMIT: usize = 1 << 20;
 /// ConfigMap that decompresses without end).
 const DECOMPRESSED_LIMIT: u64 = 256 << 20;
 
-/// Conflicts in a row before a save gives up (and is retried later).
+/// Attempts of one save (a deleted ConfigMap is created again).
 const MAX_CONFLICTS: usize = 5;
+
+/// The default time limit of one call to the API server.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a conflict on a save comes to, once the stored state is read.
+#[derive(Debug)]
+pub enum Resolution {
+    /// The store holds the very state being written.
+    AlreadyStored,
+    /// The store holds another writer's state: take it over, never
+    /// overwrite it.
+    TakeOver(Box<State>),
+}
+
+/// Decides a conflict from the state being written and the stored bytes
+/// (the state's JSON). Pure, so the coordinator simulation runs the very
+/// rule the store uses: only "it is already there" or "take theirs over".
+pub fn resolve_conflict(
+    ours: &State,
+    stored_json: &[u8],
+    location: &str,
+) -> Result<Resolution, StoreError> {
+    if ours.encode().is_ok_and(|mine| mine == stored_json) {
+        return Ok(Resolution::AlreadyStored);
+    }
+    let stored = State::decode(stored_json, location)?;
+    warn!(
+        %location,
+        stored_epoch = stored.epoch,
+        stored_revision = stored.revision,
+        epoch = ours.epoch,
+        revision = ours.revision,
+        "another writer changed the stored state: not overwriting it; taking it over"
+    );
+    Ok(Resolution::TakeOver(Box::new(stored)))
+}
 
 /// A state kept in a ConfigMap.
 #[derive(Clone)]
@@ -55,6 +98,8 @@ pub struct ConfigMapStore {
     /// The resourceVersion last read or written; `None` when the ConfigMap
     /// was not there (or not read yet).
     seen: Arc<Mutex<Option<String>>>,
+    /// Time limit of one call to the API server.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for ConfigMapStore {
@@ -161,7 +206,34 @@ impl ConfigMapStore {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             seen: Arc::default(),
+            timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// The same store with another time limit per API call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The time limit of one call to the API server.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs one API call within the time limit.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, StoreError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StoreError::Timeout {
+                what,
+                location: self.location(),
+                after: self.timeout,
+            })
     }
 
     /// `configmap NS/NAME`.
@@ -190,9 +262,8 @@ impl ConfigMapStore {
     }
 
     async fn get(&self) -> Result<Option<ConfigMap>, StoreError> {
-        self.api
-            .get_opt(&self.name)
-            .await
+        self.call("reading", self.api.get_opt(&self.name))
+            .await?
             .map_err(|e| self.kube_error("reading", e))
     }
 
@@ -263,11 +334,20 @@ impl ConfigMapStore {
         };
         for _ in 0..MAX_CONFLICTS {
             let written = match self.seen() {
-                None => self.api.create(&params, &self.object(&encoded, None)).await,
+                None => {
+                    self.call(
+                        "creating",
+                        self.api.create(&params, &self.object(&encoded, None)),
+                    )
+                    .await?
+                }
                 Some(rv) => {
-                    self.api
-                        .replace(&self.name, &params, &self.object(&encoded, Some(rv)))
-                        .await
+                    self.call(
+                        "writing",
+                        self.api
+                            .replace(&self.name, &params, &self.object(&encoded, Some(rv))),
+                    )
+                    .await?
                 }
             };
             match written {
@@ -276,8 +356,27 @@ impl ConfigMapStore {
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => {
-                    if self.reconcile(state).await? {
-                        return Ok(());
+                    let Some(map) = self.get().await? else {
+                        // Deleted since: write it again.
+                        self.set_seen(None);
+                        continue;
+                    };
+                    let json = decompress(&map, &location)?;
+                    match resolve_conflict(state, &json, &location)? {
+                        Resolution::AlreadyStored => {
+                            self.set_seen(map.metadata.resource_version.clone());
+                            return Ok(());
+                        }
+                        Resolution::TakeOver(stored) => {
+                            // From now on writes are fenced on what was read:
+                            // the caller continues from the stored state.
+                            self.set_seen(map.metadata.resource_version.clone());
+                            return Err(StoreError::Conflict {
+                                location,
+                                stored,
+                                ours: state.position(),
+                            });
+                        }
                     }
                 }
                 Err(kube::Error::Api(s)) if s.is_not_found() => {
@@ -290,51 +389,6 @@ impl ConfigMapStore {
         Err(StoreError::Contended {
             location,
             attempts: MAX_CONFLICTS,
-        })
-    }
-
-    /// After a conflict: reads what is stored and decides. `Ok(true)`: the
-    /// state is already there; `Ok(false)`: write again (the stored state is
-    /// older, or gone); `Err(Newer)`: the stored one wins.
-    async fn reconcile(&self, ours: &State) -> Result<bool, StoreError> {
-        let location = self.location();
-        let Some(map) = self.get().await? else {
-            self.set_seen(None);
-            return Ok(false);
-        };
-        let rv = map.metadata.resource_version.clone();
-        let json = decompress(&map, &location)?;
-        let stored = State::decode(&json, &location)?;
-        // The same bytes: our own write landed (its answer was lost).
-        if ours.encode().is_ok_and(|mine| mine == json) {
-            self.set_seen(rv);
-            return Ok(true);
-        }
-        if stored.position() < ours.position() {
-            info!(
-                %location,
-                stored_epoch = stored.epoch,
-                stored_revision = stored.revision,
-                epoch = ours.epoch,
-                revision = ours.revision,
-                "the state was written behind this coordinator's back, with an older state; writing ours over it"
-            );
-            self.set_seen(rv);
-            return Ok(false);
-        }
-        warn!(
-            %location,
-            stored_epoch = stored.epoch,
-            stored_revision = stored.revision,
-            epoch = ours.epoch,
-            revision = ours.revision,
-            "the stored state is newer than this coordinator's (another writer); not overwriting it"
-        );
-        self.set_seen(rv);
-        Err(StoreError::Newer {
-            location,
-            stored: Box::new(stored),
-            ours: ours.position(),
         })
     }
 }

@@ -20,7 +20,9 @@
 mod configmap;
 mod file;
 
-pub use configmap::{CONFIGMAP_LIMIT, ConfigMapStore, STATE_KEY};
+pub use configmap::{
+    CALL_TIMEOUT, CONFIGMAP_LIMIT, ConfigMapStore, Resolution, STATE_KEY, resolve_conflict,
+};
 pub use file::FileStore;
 
 use crate::settings::RingSettings;
@@ -40,6 +42,11 @@ pub enum PlanState {
     InProgress,
     /// The target is the committed placement; kept for reading (auto mode).
     Committed,
+    /// The members went back to the committed set mid-plan: nothing more
+    /// moves and no epoch is made. Kept, with its moves listed (cancelled or
+    /// done) and the cleanups of what the done ones copied, until the next
+    /// plan replaces it.
+    Cancelled,
 }
 
 impl PlanState {
@@ -48,6 +55,7 @@ impl PlanState {
         match self {
             PlanState::InProgress => "in_progress",
             PlanState::Committed => "committed",
+            PlanState::Cancelled => "cancelled",
         }
     }
 }
@@ -181,15 +189,16 @@ pub enum StoreError {
         /// Tokens of the committed ring plus those of the plan's target.
         tokens: usize,
     },
-    /// Someone else wrote a newer state (or a different one at the same
-    /// epoch and revision): it is not overwritten; the caller should adopt it.
+    /// Someone else wrote the store since this coordinator last read or
+    /// wrote it (a conflict on resourceVersion). Their state is never
+    /// overwritten — positions of two diverged histories cannot be compared —
+    /// the caller re-checks its leadership and takes the stored state over.
     #[error(
-        "{location} holds epoch {} revision {} and this coordinator has epoch {} revision {}: \
-         another coordinator wrote it, so it is not overwritten; this coordinator takes the stored \
-         state over",
+        "{location} was written by another coordinator (it holds epoch {} revision {}; this one had \
+         epoch {} revision {}): the stored state is not overwritten; this coordinator takes it over",
         stored.epoch, stored.revision, ours.0, ours.1
     )]
-    Newer {
+    Conflict {
         /// Where the state is.
         location: String,
         /// The stored state.
@@ -210,6 +219,16 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    /// A call to the store did not answer in time.
+    #[error("{what} {location}: no answer within {after:?}; will retry")]
+    Timeout {
+        /// What was being done.
+        what: &'static str,
+        /// Where the state is.
+        location: String,
+        /// The time limit.
+        after: std::time::Duration,
+    },
     /// Leader election is on and this instance does not lead (any more):
     /// it writes nothing.
     #[error("this coordinator does not lead (any more); nothing was written")]
@@ -228,12 +247,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying the same save can succeed. A state too large for the
-    /// store, or one that cannot be read, stays so until the state changes.
+    /// Whether retrying the same call can succeed by itself. A state too
+    /// large for the store, or one that cannot be read, stays so until the
+    /// state or the store changes (saves are retried anyway, more slowly).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Io { .. } | StoreError::Kube { .. } | StoreError::Contended { .. }
+            StoreError::Io { .. }
+                | StoreError::Kube { .. }
+                | StoreError::Contended { .. }
+                | StoreError::Timeout { .. }
         )
     }
 }
@@ -283,11 +306,8 @@ impl Store {
         match self {
             Store::File(f) => {
                 let f = f.clone();
-                tokio::task::spawn_blocking(move || f.load())
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(StoreError::Encode(format!("the reader task failed: {e}")))
-                    })
+                let path = f.path().to_path_buf();
+                bounded_blocking("reading", path, move || f.load()).await
             }
             Store::ConfigMap(c) => c.load().await,
         }
@@ -311,14 +331,30 @@ impl Store {
         match self {
             Store::File(f) => {
                 let (f, state) = (f.clone(), state.clone());
-                tokio::task::spawn_blocking(move || f.save(&state))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(StoreError::Encode(format!("the writer task failed: {e}")))
-                    })
+                let path = f.path().to_path_buf();
+                bounded_blocking("writing", path, move || f.save(&state)).await
             }
             Store::ConfigMap(c) => c.save(state).await,
         }
+    }
+}
+
+/// Runs a file operation on the blocking pool within [`CALL_TIMEOUT`]: a
+/// hung disk fails the call (and the coordinator retries) instead of
+/// stalling the coordinator.
+async fn bounded_blocking<T: Send + 'static>(
+    what: &'static str,
+    path: PathBuf,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(StoreError::Encode(format!("the file task failed: {e}"))),
+        Err(_) => Err(StoreError::Timeout {
+            what,
+            location: format!("file {}", path.display()),
+            after: CALL_TIMEOUT,
+        }),
     }
 }
 
@@ -327,6 +363,14 @@ impl State {
     /// of two states the one with the larger pair is the newer.
     pub fn position(&self) -> (u64, u64) {
         (self.epoch, self.revision)
+    }
+
+    /// The plan in flight, if one is (not a committed or cancelled one kept
+    /// for reading).
+    pub fn in_flight(&self) -> Option<&PlanRecord> {
+        self.plan
+            .as_ref()
+            .filter(|p| p.state == PlanState::InProgress)
     }
 
     /// Members and tokens over the committed ring and the plan's target (the
