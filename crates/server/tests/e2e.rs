@@ -311,11 +311,16 @@ async fn life_of_a_coordinator_on_a_file() {
     )
     .expect("write broken file");
     let url = format!("{}/healthz", server.url);
+    // The file is written in place, so the source may first read it half
+    // written (another error): wait for the error of the whole file.
     let health = eventually("the source to report the broken file", WAIT, || {
         let url = url.clone();
         async move {
             let (_, body) = get(&url).await;
-            (body["source"] == "failing").then_some(body)
+            let located = body["source_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("slices.yaml:4:"));
+            (body["source"] == "failing" && located).then_some(body)
         }
     })
     .await;
