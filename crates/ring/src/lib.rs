@@ -26,7 +26,7 @@
 //! What it offers:
 //! - lookups: [`Ring::owner`], [`Ring::replicas`] (zone-aware: one member per
 //!   zone first), [`Ring::locate`] for the owning range; a radix index on the
-//!   top bits of the token makes an owner lookup two memory reads;
+//!   top bits of the token answers most owner lookups with one memory read;
 //! - ownership: [`Ring::ranges_of`], [`Ring::ownership`] and
 //!   [`Ring::balance`] (primary); DESIGN §4's measures in replica units:
 //!   [`Ring::replica_loads`], [`Ring::replica_targets`],

@@ -212,6 +212,65 @@ proptest! {
         }
     }
 
+    /// Rings beyond the replica walk's short path: more than 64 members
+    /// (its member filter then has collisions), factors above 8, and up to
+    /// 70 zones (more than its 64-zone bitset).
+    #[test]
+    fn replicas_agree_with_walk_on_large_rings(
+        members in 60usize..140,
+        zones in prop_oneof![Just(3usize), 60usize..72],
+        tokens in 1u32..4,
+        rf in 1usize..12,
+        zone_aware in any::<bool>(),
+        probes in prop::collection::vec(any::<u64>(), 16),
+    ) {
+        let ring = Ring::with_members(
+            RingConfig::new(TokenStrategy::Hashed, tokens),
+            (0..members).map(|i| MemberSpec::new(format!("m{i}")).with_zone(format!("z{}", i % zones))),
+        ).unwrap();
+        let replication = Replication::new(rf, zone_aware);
+        let edges = ring.tokens().iter().take(8).flat_map(|&t| [t, t.wrapping_add(1)]);
+        for probe in probes.into_iter().chain(edges).chain([0, u64::MAX]) {
+            prop_assert_eq!(ring.owner_of_token(probe).unwrap(), linear_owner(&ring, probe));
+            let got: Vec<MemberId> = ring.replicas_of_token(probe, &replication).unwrap().into_iter().cloned().collect();
+            prop_assert_eq!(got, walk_replicas(&ring, probe, &replication));
+        }
+    }
+
+    /// Explicit tokens crowded at both ends of the space and on bucket
+    /// edges: lookups on, just before and just after every token, and past
+    /// the last one (wrapping to the first), agree with the linear scan.
+    #[test]
+    fn lookups_on_crowded_and_wrapping_tokens_agree_with_linear_scan(
+        low in prop::collection::btree_set(0u64..64, 1..20),
+        high in prop::collection::btree_set(u64::MAX - 64..=u64::MAX, 0..20),
+        middle in prop::collection::btree_set(any::<u64>(), 0..20),
+        members in 1usize..5,
+    ) {
+        let tokens: std::collections::BTreeSet<u64> = low.into_iter().chain(high).chain(middle).collect();
+        let ids: Vec<MemberSpec> = (0..members.min(tokens.len())).map(|i| MemberSpec::new(format!("m{i}")).with_zone(format!("z{}", i % 2))).collect();
+        let ring = Ring::from_assignments(
+            RingConfig::new(TokenStrategy::Hashed, 64),
+            ids.clone(),
+            tokens.iter().enumerate().map(|(i, &t)| (t, ids[i % ids.len()].id.clone())),
+        ).unwrap();
+        let mut probes = vec![0, u64::MAX, u64::MAX / 2];
+        for &t in ring.tokens() {
+            probes.extend([t, t.wrapping_add(1), t.wrapping_sub(1)]);
+        }
+        for probe in probes {
+            prop_assert_eq!(ring.owner_of_token(probe).unwrap(), linear_owner(&ring, probe));
+            let location = ring.locate(probe).unwrap();
+            prop_assert!(location.range.contains(probe));
+            prop_assert_eq!(location.owner, linear_owner(&ring, probe));
+            for rf in 1..=ring.len() {
+                let replication = Replication::new(rf, true);
+                let got: Vec<MemberId> = ring.replicas_of_token(probe, &replication).unwrap().into_iter().cloned().collect();
+                prop_assert_eq!(got, walk_replicas(&ring, probe, &replication));
+            }
+        }
+    }
+
     #[test]
     fn serialization_round_trips(ring in arb_ring()) {
         let json = serde_json::to_string(&ring).unwrap();
@@ -286,6 +345,46 @@ proptest! {
             prop_assert!(ring.balance() <= 1.05, "balance {} after {:?}", ring.balance(), change);
         }
     }
+}
+
+#[test]
+fn a_one_member_ring_owns_every_key() {
+    for tokens in [1, 3, 256] {
+        let ring = Ring::with_members(
+            RingConfig::new(TokenStrategy::Balanced, tokens),
+            [MemberSpec::new("solo").with_zone("a")],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        for probe in [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX]
+            .into_iter()
+            .chain(ring.tokens().iter().copied())
+        {
+            assert_eq!(ring.owner_of_token(probe).unwrap().as_str(), "solo");
+            for zone_aware in [false, true] {
+                let replication = Replication::new(1, zone_aware);
+                ring.replica_indices(&probe.to_le_bytes(), &replication, &mut out)
+                    .unwrap();
+                assert_eq!(out, [0]);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_empty_ring_answers_empty_to_every_lookup() {
+    let ring = Ring::new(RingConfig::default()).unwrap();
+    let mut out = vec![7];
+    assert_eq!(ring.owner_of_token(u64::MAX), Err(RingError::Empty));
+    assert!(matches!(ring.locate(0), Err(RingError::Empty)));
+    assert_eq!(
+        ring.replica_indices(b"k", &Replication::new(1, true), &mut out),
+        Err(RingError::Empty)
+    );
+    assert_eq!(
+        ring.replicas(b"k", &Replication::new(1, false)),
+        Err(RingError::Empty)
+    );
 }
 
 #[test]
