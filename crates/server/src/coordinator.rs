@@ -210,10 +210,76 @@ pub struct Coordinator {
     /// Bumped on every change visible through the API.
     version: u64,
     plans_made: u64,
+    /// The done moves of the last plan committed by acks, by id: a repeated
+    /// ack of one of them answers as the first did (acks are idempotent,
+    /// also after the commit; DESIGN §5). In memory only: after a restart
+    /// such an ack answers like any ack without a plan.
+    last_committed: BTreeMap<String, Move>,
 }
 
-fn eligible(member: &Member) -> bool {
-    member.ready && !member.terminating
+/// Whether a member can take part: serving and not terminating. Not
+/// `ready`: with `publishNotReadyAddresses` the EndpointSlice controller
+/// forces `ready` true, while `serving` keeps saying whether the pod passes
+/// its readiness probe (a missing `serving` means true, as the API says; the
+/// watch crate reads it so). See docs/membership.md.
+pub(crate) fn eligible(member: &Member) -> bool {
+    member.serving && !member.terminating
+}
+
+/// A change of a member's lifecycle worth a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transition {
+    /// Newly ready, not in the ring: joins with the next plan.
+    Ready,
+    /// Was ready to join, is not any more (before it joined).
+    NoLongerReady,
+    /// Joined the ring (its plan made it a ring member) and is up.
+    Joined,
+    /// In the ring and down: keeps its ranges until the grace ends.
+    Down,
+    /// Down, back up within its grace.
+    BackUp,
+    /// Down past its grace: leaves with the next plan.
+    Gone,
+    /// Gone past its grace, then back before it left.
+    BackAfterGrace,
+    /// No longer in any ring (its leaving plan committed).
+    Left,
+}
+
+impl Transition {
+    fn message(self) -> &'static str {
+        match self {
+            Transition::Ready => "member ready; it joins with the next plan",
+            Transition::NoLongerReady => "member no longer ready; it will not join",
+            Transition::Joined => "member joined the ring",
+            Transition::Down => "member down; it keeps its ranges until the grace ends",
+            Transition::BackUp => "member back up",
+            Transition::Gone => "member down past its grace: it leaves the ring",
+            Transition::BackAfterGrace => {
+                "member back after its grace ended; the next plan decides whether it stays"
+            }
+            Transition::Left => "member left the ring",
+        }
+    }
+}
+
+/// Which log line, if any, a member's lifecycle change calls for (`None`:
+/// not tracked).
+fn transition(before: Option<Lifecycle>, after: Option<Lifecycle>) -> Option<Transition> {
+    use Lifecycle::{Down, Gone, Joining, Up};
+    match (before, after) {
+        (Some(Down { .. }), Some(Down { .. })) => None,
+        (_, Some(Down { .. })) => Some(Transition::Down),
+        (Some(Down { .. }), Some(Up)) => Some(Transition::BackUp),
+        (Some(Gone), Some(Up | Joining)) => Some(Transition::BackAfterGrace),
+        (Some(Joining) | None, Some(Up)) => Some(Transition::Joined),
+        (_, Some(Gone)) if before != Some(Gone) => Some(Transition::Gone),
+        (None, Some(Joining)) => Some(Transition::Ready),
+        (Some(Joining), None) => Some(Transition::NoLongerReady),
+        (Some(Up | Down { .. } | Gone), None) => Some(Transition::Left),
+        _ => None,
+    }
 }
 
 /// The ring for `desired` members, starting from `base`: the same ring
@@ -287,6 +353,7 @@ impl Coordinator {
             phase: Phase::Starting,
             version: 1,
             plans_made: 0,
+            last_committed: BTreeMap::new(),
         }
     }
 
@@ -527,31 +594,36 @@ impl Coordinator {
         desired
     }
 
-    fn reconsider(&mut self, now: Instant) {
+    /// Recomputes every member's lifecycle, logging each transition.
+    fn refresh_lifecycles(&mut self, now: Instant) {
         let Some(observed) = &self.observed else {
             return;
         };
         let lifecycles = self.lifecycles_at(observed, now);
         if lifecycles != self.lifecycles {
-            for (id, l) in &lifecycles {
-                let before = self.lifecycles.get(id);
-                match (before, l) {
-                    (Some(Lifecycle::Down { .. }), Lifecycle::Down { .. }) => {}
-                    (_, Lifecycle::Down { .. }) => {
-                        info!(member = %id, grace = ?self.timing.down_grace, "member down; it keeps its ranges until the grace ends")
+            let ids: BTreeSet<&MemberId> =
+                lifecycles.keys().chain(self.lifecycles.keys()).collect();
+            for id in ids {
+                let before = self.lifecycles.get(id).copied();
+                let after = lifecycles.get(id).copied();
+                match transition(before, after) {
+                    Some(t @ Transition::Down) => {
+                        info!(member = %id, grace = ?self.timing.down_grace, "{}", t.message())
                     }
-                    (Some(Lifecycle::Down { .. }), Lifecycle::Up) => {
-                        info!(member = %id, "member back up")
-                    }
-                    (Some(Lifecycle::Down { .. }), Lifecycle::Gone) => {
-                        info!(member = %id, "member down past its grace: it leaves the ring")
-                    }
-                    _ => {}
+                    Some(t) => info!(member = %id, "{}", t.message()),
+                    None => {}
                 }
             }
             self.lifecycles = lifecycles;
             self.touch(false);
         }
+    }
+
+    fn reconsider(&mut self, now: Instant) {
+        if self.observed.is_none() {
+            return;
+        }
+        self.refresh_lifecycles(now);
 
         let desired = self.desired();
         let reconfiguring = self.settings != self.working.settings
@@ -607,7 +679,12 @@ impl Coordinator {
                 self.make_plan(&desired).map(|()| true)
             };
             match outcome {
-                Ok(true) => self.phase = Phase::Steady,
+                Ok(true) => {
+                    self.phase = Phase::Steady;
+                    // Members joined or left the ring (in auto mode, the
+                    // plan committed): say so now, not at the next event.
+                    self.refresh_lifecycles(now);
+                }
                 failed => {
                     if let Err(e) = failed {
                         warn!(error = %e, "could not plan the membership change; will retry");
@@ -730,6 +807,21 @@ impl Coordinator {
         let s = &record.plan.summary;
         if revert {
             info!(plan = %record.id, epoch = record.from_epoch, "members back to the committed set: plan cancelled, nothing moves");
+        } else if !lost.is_empty() {
+            let lost_from: BTreeSet<&str> = lost.iter().map(|m| m.from.as_str()).collect();
+            let lost_from: Vec<&str> = lost_from.into_iter().collect();
+            warn!(
+                plan = %record.id,
+                from_epoch = record.from_epoch,
+                to_epoch = record.to_epoch,
+                members = record.target.len(),
+                moves = s.moves,
+                source_lost = lost.len(),
+                lost_from = %lost_from.join(","),
+                "plan made with {} source_lost move(s): every holder of their ranges ({}) is gone, the data must come from a backup",
+                lost.len(),
+                lost_from.join(", ")
+            );
         } else {
             info!(
                 plan = %record.id,
@@ -794,6 +886,13 @@ impl Coordinator {
         self.working.epoch = record.to_epoch;
         self.working.revision = 0;
         info!(plan = %record.id, epoch = self.working.epoch, members = self.working.committed.len(), "plan committed");
+        self.last_committed = record
+            .plan
+            .moves
+            .iter()
+            .filter(|m| m.state == MoveState::Done)
+            .map(|m| (m.id.to_string(), m.clone()))
+            .collect();
         if self.settings.mode == Mode::Auto {
             record.state = PlanState::Committed;
             self.working.plan = Some(record);
@@ -801,8 +900,23 @@ impl Coordinator {
         self.touch(true);
     }
 
-    /// A shard reports a move done. Reporting a done move again is fine.
+    /// A shard reports a move done. Reporting a done move again is fine,
+    /// also once its plan committed (the last committed plan's moves are
+    /// remembered): the answer is the one that committed it.
     pub fn move_done(&mut self, id: &str) -> Result<MoveReport, CoordinatorError> {
+        let in_flight = self
+            .working
+            .plan
+            .as_ref()
+            .filter(|p| p.state == PlanState::InProgress);
+        let known_in_flight = in_flight.is_some_and(|p| p.plan.get(id).is_some());
+        if !known_in_flight && let Some(done) = self.last_committed.get(id) {
+            return Ok(MoveReport {
+                done: done.clone(),
+                remaining: 0,
+                committed: true,
+            });
+        }
         let record = self
             .working
             .plan
@@ -1119,9 +1233,63 @@ mod tests {
         assert_eq!(c.state().epoch, 2);
         assert!(c.state().plan.is_none());
         assert!(matches!(
-            c.move_done(&ids[0]),
+            c.move_done("0123456789abcdef"),
             Err(CoordinatorError::NoPlan)
         ));
+    }
+
+    /// Regression (issue 12): re-acking the last move after the plan
+    /// committed answered 409 "no plan is in progress".
+    #[test]
+    fn an_ack_repeated_after_the_commit_answers_as_the_first() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + Duration::from_secs(10));
+        c.tick(t0 + Duration::from_secs(15));
+        let ids: Vec<String> = c
+            .state()
+            .plan
+            .as_ref()
+            .unwrap()
+            .plan
+            .moves
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        let mut last = None;
+        for id in &ids {
+            last = Some(c.move_done(id).unwrap());
+        }
+        let last = last.unwrap();
+        assert!(last.committed);
+        store(&mut c);
+        let version = c.version();
+        let again = c.move_done(ids.last().unwrap()).unwrap();
+        assert_eq!(
+            (again.done.clone(), again.remaining, again.committed),
+            (last.done, 0, true)
+        );
+        assert!(c.move_done(&ids[0]).unwrap().committed);
+        assert!(!c.has_unsaved(), "a repeated ack changes nothing");
+        assert_eq!(c.version(), version);
+        assert_eq!(c.state().epoch, 2);
+        assert!(matches!(
+            c.move_done("0123456789abcdef"),
+            Err(CoordinatorError::NoPlan)
+        ));
+
+        // The next plan in flight: its unknown ids stay unknown (404), the
+        // last committed plan's moves still answer.
+        c.observe(pods(5), t0 + Duration::from_secs(20));
+        c.tick(t0 + Duration::from_secs(25));
+        assert!(c.state().in_flight().is_some());
+        assert!(matches!(
+            c.move_done("0123456789abcdef"),
+            Err(CoordinatorError::Plan(PlanError::UnknownMove(_)))
+        ));
+        assert!(c.move_done(ids.last().unwrap()).unwrap().committed);
     }
 
     #[test]
@@ -1364,5 +1532,122 @@ mod tests {
         c.tick(s(1000));
         assert!(c.state().plan.is_none(), "it came back within the grace");
         assert_eq!(c.state().committed.len(), 4);
+    }
+
+    /// Everything logged while `f` runs.
+    fn logs(f: impl FnOnce()) -> String {
+        let capture = crate::test_logs::LogCapture::start();
+        f();
+        capture.text()
+    }
+
+    #[test]
+    fn each_lifecycle_transition_has_its_own_message() {
+        let down = Some(Lifecycle::Down {
+            since: Duration::ZERO,
+        });
+        let (up, gone, joining) = (
+            Some(Lifecycle::Up),
+            Some(Lifecycle::Gone),
+            Some(Lifecycle::Joining),
+        );
+        assert_eq!(transition(up, down), Some(Transition::Down));
+        assert_eq!(transition(down, down), None);
+        assert_eq!(transition(down, up), Some(Transition::BackUp));
+        assert_eq!(transition(down, gone), Some(Transition::Gone));
+        assert_eq!(transition(gone, gone), None);
+        assert_eq!(transition(gone, None), Some(Transition::Left));
+        assert_eq!(transition(down, None), Some(Transition::Left));
+        assert_eq!(transition(up, None), Some(Transition::Left));
+        assert_eq!(transition(None, joining), Some(Transition::Ready));
+        assert_eq!(transition(joining, up), Some(Transition::Joined));
+        assert_eq!(transition(joining, None), Some(Transition::NoLongerReady));
+        assert_eq!(transition(gone, up), Some(Transition::BackAfterGrace));
+        assert_eq!(transition(up, up), None);
+    }
+
+    /// Regression: "member back up" was logged for a member that left the
+    /// ring, and a plan with `source_lost` moves was a plain INFO "plan made".
+    #[test]
+    fn a_member_removed_logs_that_it_left_and_lost_moves_warn() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Auto, t0);
+        c.observe(pods(4), t0);
+        c.tick(t0 + SETTLE);
+        let text = logs(|| {
+            c.observe(pods(3), t0 + Duration::from_secs(10));
+            c.tick(t0 + Duration::from_secs(70));
+            c.tick(t0 + Duration::from_secs(75));
+        });
+        assert_eq!(c.state().committed.len(), 3, "{text}");
+        assert!(!text.contains("member back up"), "{text}");
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in {text}"))
+                .to_owned()
+        };
+        assert!(line("member down;").contains("db-3"));
+        assert!(line("member down past its grace").contains("db-3"));
+        let left = line("member left the ring");
+        assert!(left.contains("INFO") && left.contains("db-3"), "{left}");
+        let plan = line("plan made");
+        assert!(plan.contains("WARN"), "{plan}");
+        let n = c.state().plan.as_ref().unwrap().plan.moves.len();
+        assert!(
+            plan.contains(&format!("source_lost={n}")) && plan.contains("lost_from=db-3"),
+            "{plan}"
+        );
+    }
+
+    #[test]
+    fn a_plan_without_lost_moves_logs_at_info() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        let text = logs(|| {
+            c.observe(pods(4), t0 + Duration::from_secs(10));
+            c.tick(t0 + Duration::from_secs(15));
+        });
+        let plan = text.lines().find(|l| l.contains("plan made")).unwrap();
+        assert!(plan.contains("INFO"), "{plan}");
+        assert!(!text.contains("WARN"), "{text}");
+    }
+
+    /// Regression: with `publishNotReadyAddresses` the controller forces
+    /// `ready` true; eligibility read `ready`, so not-serving pods joined.
+    #[test]
+    fn a_ready_but_not_serving_member_does_not_join_and_counts_as_down() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Auto, t0);
+        let mut members = pods(3);
+        let mut unprobed = member("db-3", true);
+        unprobed.serving = false;
+        members.insert(unprobed);
+        c.observe(members, t0);
+        c.tick(t0 + SETTLE);
+        assert_eq!(c.state().committed.len(), 3, "db-3 is not serving");
+        assert!(c.state().committed.member("db-3").is_none());
+
+        let mut flapping = pods(3);
+        let mut db1 = member("db-1", true);
+        db1.serving = false;
+        flapping.insert(db1);
+        c.observe(flapping, t0 + Duration::from_secs(10));
+        assert!(matches!(
+            c.lifecycles().get(&MemberId::new("db-1")),
+            Some(Lifecycle::Down { .. })
+        ));
+
+        let mut terminating = pods(3);
+        let mut db2 = member("db-2", true);
+        db2.terminating = true;
+        terminating.insert(db2);
+        c.observe(terminating, t0 + Duration::from_secs(20));
+        assert!(matches!(
+            c.lifecycles().get(&MemberId::new("db-2")),
+            Some(Lifecycle::Down { .. })
+        ));
     }
 }

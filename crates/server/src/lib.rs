@@ -18,4 +18,6 @@ pub mod settings;
 mod sim;
 pub mod simulate;
 pub mod state;
+#[cfg(test)]
+mod test_logs;
 pub mod view;

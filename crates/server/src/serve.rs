@@ -184,7 +184,7 @@ pub async fn run(
         server_url,
     };
     let store: Store = match &options.store {
-        StoreSpec::File(path) => FileStore::new(path.clone()).into(),
+        StoreSpec::File(path) => FileStore::open_locked(path.clone())?.into(),
         StoreSpec::ConfigMap { namespace, name } => ConfigMapStore::new(
             client
                 .clone()

@@ -132,9 +132,21 @@ async fn ack_all(server: &Server, plan: &Value) -> Value {
         assert_eq!(status, 200, "{body}");
         last = body;
     }
-    // Done again is fine while the plan runs; after the commit there is no plan.
+    // Done again is fine while the plan runs, and after the commit too
+    // (DESIGN §5): the same answer as the report that committed it.
     assert_eq!(last["committed"], true, "{last}");
+    let last_id = &moves[moves.len() - 1]["id"];
+    let (status, body) = send(client.post(url(last_id)).bearer_auth(TOKEN)).await;
+    assert_eq!((status, &body), (200, &last));
     let (status, body) = send(client.post(url(first)).bearer_auth(TOKEN)).await;
+    assert_eq!(
+        (status, &body["committed"]),
+        (200, &Value::Bool(true)),
+        "{body}"
+    );
+    // An id no plan had: still no plan in flight.
+    let unknown = Value::String("0123456789abcdef".into());
+    let (status, body) = send(client.post(url(&unknown)).bearer_auth(TOKEN)).await;
     assert_eq!((status, error_code(&body).as_str()), (409, "conflict"));
     last
 }

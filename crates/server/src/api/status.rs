@@ -29,17 +29,29 @@ pub async fn get_status(
 ) -> Result<ApiJson<StatusResponse>, ApiError> {
     super::handlers::check_read(&state, &headers).await?;
     let view = state.handle.view.borrow().clone();
-    Ok(ApiJson(status(&view, Instant::now(), SystemTime::now())))
+    let directory = state.directory.as_ref().map(|d| d.borrow().clone());
+    Ok(ApiJson(status(
+        &view,
+        directory.as_deref(),
+        Instant::now(),
+        SystemTime::now(),
+    )))
 }
 
-/// The status of a view at `now` (`wall` on the wall clock).
-pub fn status(view: &View, now: Instant, wall: SystemTime) -> StatusResponse {
+/// The status of a view at `now` (`wall` on the wall clock). On a follower,
+/// members' addresses come from `directory` (its own membership watch), as
+/// in `GET /v1/ring`.
+pub fn status(
+    view: &View,
+    directory: Option<&super::Directory>,
+    now: Instant,
+    wall: SystemTime,
+) -> StatusResponse {
     let left = |deadline: Instant| deadline.saturating_duration_since(now).as_secs_f64();
     let planned_in_seconds = view.settle_ends.map(left);
     let now_ms = unix_ms(wall);
     let since = |ms: Option<u64>| ms.map(|ms| now_ms.saturating_sub(ms) as f64 / 1000.0);
-    let members = view
-        .member_views()
+    let members = super::handlers::member_views(view, directory)
         .into_iter()
         .map(|member| {
             let grace_left_seconds = view
@@ -99,5 +111,61 @@ pub fn status(view: &View, now: Instant, wall: SystemTime) -> StatusResponse {
         source_detail: view.source.detail.clone(),
         leader: view.leader.clone(),
         now: rfc3339(now_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::Coordinator;
+    use crate::settings::{RingSettings, Timing};
+    use crate::state::State;
+    use crate::view::SourceStatus;
+    use ringleader_ring::{MemberSpec, Ring};
+
+    /// Regression (issue 12): `/v1/status` on a follower showed members
+    /// without addresses, while `/v1/ring` filled them in.
+    #[test]
+    fn a_follower_shows_members_addresses_from_its_directory() {
+        let settings = RingSettings::default();
+        let mut state = State::fresh(settings).unwrap();
+        state.committed =
+            Ring::with_members(settings.ring_config(), ["a", "b"].map(MemberSpec::new)).unwrap();
+        state.epoch = 1;
+        let coordinator = Coordinator::new(state, settings, Timing::default());
+        let mut view = View::build(&coordinator, None, SourceStatus::default(), true, None);
+        view.follower = true;
+        let directory = super::super::Directory {
+            version: 1,
+            addresses: [("a".to_owned(), vec!["10.0.0.1".to_owned()])]
+                .into_iter()
+                .collect(),
+        };
+        let shown = status(&view, Some(&directory), Instant::now(), SystemTime::now());
+        let addresses: Vec<(String, Vec<String>)> = shown
+            .members
+            .iter()
+            .map(|m| (m.member.id.clone(), m.member.addresses.clone()))
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                ("a".to_owned(), vec!["10.0.0.1".to_owned()]),
+                ("b".to_owned(), Vec::new())
+            ]
+        );
+        // The same as `/v1/ring` shows.
+        let ring: Vec<Vec<String>> = crate::api::handlers::member_views(&view, Some(&directory))
+            .into_iter()
+            .map(|m| m.addresses)
+            .collect();
+        assert_eq!(
+            ring,
+            shown
+                .members
+                .iter()
+                .map(|m| m.member.addresses.clone())
+                .collect::<Vec<_>>()
+        );
     }
 }

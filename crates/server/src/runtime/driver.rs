@@ -167,7 +167,11 @@ impl Driver {
                 Some(command) = self.outlets.commands.recv() => self.handle(command).await,
                 event = self.source.next() => match event {
                     Some(SourceEvent::Members(members)) => {
-                        info!(members = members.len(), "member set changed");
+                        info!(
+                            members = members.len(),
+                            eligible = members.iter().filter(|m| crate::coordinator::eligible(m)).count(),
+                            "member set changed"
+                        );
                         // A source that sends members without a word on its
                         // health (tests, simple sources) is taken as synced.
                         let synced = self.source_status.state == "starting" || self.source_status.state == "synced";

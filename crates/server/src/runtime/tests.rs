@@ -245,3 +245,39 @@ async fn the_heartbeat_says_when_the_loop_stalls() {
     heartbeat.beat();
     assert_eq!(heartbeat.stalled(), None);
 }
+
+/// Regression (issue 12): "member set changed members=5" while only 4 could
+/// take part; the log names both counts.
+#[tokio::test]
+async fn a_member_set_change_logs_total_and_eligible_counts() {
+    let logs = crate::test_logs::LogCapture::start();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = RingSettings::default();
+    let (tx, stream) = source();
+    let (driver, handle) = Driver::new(
+        State::fresh(settings).unwrap(),
+        settings,
+        timing(Duration::from_millis(600)),
+        FileStore::new(dir.path().join("state.json")),
+        stream,
+    );
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(driver.run(stopped));
+    let mut members = pods(5);
+    let mut unprobed = members.get("db-4").unwrap().clone();
+    unprobed.serving = false;
+    members.insert(unprobed);
+    tx.send(SourceEvent::Members(members)).unwrap();
+    wait_for(&handle, "the member set", |v| v.members.len() == 4).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("member set changed"))
+        .unwrap_or_else(|| panic!("no member set line in {text}"));
+    assert!(
+        line.contains("members=5") && line.contains("eligible=4"),
+        "{line}"
+    );
+}

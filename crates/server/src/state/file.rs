@@ -1,21 +1,81 @@
 //! The file store: one JSON file, written atomically (a temporary file in
 //! the same directory, fsync, rename over the old file, fsync the
 //! directory). A reader sees the old state or the new one, never half of one.
+//!
+//! Two processes writing one file would overwrite each other's states: a
+//! store opened with [`FileStore::open_locked`] holds an exclusive advisory
+//! lock on `<file>.lock` for as long as it lives, and refuses to open when
+//! another process holds it. The temporary file has a unique name (every
+//! container is pid 1, so the pid is no name).
 
 use super::{State, StoreError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A state kept in a local file.
 #[derive(Clone, Debug)]
 pub struct FileStore {
     path: PathBuf,
+    /// The open lock file, while the lock is held (released when the last
+    /// clone is dropped).
+    lock: Option<Arc<std::fs::File>>,
 }
 
 impl FileStore {
-    /// A store at `path` (the file need not exist yet).
+    /// A store at `path` (the file need not exist yet), without a lock.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            lock: None,
+        }
+    }
+
+    /// A store at `path` holding the exclusive lock on `<path>.lock` while
+    /// it (or a clone) lives; [`StoreError::Locked`] if another process
+    /// holds it.
+    pub fn open_locked(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        let lock_path = Self::lock_path(&path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                what: "opening the lock file",
+                path: lock_path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    what: "locking",
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        Ok(Self {
+            path,
+            lock: Some(Arc::new(file)),
+        })
+    }
+
+    /// The lock file of the state file at `path`.
+    pub fn lock_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Whether this store holds the file's lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The file.
@@ -55,13 +115,18 @@ impl FileStore {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "state".into());
-        let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-        {
-            let mut file = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-            file.write_all(&bytes).map_err(io("writing", &tmp))?;
-            file.sync_all().map_err(io("syncing", &tmp))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io("renaming into place", &self.path))?;
+        // A unique name, so that no other writer's temporary file is ever
+        // truncated under it.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}.tmp-"))
+            .tempfile_in(&dir)
+            .map_err(io("creating a temporary file in", &dir))?;
+        let tmp_path = tmp.path().to_path_buf();
+        tmp.write_all(&bytes).map_err(io("writing", &tmp_path))?;
+        tmp.as_file().sync_all().map_err(io("syncing", &tmp_path))?;
+        tmp.persist(&self.path)
+            .map_err(|e| e.error)
+            .map_err(io("renaming into place", &self.path))?;
         // The rename is durable only once the directory is synced.
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -99,6 +164,51 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// Regression (issue 12): the store took no lock, so two processes
+    /// could write one state file over each other.
+    #[test]
+    fn a_second_locked_store_on_one_file_is_refused_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let first = FileStore::open_locked(&path).unwrap();
+        assert!(first.is_locked());
+        let err = FileStore::open_locked(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "another ringleader holds {}",
+                dir.path().join("state.json.lock").display()
+            )),
+            "{message}"
+        );
+        // Clones share the lock; it goes with the last one.
+        let clone = first.clone();
+        drop(first);
+        assert!(FileStore::open_locked(&path).is_err());
+        drop(clone);
+        let again = FileStore::open_locked(&path).unwrap();
+        again.save(&state()).unwrap();
+        assert_eq!(again.load().unwrap(), Some(state()));
+    }
+
+    /// Regression (issue 12): the temporary file was named after the pid,
+    /// which is 1 in every container.
+    #[test]
+    fn the_temporary_file_is_not_named_after_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("state.json"));
+        // A stale temporary file of the old naming scheme, as a second
+        // container (also pid 1) would have left it, is not touched.
+        let stale = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
+        std::fs::write(&stale, "another writer's half").unwrap();
+        store.save(&state()).unwrap();
+        assert_eq!(std::fs::read(&stale).unwrap(), b"another writer's half");
+        assert_eq!(store.load().unwrap(), Some(state()));
     }
 
     #[test]

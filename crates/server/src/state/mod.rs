@@ -153,6 +153,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the state file's lock.
+    #[error(
+        "another ringleader holds {path}; only one process may use a state file at a time. Stop \
+         the other one (or give this one another --state file:PATH)"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The state is not readable by this build.
     #[error(
         "the state in {location} cannot be used: {reason}. ringleader will not overwrite it. \
