@@ -183,7 +183,9 @@ async function main() {
   const blocks = text.split('  - addresses:');
   const i = blocks.findIndex((b) => b.includes('name: db-1'));
   check(i > 0, 'db-1 is in the file');
-  blocks[i] = blocks[i].replace('ready: true', 'ready: false');
+  // As the EndpointSlice controller writes a pod that fails its readiness
+  // probe: neither ready nor serving (ringleader reads `serving`).
+  blocks[i] = blocks[i].replace('ready: true', 'ready: false').replace('serving: true', 'serving: false');
   fs.writeFileSync(open.slices, blocks.join('  - addresses:'));
   await page.waitForSelector('#members tbody tr[data-member="db-1"][data-state="down"]');
   await page.waitForFunction(() => /leaves in \d/.test(document.querySelector('#members tr[data-member="db-1"] .countdown').textContent));
