@@ -812,8 +812,6 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
         place_of.push((rank, local));
     }
     let mut merged: Vec<(Token, u32)> = Vec::with_capacity(ring.tokens().len() + 1024);
-    let mut taken: HashSet<Token, std::hash::BuildHasherDefault<TokenHasher>> =
-        HashSet::with_capacity_and_hasher(ring.tokens().len() + 1024, Default::default());
     for (rank, zone) in zones.into_iter().enumerate() {
         // The zone's current ring: its members' tokens.
         let zone_members: Vec<MemberSpec> = ring
@@ -862,40 +860,33 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
                     .expect("a member after the change") as u32
             })
             .collect();
-        for (&t, &o) in next.tokens().iter().zip(next.owner_indices()) {
-            // Tokens are distinct within a zone; another zone may hold the
-            // same point, then the next free one is taken.
-            let mut t = t.wrapping_add(phase);
-            while !taken.insert(t) {
-                t = t.wrapping_add(1);
-            }
-            merged.push((t, global[o as usize]));
-        }
+        merged.extend(
+            next.tokens()
+                .iter()
+                .zip(next.owner_indices())
+                .map(|(&t, &o)| (t.wrapping_add(phase), global[o as usize])),
+        );
     }
-    merged.sort_unstable_by_key(|&(t, _)| t);
-    let (tokens, owners) = merged.into_iter().unzip();
+    let mut sorted = merged.clone();
+    sorted.sort_unstable_by_key(|&(t, _)| t);
+    if sorted.windows(2).any(|w| w[0].0 == w[1].0) {
+        // Tokens are distinct within a zone; another zone may hold the same
+        // point, then the next free one is taken, zone by zone in order.
+        // (Only then: a set of every token is most of this function's time.)
+        let mut taken: BTreeSet<Token> = BTreeSet::new();
+        sorted = merged
+            .into_iter()
+            .map(|(mut t, o)| {
+                while !taken.insert(t) {
+                    t = t.wrapping_add(1);
+                }
+                (t, o)
+            })
+            .collect();
+        sorted.sort_unstable_by_key(|&(t, _)| t);
+    }
+    let (tokens, owners) = sorted.into_iter().unzip();
     Ring::from_sorted_parts(config, members, tokens, owners)
-}
-
-/// A hasher for tokens, which are spread over the whole `u64` already: one
-/// multiplication instead of SipHash.
-#[derive(Default)]
-struct TokenHasher(u64);
-
-impl std::hash::Hasher for TokenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
 }
 
 fn apply_balanced(ring: &Ring, change: &MembershipChange) -> Ring {
