@@ -108,6 +108,12 @@ pub struct State {
     pub committed: Ring,
     /// The current plan.
     pub plan: Option<PlanRecord>,
+    /// The done moves of the last plan committed in ack mode, kept until
+    /// the next commit so that a shard repeating its report (its answer was
+    /// lost, the coordinator restarted, the lead moved) is answered as the
+    /// first time, not 409 (DESIGN §5: acks are idempotent, also after the
+    /// commit). No larger than the plan the state held just before.
+    pub last_committed: Vec<Move>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,6 +143,8 @@ struct StoredState {
     revision: u64,
     committed: RingSnapshot,
     plan: Option<StoredPlan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    last_committed: Vec<Move>,
 }
 
 /// Why a state could not be read or written.
@@ -399,6 +407,7 @@ impl State {
             revision: 0,
             committed: Ring::new(settings.ring_config())?,
             plan: None,
+            last_committed: Vec::new(),
         })
     }
 
@@ -423,6 +432,7 @@ impl State {
                 created_ms: p.times.created_ms,
                 changed_ms: p.times.changed_ms,
             }),
+            last_committed: self.last_committed.clone(),
         };
         let mut bytes =
             serde_json::to_vec(&stored).map_err(|e| StoreError::Encode(e.to_string()))?;
@@ -510,6 +520,7 @@ impl State {
             revision: stored.revision,
             committed,
             plan,
+            last_committed: stored.last_committed,
         })
     }
 }
