@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::StreamExt;
-use ringleader::api::{Limits, ReviewPolicy, TokenReviewer, WriteAuth};
+use ringleader::api::{AppState, Limits, ReviewPolicy, TokenReviewer, WriteAuth, router};
 use ringleader::http::ConnLimits;
 use ringleader::settings::RingSettings;
 use ringleader::testing::{self, Running, call};
@@ -519,6 +519,56 @@ async fn previews_beyond_the_concurrency_bound_get_503() {
         statuses.push(status);
     }
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+}
+
+/// Issue 12: a preview went on computing after its request was gone (it
+/// was cancelled only between stages, and the allocator is one long stage).
+/// Dropped while the allocator runs, the largest preview the default bounds
+/// allow stops there and frees its slot, counted as cancelled.
+#[tokio::test]
+async fn a_dropped_preview_stops_computing_within_the_allocator() {
+    let c = coordinator(3).await;
+    let limits = Limits::default();
+    let state = AppState::new(
+        c.handle.clone(),
+        WriteAuth::Open,
+        false,
+        limits,
+        c.stop_rx.clone(),
+    );
+    let slots = Arc::clone(&state.previews);
+    let app = router(state);
+    // 1,024 members × weight 16 × 16 tokens: 262,144 tokens, the default
+    // --max-preview-tokens.
+    let members = (0..limits.preview_members)
+        .map(|i| json!({"id": format!("m-{i:04}"), "weight": limits.preview_weight}))
+        .collect::<Vec<_>>();
+    let body = json!({ "members": members });
+    let request = tokio::spawn(async move { call(&app, post_json("/v1/preview", &body)).await });
+    let wait_until = async |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..2_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("timed out waiting until {what}");
+    };
+    wait_until("the preview takes its slot", &|| {
+        slots.available_permits() < limits.previews
+    })
+    .await;
+    request.abort();
+    assert!(request.await.is_err_and(|e| e.is_cancelled()));
+    wait_until("the abandoned preview frees its slot", &|| {
+        slots.available_permits() == limits.previews
+    })
+    .await;
+    assert_eq!(
+        c.handle.metrics.previews_cancelled.get(),
+        1,
+        "the work stopped because its request was gone, not because it was done"
+    );
 }
 
 #[tokio::test]
