@@ -236,6 +236,18 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    /// The watch on the store failed; the watcher retries it with backoff
+    /// (and re-lists after a 410).
+    #[error("watching {location}: {source}{hint}")]
+    Watch {
+        /// Where the state is.
+        location: String,
+        /// Advice, if there is any (starts with "; ").
+        hint: &'static str,
+        /// The cause.
+        #[source]
+        source: kube::runtime::watcher::Error,
+    },
     /// A call to the store did not answer in time.
     #[error("{what} {location}: no answer within {after:?}; will retry")]
     Timeout {
@@ -272,6 +284,7 @@ impl StoreError {
             self,
             StoreError::Io { .. }
                 | StoreError::Kube { .. }
+                | StoreError::Watch { .. }
                 | StoreError::Contended { .. }
                 | StoreError::Timeout { .. }
         )
@@ -299,10 +312,10 @@ impl From<ConfigMapStore> for Store {
     }
 }
 
-/// What a [`Store::refresh`] found.
+/// What a [`Store::watch`] saw.
 #[derive(Debug)]
 pub enum Refreshed {
-    /// Nothing was written since the last read or write.
+    /// The ConfigMap again, unchanged (a re-list).
     Unchanged,
     /// The stored state now (`None`: there is none yet).
     Changed(Option<Box<State>>),
@@ -330,15 +343,14 @@ impl Store {
         }
     }
 
-    /// Reads the state again if it changed since it was last read or
-    /// written (a file is always read again).
-    pub async fn refresh(&self) -> Result<Refreshed, StoreError> {
+    /// The stored state as it changes, when the store can be watched (a
+    /// ConfigMap; see [`ConfigMapStore::watch`]); `None` for a file.
+    pub fn watch(
+        &self,
+    ) -> Option<futures::stream::BoxStream<'static, Result<Refreshed, StoreError>>> {
         match self {
-            Store::File(_) => self
-                .load()
-                .await
-                .map(|s| Refreshed::Changed(s.map(Box::new))),
-            Store::ConfigMap(c) => c.refresh().await,
+            Store::File(_) => None,
+            Store::ConfigMap(c) => Some(c.watch()),
         }
     }
 
