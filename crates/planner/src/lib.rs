@@ -34,8 +34,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bound;
 mod holdings;
 mod plan;
+
+pub use bound::{zone_ideal_fraction, zone_ideal_from};
 
 pub use holdings::Holdings;
 pub use plan::{
