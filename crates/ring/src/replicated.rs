@@ -89,6 +89,10 @@ struct Layout {
     /// Data members that stay have received so far (an upper bound of what
     /// the plan moves: data received twice counts twice).
     received: f64,
+    /// The ring before the change and its replication: what members held
+    /// then, so a transfer of data that has only just arrived is known to
+    /// cost nothing.
+    before: Option<(Ring, Replication)>,
 }
 
 /// Adds `delta` for `slot` to a short list of per-slot deltas.
@@ -453,7 +457,7 @@ impl Layout {
                 .copied()
                 .filter(|&j| j != slot && self.pressure(j) < 1.0)
                 .collect();
-            for r in self.least_loaded(12, slot) {
+            for r in self.least_loaded(32, slot) {
                 if !receivers.contains(&r) {
                     receivers.push(r);
                 }
@@ -615,6 +619,44 @@ impl Layout {
         }
     }
 
+    /// How much of `(a, b]` `slot` held before the change.
+    fn held_before(&self, slot: usize, a: Token, b: Token) -> u128 {
+        let Some((ring, replication)) = &self.before else {
+            return 0;
+        };
+        let tokens = ring.tokens();
+        if slot >= ring.len() || tokens.is_empty() || a == b {
+            return 0;
+        }
+        let span = b.wrapping_sub(a);
+        let mut pos = tokens.partition_point(|&t| t < a.wrapping_add(1)) % tokens.len();
+        let mut cur = a;
+        let mut held = 0u128;
+        let mut picked = Vec::with_capacity(replication.factor);
+        for _ in 0..=tokens.len() {
+            let end = tokens[pos];
+            let reach = end.wrapping_sub(a);
+            let stop = if reach == 0 || reach >= span { b } else { end };
+            ring.replica_indices_at(pos, replication, &mut picked);
+            if picked.contains(&(slot as u32)) {
+                held += stop.wrapping_sub(cur) as u128;
+            }
+            if stop == b {
+                break;
+            }
+            cur = stop;
+            pos = (pos + 1) % tokens.len();
+        }
+        held
+    }
+
+    /// The data `op`, a pure transfer of `(a, b]` from `from` to `to`, adds
+    /// to the plan's movement: nothing for data `from` has only just
+    /// received, less than nothing for data `to` held before.
+    fn transfer_cost(&self, from: usize, to: usize, a: Token, b: Token) -> f64 {
+        self.held_before(from, a, b) as f64 - self.held_before(to, a, b) as f64
+    }
+
     /// Evens out what the greedy steps left, by pure transfers: a token of
     /// the most loaded member moved back within its gap hands the data
     /// between to the member the walks reach next, and a token moved
@@ -625,6 +667,9 @@ impl Layout {
     fn polish(&mut self, budget: f64, slack: f64, forced: f64) {
         let mut delta = Vec::new();
         let mut best_delta = Vec::new();
+        // What the change moves so far, at most (greedy steps count what
+        // they handed over; transfers what they add to the plan).
+        let mut spent = self.received;
         for _ in 0..4 * self.breadth() {
             let Some(high) = (0..self.slots.len())
                 .filter(|&s| self.slots[s].active && self.slots[s].target > 0.0)
@@ -643,11 +688,8 @@ impl Layout {
             let left = if ph > forced {
                 f64::INFINITY
             } else {
-                budget - self.received
+                (budget - spent).max(0.0)
             };
-            if left < 1.0 {
-                return;
-            }
             let mut candidates: Vec<Op> = Vec::new();
             for t in self.largest_tokens(high, 2 * self.breadth()) {
                 let len = self.range_len(t);
@@ -672,6 +714,7 @@ impl Layout {
                     }
                 }
             }
+            // (score, op, what it adds to the plan)
             let mut best: Option<(f64, Op, f64)> = None;
             for op in candidates {
                 self.evaluate(op, &mut delta);
@@ -691,27 +734,74 @@ impl Layout {
                 let (th, tt) = (self.slots[high].target, self.slots[to].target);
                 let even = (ph - self.pressure(to)) / (1.0 / th + 1.0 / tt);
                 // In integers: a float's rounding could reach the neighbour.
-                let amount = (even.min(left).max(0.0) as u128).min((-lost).max(0) as u128);
-                if amount < 1 {
+                let mut amount = (even.max(0.0) as u128).min((-lost).max(0) as u128);
+                let Op::Shift(t, x) = op else { continue };
+                let back = t.wrapping_sub(x) < x.wrapping_sub(t);
+                let interval = |amount: u128| {
+                    if back {
+                        (t.wrapping_sub(amount as u64), t)
+                    } else {
+                        (t, t.wrapping_add(amount as u64))
+                    }
+                };
+                let (a, b) = interval(amount);
+                let mut moves = self.transfer_cost(high, to, a, b);
+                if moves > left {
+                    // Within the budget: a smaller transfer (it costs at
+                    // most its size).
+                    amount = amount.min(left as u128);
+                    let (a, b) = interval(amount);
+                    moves = self.transfer_cost(high, to, a, b);
+                }
+                if amount < 1 || moves > left {
                     continue;
                 }
-                let op = match op {
-                    Op::Shift(t, x) if x < t || t.wrapping_sub(x) < x.wrapping_sub(t) => {
-                        Op::Shift(t, t.wrapping_sub(amount as u64))
-                    }
-                    Op::Shift(t, _) => Op::Shift(t, t.wrapping_add(amount as u64)),
-                    other => other,
+                let (a, b) = interval(amount);
+                let op = if back {
+                    Op::Shift(t, a)
+                } else {
+                    Op::Shift(t, b)
                 };
                 self.evaluate(op, &mut delta);
-                let score = self.cost(&delta) / amount as f64;
-                if score < 0.0 && best.is_none_or(|(b, _, _)| score < b) {
-                    best = Some((score, op, amount as f64));
+                // Cheap transfers first: data that only just arrived moves
+                // on for nothing.
+                let score = self.cost(&delta) / (moves.max(0.0) + 0.05 * amount as f64);
+                if score < 0.0 && best.is_none_or(|(s, _, _)| score < s) {
+                    best = Some((score, op, moves));
                     best_delta.clone_from(&delta);
                 }
             }
             match best {
-                Some((_, op, _)) => self.apply(op, &best_delta),
+                Some((_, op, moves)) => {
+                    self.apply(op, &best_delta);
+                    spent += moves;
+                }
                 None => return,
+            }
+        }
+    }
+
+    /// Drops tokens whose successor has the same owner: the walk from either
+    /// is the same, so no replica set changes, and the ring stays small.
+    fn merge_runs(&mut self) {
+        if self.tokens.len() < 2 {
+            return;
+        }
+        let runs: Vec<Token> = self
+            .tokens
+            .iter()
+            .filter(|&(&t, &s)| {
+                self.successor(t)
+                    .is_some_and(|n| n != t && self.tokens[&n] == s)
+            })
+            .map(|(&t, _)| t)
+            .collect();
+        for t in runs {
+            if self.tokens.len() < 2 {
+                return;
+            }
+            if let Some(slot) = self.tokens.remove(&t) {
+                self.slots[slot].tokens.remove(&t);
             }
         }
     }
@@ -973,6 +1063,7 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
         slots,
         joiners: joiners.clone(),
         received: 0.0,
+        before: Some((ring.clone(), ring.effective(replication))),
     };
     for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
         layout.tokens.insert(t, o as usize);
@@ -1011,6 +1102,7 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
         layout.fill(slot);
     }
     layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, POLISH_FORCED);
+    layout.merge_runs();
     // Every member owns a token: one that got none takes half of the
     // largest range of the most loaded member.
     for slot in 0..layout.slots.len() {
@@ -1099,6 +1191,7 @@ mod tests {
                 slots,
                 joiners: vec![9],
                 received: 0.0,
+                before: None,
             };
             for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
                 layout.tokens.insert(t, o as usize);
