@@ -41,7 +41,7 @@ use std::ops::Bound;
 const POLISH_BUDGET: f64 = 1.07;
 
 /// ...or once every member is within this of its target...
-const POLISH_SLACK: f64 = 0.01;
+const POLISH_SLACK: f64 = 0.03;
 
 /// ...but goes on past the budget while a member is above this.
 const POLISH_FORCED: f64 = 1.09;
