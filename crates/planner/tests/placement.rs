@@ -235,12 +235,12 @@ proptest! {
     }
 
     #[test]
-    fn three_replicas_without_zones_stay_balanced_within_ten_percent(n in 12usize..300, steps in prop::collection::vec(arb_step(), 1..6)) {
+    fn three_replicas_without_zones_stay_balanced_within_ten_percent(n in 12usize..150, steps in prop::collection::vec(arb_step(), 1..6)) {
         run_history(n, 3, 0, &steps, Some(THREE_WITHOUT_ZONES))?;
     }
 
     #[test]
-    fn two_replicas_over_three_zones_stay_balanced(n in 12usize..300, steps in prop::collection::vec(arb_step(), 1..6)) {
+    fn two_replicas_over_three_zones_stay_balanced(n in 12usize..150, steps in prop::collection::vec(arb_step(), 1..6)) {
         run_history(n, 2, 3, &steps, Some(TWO_OVER_THREE))?;
     }
 
