@@ -428,6 +428,9 @@ impl Layout {
         let mut best_delta = Vec::new();
         let mut guard = self.slots[slot].tokens.len() + 1;
         while guard > 0 && !self.slots[slot].tokens.is_empty() {
+            if crate::cancel::cancelled() {
+                return;
+            }
             guard -= 1;
             if until_target && self.pressure(slot) <= 1.0 {
                 return;
@@ -527,6 +530,9 @@ impl Layout {
         let tolerance = self.slots[slot].target * 0.004;
         let overshoot = self.slots[slot].target * 0.02;
         for _ in 0..4 * wanted + 8 {
+            if crate::cancel::cancelled() {
+                return;
+            }
             let need = self.slots[slot].target - self.slots[slot].load as f64;
             if need <= tolerance {
                 return;
@@ -1103,6 +1109,11 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
     }
     layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, POLISH_FORCED);
     layout.merge_runs();
+    // Cancelled (crate::cancel): the steps above may have stopped half way;
+    // the result is dropped anyway, so the ring is handed back as it was.
+    if crate::cancel::cancelled() {
+        return ring.clone();
+    }
     // Every member owns a token: one that got none takes half of the
     // largest range of the most loaded member.
     for slot in 0..layout.slots.len() {

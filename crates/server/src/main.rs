@@ -684,7 +684,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         service_filter,
         advertise_url,
         leader_election,
-        follower_poll: std::time::Duration::from_secs(1),
+        follower_resync: std::time::Duration::from_secs(30),
         kube: None,
     })
 }
