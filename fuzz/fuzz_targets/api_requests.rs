@@ -71,6 +71,7 @@ fn fixture() -> &'static Fixture {
             tokens_per_member: 8,
             zone_aware: true,
             mode: Mode::Ack,
+            ..RingSettings::default()
         };
         let timing = Timing {
             settle: Duration::ZERO,

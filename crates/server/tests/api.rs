@@ -57,6 +57,7 @@ async fn coordinator(members: usize) -> Coordinator {
         tokens_per_member: 16,
         zone_aware: false,
         mode: Mode::Ack,
+        ..RingSettings::default()
     };
     let timing = Timing {
         settle: Duration::ZERO,
