@@ -1208,30 +1208,13 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringleader_watch::MemberId as WatchId;
-
-    fn member(id: &str, ready: bool) -> Member {
-        Member {
-            id: WatchId::new(id),
-            addresses: vec![format!("10.0.0.{}", id.len())],
-            zone: None,
-            node_name: None,
-            ports: Vec::new(),
-            ready,
-            serving: ready,
-            terminating: false,
-        }
-    }
+    use crate::testing::{pod as member, pods};
 
     fn set(members: &[(&str, bool)]) -> MemberSet {
         members
             .iter()
             .map(|&(id, ready)| member(id, ready))
             .collect()
-    }
-
-    fn pods(n: usize) -> MemberSet {
-        (0..n).map(|i| member(&format!("db-{i}"), true)).collect()
     }
 
     /// A coordinator whose source is synced from `t0`.

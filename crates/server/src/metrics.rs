@@ -327,24 +327,9 @@ mod tests {
     use crate::coordinator::Coordinator;
     use crate::settings::{Mode, RingSettings, Timing};
     use crate::state::State;
+    use crate::testing::pods;
     use crate::view::SourceStatus;
-    use ringleader_watch::{Member, MemberId, MemberSet};
     use std::time::{Duration, Instant};
-
-    fn pods(n: usize) -> MemberSet {
-        (0..n)
-            .map(|i| Member {
-                id: MemberId::new(format!("db-{i}")),
-                addresses: vec![format!("10.0.0.{i}")],
-                zone: None,
-                node_name: None,
-                ports: Vec::new(),
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect()
-    }
 
     /// The view once the store took what changed (views show stored
     /// states only).

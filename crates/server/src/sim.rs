@@ -575,7 +575,18 @@ impl Sim {
         let plan_epoch = c.state().in_flight().map(|p| p.from_epoch);
         let ok = c.move_done(&id.1).is_ok();
         self.track(i);
-        if ok {
+        // Only an ack whose answer waited for a save is a promise that the
+        // move stays done: a repeated report changes nothing and is answered
+        // from what the node holds, which a deposed leader that has not
+        // noticed yet holds stale (seed 86953 of the long run: node 1,
+        // deposed, answered a repeat of a move its successor had since
+        // cancelled with the plan; a later plan listed a move of the same
+        // id as `source_lost`). The first report's promise is checked.
+        let saves = self.nodes[i]
+            .coordinator
+            .as_ref()
+            .is_some_and(Coordinator::has_unsaved);
+        if ok && saves {
             let answered = self.persist(i).is_ok()
                 && !self.nodes[i]
                     .coordinator
