@@ -894,6 +894,12 @@ impl Coordinator {
                 moved_fraction = format_args!("{:.4}", s.moved_fraction),
                 ideal_fraction = format_args!("{:.4}", s.ideal_fraction),
                 source_lost = lost.len(),
+                waves = s.waves.map_or_else(|| "-".to_owned(), |w| w.to_string()),
+                max_moves_per_member = %self
+                    .settings
+                    .pace
+                    .max_moves_per_member
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
                 "plan made"
             );
         }
@@ -1291,6 +1297,152 @@ mod tests {
             c.move_done("0123456789abcdef"),
             Err(CoordinatorError::NoPlan)
         ));
+    }
+
+    /// A coordinator in ack mode at `pace`, its source synced from `t0`.
+    fn paced_at(pace: Pace, t0: Instant) -> Coordinator {
+        let settings = RingSettings {
+            pace,
+            ..RingSettings::default()
+        };
+        let mut c = Coordinator::new(State::fresh(settings).unwrap(), settings, Timing::default());
+        c.source_synced(true, t0);
+        c
+    }
+
+    fn ready(c: &Coordinator) -> Vec<String> {
+        c.state()
+            .plan
+            .iter()
+            .flat_map(|p| &p.plan.moves)
+            .filter(|m| m.state == MoveState::Ready)
+            .map(|m| m.id.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_ack_makes_the_next_move_ready_in_the_same_saved_state() {
+        let t0 = Instant::now();
+        let mut c = paced_at(Pace::new(Some(1), None), t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        store(&mut c);
+        let record = c.state().plan.clone().expect("a plan");
+        let moves = record.plan.moves.len();
+        assert!(moves > 1, "db-3 receives several moves");
+        // db-3 receives every move: one at a time.
+        assert_eq!(ready(&c).len(), 1);
+        assert_eq!(record.plan.summary.waves, Some(moves));
+        for left in (0..moves).rev() {
+            let running = ready(&c);
+            assert_eq!(running.len(), 1, "one move at a time");
+            let report = c.move_done(&running[0]).unwrap();
+            let save = c.to_save().expect("the ack is a change to save");
+            if left > 0 {
+                let next: Vec<_> = save
+                    .state
+                    .plan
+                    .iter()
+                    .flat_map(|p| &p.plan.moves)
+                    .filter(|m| m.state == MoveState::Ready)
+                    .collect();
+                assert_eq!(next.len(), 1, "the next move is ready in the saved state");
+                assert_ne!(next[0].id.as_str(), running[0]);
+            } else {
+                assert!(report.committed);
+            }
+            c.saved(save);
+            if report.committed {
+                break;
+            }
+        }
+        assert_eq!(c.state().epoch, 2);
+    }
+
+    #[test]
+    fn a_pending_move_reported_done_is_accepted() {
+        let t0 = Instant::now();
+        let mut c = paced_at(Pace::new(Some(1), None), t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        let waiting = c
+            .state()
+            .plan
+            .iter()
+            .flat_map(|p| &p.plan.moves)
+            .find(|m| m.state == MoveState::Pending)
+            .expect("a move waits its turn")
+            .id
+            .to_string();
+        let running = ready(&c);
+        let report = c.move_done(&waiting).unwrap();
+        assert_eq!(report.done.state, MoveState::Done);
+        assert_eq!(ready(&c), running, "the running move keeps its slot");
+    }
+
+    #[test]
+    fn auto_mode_paces_nothing() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Auto, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        let record = c.state().plan.clone().expect("the committed plan, kept");
+        assert_eq!(record.state, PlanState::Committed);
+        assert!(
+            record
+                .plan
+                .moves
+                .iter()
+                .all(|m| m.state == MoveState::Pending)
+        );
+        assert_eq!(record.plan.summary.waves, None);
+    }
+
+    /// A plan stored before the pace existed has every move pending: a
+    /// coordinator that loads it paces it, and stores that before showing
+    /// it.
+    #[test]
+    fn a_plan_stored_without_pace_is_paced_on_load_and_saved_before_shown() {
+        let t0 = Instant::now();
+        let mut c = paced_at(Pace::UNLIMITED, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        store(&mut c);
+        let mut old = c.state().clone();
+        for m in &mut old.plan.as_mut().expect("a plan").plan.moves {
+            m.state = MoveState::Pending;
+        }
+        let settings = RingSettings {
+            pace: Pace::new(Some(1), None),
+            ..RingSettings::default()
+        };
+        let mut c = Coordinator::new(old.clone(), settings, Timing::default());
+        assert_eq!(ready(&c).len(), 1);
+        assert!(
+            c.shown()
+                .plan
+                .iter()
+                .flat_map(|p| &p.plan.moves)
+                .all(|m| m.state == MoveState::Pending)
+        );
+        let save = c.to_save().expect("the paced plan is saved");
+        assert!(
+            save.state.revision > old.revision,
+            "a new revision: announced"
+        );
+        c.saved(save);
+        assert_eq!(
+            c.shown().plan.as_ref().map(|p| p.settings.pace),
+            Some(settings.pace)
+        );
     }
 
     /// Regression (issue 12): re-acking the last move after the plan
