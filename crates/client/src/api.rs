@@ -28,10 +28,12 @@ pub struct SettingsView {
     /// At most this many moves in progress per member, sending or
     /// receiving (`--max-moves-per-member`); `null`: no limit.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_moves_per_member: Option<u32>,
     /// At most this many moves in progress in the cluster (`--max-moves`);
     /// `null`: no limit.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_moves: Option<u32>,
 }
 
