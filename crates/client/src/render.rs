@@ -721,6 +721,25 @@ db-2    joining  b          1  -
     }
 
     #[test]
+    fn the_summary_line_gives_the_expected_waves_and_the_settings_the_pace() {
+        let mut s = summary();
+        s.waves = Some(3);
+        assert!(
+            summary_line(&s).ends_with("; about 3 waves at the pace\n"),
+            "{}",
+            summary_line(&s)
+        );
+        let mut settings = ring_response().settings;
+        settings.max_moves_per_member = Some(1);
+        assert!(
+            settings_line(&settings)
+                .ends_with(", at most 1 moves per member and unlimited in all at once"),
+            "{}",
+            settings_line(&settings)
+        );
+    }
+
+    #[test]
     fn no_plan_says_so() {
         assert_eq!(plan(&PlanResponse { plan: None }), "no plan pending\n");
     }

@@ -344,3 +344,90 @@ async fn scaling_three_to_six_at_one_move_per_member_runs_one_move_per_member_an
     assert_eq!((status, error_code(&body).as_str()), (404, "not_found"));
     assert!(server.alive(), "{}", server.logs());
 }
+
+/// In process (the real router over a real coordinator): mid-plan, the work
+/// endpoint lists a member's ready moves with their sources' addresses and
+/// how many wait; it answers 304 to its own ETag; the preview gives the
+/// expected waves at the pace.
+#[tokio::test]
+async fn the_work_endpoint_lists_ready_moves_with_their_sources_mid_plan() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use ringleader::api::{Limits, WriteAuth};
+    use ringleader::settings::{Pace, RingSettings};
+    use ringleader::testing::{self, Running, call};
+    use ringleader_client::api::{PreviewResponse, WorkResponse};
+    use ringleader_watch::SourceEvent;
+
+    let settings = RingSettings {
+        pace: Pace::new(Some(1), None),
+        ..RingSettings::default()
+    };
+    let c = Running::start(
+        settings,
+        testing::no_settle(Duration::from_secs(60)),
+        testing::members(3),
+    )
+    .await;
+    let app = c.app(WriteAuth::Token(TOKEN.into()), false, Limits::default());
+    let request = |uri: &str| Request::get(uri).body(Body::empty()).expect("a request");
+
+    let (status, _, body) = call(
+        &app,
+        Request::post("/v1/preview")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"members": [{"id": "db-0"}, {"id": "db-1"}, {"id": "db-2"}, {"id": "db-3"}]}"#,
+            ))
+            .expect("a request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let preview: PreviewResponse = serde_json::from_slice(&body).expect("a preview");
+    let moves = preview.moves.len();
+    assert!(moves > 1);
+    // Every move goes to db-3, one at a time: a wave each.
+    assert_eq!(preview.summary.waves, Some(moves));
+    assert_eq!(
+        preview.moves.iter().filter(|m| m.state == "ready").count(),
+        1
+    );
+
+    c.send(SourceEvent::Members(testing::members(4)));
+    c.wait_for("a plan", |v| v.plan_in_progress().is_some())
+        .await;
+    let (status, headers, body) = call(&app, request("/v1/members/db-3/work")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let work: WorkResponse = serde_json::from_slice(&body).expect("work");
+    assert_eq!(work.moves.len(), 1, "{work:?}");
+    assert_eq!(work.waiting + 1, moves, "{work:?}");
+    let m = &work.moves[0];
+    assert_eq!(
+        (m.r#move.to.as_str(), m.r#move.state.as_str()),
+        ("db-3", "ready")
+    );
+    let source = m
+        .r#move
+        .from
+        .trim_start_matches("db-")
+        .parse::<usize>()
+        .expect("db-N");
+    assert_eq!(m.source_addresses, testing::member(source).addresses);
+    let etag = headers[header::ETAG].clone();
+    let (status, _, _) = call(
+        &app,
+        Request::get("/v1/members/db-3/work")
+            .header(header::IF_NONE_MATCH, etag)
+            .body(Body::empty())
+            .expect("a request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    // A source has no work of its own (it sends, it does not receive).
+    let (status, _, body) = call(&app, request("/v1/members/db-0/work")).await;
+    assert_eq!(status, StatusCode::OK);
+    let work: WorkResponse = serde_json::from_slice(&body).expect("work");
+    assert!(work.moves.is_empty() && work.waiting == 0, "{work:?}");
+    let (status, _, _) = call(&app, request("/v1/members/db-9/work")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
