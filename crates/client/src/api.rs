@@ -434,8 +434,9 @@ pub struct WorkResponse {
     /// A move that was listed and is no longer was done or cancelled:
     /// stop streaming it.
     pub moves: Vec<WorkMove>,
-    /// Ids of this plan's moves towards this member that were cancelled
-    /// (a replan no longer needs them): stop them if they run.
+    /// Ids of the plan's moves towards this member that were cancelled (a
+    /// replan no longer needs them, or the whole plan was cancelled): stop
+    /// them if they run.
     pub cancelled: Vec<String>,
     /// Moves towards this member still waiting their turn (`pending`).
     pub waiting: usize,

@@ -5,6 +5,7 @@ use super::ring_body::{RingBody, TokenForm};
 use super::tokenreview::Review;
 use super::{AppState, WriteAuth};
 use crate::coordinator::CoordinatorError;
+use crate::state::PlanState;
 use crate::runtime::{Command, CommandError, not_leader_message};
 use crate::view::{View, move_view, range_view, summary_view};
 use axum::extract::State;
@@ -534,8 +535,15 @@ pub async fn get_member_work(
                 source_addresses: addresses(m.from.as_str()),
             })
             .collect(),
-        cancelled: towards()
-            .filter(|m| m.state == MoveState::Cancelled)
+        // Also those of a plan cancelled as a whole (the members went back
+        // to the committed set): nothing of it runs any more.
+        cancelled: view
+            .plan
+            .as_deref()
+            .filter(|p| p.state != PlanState::Committed)
+            .into_iter()
+            .flat_map(|p| &p.plan.moves)
+            .filter(|m| m.to.as_str() == id && m.state == MoveState::Cancelled)
             .map(|m| m.id.to_string())
             .collect(),
         waiting: towards().filter(|m| m.state == MoveState::Pending).count(),
