@@ -46,6 +46,7 @@ fn fixture() -> &'static Fixture {
             tokens_per_member: 8,
             zone_aware: true,
             mode: Mode::Ack,
+            ..RingSettings::default()
         };
         // Three members commit at once; a fourth makes a plan in flight.
         let (running, view) = runtime.block_on(async {

@@ -296,7 +296,11 @@ async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves
     );
     // …and commits it with the remaining acks.
     let mut committed = false;
-    for m in continued.moves.iter().filter(|m| m.state == "pending") {
+    for m in continued
+        .moves
+        .iter()
+        .filter(|m| m.state == "pending" || m.state == "ready")
+    {
         committed = following
             .client
             .move_done(&m.id)

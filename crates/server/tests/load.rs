@@ -44,6 +44,7 @@ async fn start() -> Server {
         tokens_per_member: 16,
         zone_aware: true,
         mode: Mode::Auto,
+        ..RingSettings::default()
     };
     let running = Running::start(
         settings,
