@@ -214,9 +214,11 @@ where
                             _ => *loaded = true,
                         }
                     }
+                    // Once per streak: the watcher retries with backoff, and
+                    // would otherwise log every attempt.
                     Err(e) if watch_failing => debug!(error = %e, "following: the state watch still fails"),
                     Err(e) => {
-                        warn!(error = %e, resync = ?self.resync, "following: the state watch failed; it is retried, and the state is read whole every resync meanwhile");
+                        warn!(error = %e, resync = ?self.resync, "following: the state watch failed; serving the last state read, which is read whole every resync until the watch works again");
                         watch_failing = true;
                     }
                 },
