@@ -210,17 +210,7 @@ async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves
     assert_eq!(ready.source, "standby");
 
     // A scale-up: the leader plans; the follower shows the same plan.
-    write_members(&members, 5);
-    let plan = eventually("a plan on the leader", Duration::from_secs(10), || async {
-        leading
-            .client
-            .plan()
-            .await
-            .ok()?
-            .plan
-            .filter(|p| p.moves.len() >= 3)
-    })
-    .await;
+    let plan = scaled_plan(&leading, &members, 5, 3).await;
     eventually(
         "the same plan on the follower",
         Duration::from_secs(5),
@@ -410,14 +400,27 @@ fn state_requests(kit: &TestApiServer, verb: Verb) -> Vec<String> {
         .collect()
 }
 
+/// Scales to `n` pods; returns the plan `replica` shows once it has at
+/// least `moves` moves.
+async fn scaled_plan(
+    replica: &Replica,
+    members: &Path,
+    n: usize,
+    moves: usize,
+) -> ringleader_client::api::PlanView {
+    write_members(members, n);
+    eventually(
+        &format!("a plan on {}", replica.name),
+        Duration::from_secs(10),
+        || async { (replica.client.plan().await.ok()?.plan).filter(|p| p.moves.len() >= moves) },
+    )
+    .await
+}
+
 /// Scales to `n` pods and acks the leader's plan until it commits; returns
 /// the committed epoch.
 async fn scale_and_commit(leading: &Replica, members: &Path, n: usize) -> u64 {
-    write_members(members, n);
-    let plan = eventually("a plan on the leader", Duration::from_secs(10), || async {
-        leading.client.plan().await.ok()?.plan
-    })
-    .await;
+    let plan = scaled_plan(leading, members, n, 1).await;
     let mut epoch = 0;
     for m in &plan.moves {
         let done = leading.client.move_done(&m.id).await.expect("an ack");
@@ -508,17 +511,7 @@ async fn a_state_written_behind_the_leaders_back_is_not_overwritten() {
         (leader.client.ring(false).await.ok()?.epoch == 1).then_some(())
     })
     .await;
-    write_members(&members, 5);
-    let plan = eventually("a plan", Duration::from_secs(10), || async {
-        leader
-            .client
-            .plan()
-            .await
-            .ok()?
-            .plan
-            .filter(|p| p.moves.len() >= 3)
-    })
-    .await;
+    let plan = scaled_plan(&leader, &members, 5, 3).await;
     eventually("the plan stored", Duration::from_secs(5), || async {
         let s = stored_state(&kit).await;
         s.plan.filter(|p| p.id == plan.id).map(|_| ())
@@ -840,21 +833,7 @@ async fn a_follower_forwards_writes_to_the_leader() {
         leading.client.base_url().as_str().trim_end_matches('/')
     );
 
-    write_members(&members, 5);
-    let plan = eventually(
-        "a plan on the follower",
-        Duration::from_secs(10),
-        || async {
-            following
-                .client
-                .plan()
-                .await
-                .ok()?
-                .plan
-                .filter(|p| p.moves.len() >= 2)
-        },
-    )
-    .await;
+    let plan = scaled_plan(&following, &members, 5, 2).await;
     // Without the token the leader refuses it (the follower passes the
     // answer on); with it, the ack sent to the follower is applied.
     let (status, code, message) = api_error(following.client.move_done(&plan.moves[0].id).await);
