@@ -118,10 +118,19 @@ impl Replica {
     }
 
     async fn spawn(name: &str, options: ServeOptions) -> Self {
+        Self::spawn_advertising(name, options, false).await
+    }
+
+    /// [`Replica::spawn`]; with `advertise`, its URL goes on the Lease while
+    /// it leads (`--advertise-url`).
+    async fn spawn_advertising(name: &str, mut options: ServeOptions, advertise: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
+        if advertise {
+            options.advertise_url = Some(url.clone());
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(options, listener, async move {
             let _ = stopped.await;
@@ -790,21 +799,7 @@ impl Replica {
     async fn start_advertised(name: &str, kit: &TestApiServer, members: &Path) -> Self {
         let mut options = Replica::options(name, kit, members, FOLLOWER_RESYNC);
         options.auth = AuthSpec::Ready(WriteAuth::Token(FORWARD_TOKEN.into()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        options.advertise_url = Some(url.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(options, listener, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            name: name.into(),
-            client: Client::new(&url).expect("client"),
-            stop: Some(stop),
-            task,
-        }
+        Self::spawn_advertising(name, options, true).await
     }
 }
 
