@@ -1107,13 +1107,13 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
     for slot in takers {
         layout.fill(slot);
     }
-    layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, POLISH_FORCED);
-    layout.merge_runs();
     // Cancelled (crate::cancel): the steps above may have stopped half way;
     // the result is dropped anyway, so the ring is handed back as it was.
     if crate::cancel::cancelled() {
         return ring.clone();
     }
+    layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, POLISH_FORCED);
+    layout.merge_runs();
     // Every member owns a token: one that got none takes half of the
     // largest range of the most loaded member.
     for slot in 0..layout.slots.len() {
