@@ -36,8 +36,9 @@ use crate::{MemberSpec, Replication, Ring, RingConfig, TOKEN_SPACE, Token};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
-/// Polishing stops once the data received in a change reaches this share of
-/// DESIGN §4's ideal (DESIGN §8 allows moved/ideal 1.10 here)...
+/// Polishing stops once what a change moves (the greedy edits' hand-overs
+/// plus what transfers add to the plan) reaches this share of DESIGN §4's
+/// ideal (DESIGN §8 allows moved/ideal 1.10 here)...
 const POLISH_BUDGET: f64 = 1.07;
 
 /// ...or once every member is within this of its target...
@@ -668,8 +669,8 @@ impl Layout {
     /// between to the member the walks reach next, and a token moved
     /// forward takes data from that member. Each transfer is sized to even
     /// the two members out. Stops when the most loaded member is within
-    /// `slack` of its target, or when the data received in the whole change
-    /// reaches `budget` (unless the most loaded member is above `forced`).
+    /// `slack` of its target, or when what the change moves reaches
+    /// `budget` (unless the most loaded member is above `forced`).
     fn polish(&mut self, budget: f64, slack: f64, forced: f64) {
         let mut delta = Vec::new();
         let mut best_delta = Vec::new();
