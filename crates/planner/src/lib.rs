@@ -35,9 +35,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bound;
 mod holdings;
 mod pace;
 mod plan;
+
+pub use bound::{zone_ideal_fraction, zone_ideal_from};
 
 pub use holdings::Holdings;
 pub use pace::{DEFAULT_MAX_MOVES_PER_MEMBER, Pace, in_progress, pace, turn_order, waves};

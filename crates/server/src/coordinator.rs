@@ -218,11 +218,6 @@ pub struct Coordinator {
     /// Bumped on every change visible through the API.
     version: u64,
     plans_made: u64,
-    /// The done moves of the last plan committed by acks, by id: a repeated
-    /// ack of one of them answers as the first did (acks are idempotent,
-    /// also after the commit; DESIGN §5). In memory only: after a restart
-    /// such an ack answers like any ack without a plan.
-    last_committed: BTreeMap<String, Move>,
 }
 
 /// Whether a member can take part: serving and not terminating. Not
@@ -399,7 +394,6 @@ impl Coordinator {
             phase: Phase::Starting,
             version: 1,
             plans_made: 0,
-            last_committed: BTreeMap::new(),
         }
     }
 
@@ -961,12 +955,12 @@ impl Coordinator {
         self.working.epoch = record.to_epoch;
         self.working.revision = 0;
         info!(plan = %record.id, epoch = self.working.epoch, members = self.working.committed.len(), "plan committed");
-        self.last_committed = record
+        self.working.last_committed = record
             .plan
             .moves
             .iter()
             .filter(|m| m.state == MoveState::Done)
-            .map(|m| (m.id.to_string(), m.clone()))
+            .cloned()
             .collect();
         if self.settings.mode == Mode::Auto {
             record.state = PlanState::Committed;
@@ -976,8 +970,9 @@ impl Coordinator {
     }
 
     /// A shard reports a move done. Reporting a done move again is fine,
-    /// also once its plan committed (the last committed plan's moves are
-    /// remembered): the answer is the one that committed it.
+    /// also once its plan committed, across restarts and leader changes (the
+    /// last committed plan's done moves are stored with the state): the
+    /// answer is the one that committed it.
     pub fn move_done(&mut self, id: &str) -> Result<MoveReport, CoordinatorError> {
         let in_flight = self
             .working
@@ -985,7 +980,12 @@ impl Coordinator {
             .as_ref()
             .filter(|p| p.state == PlanState::InProgress);
         let known_in_flight = in_flight.is_some_and(|p| p.plan.get(id).is_some());
-        if !known_in_flight && let Some(done) = self.last_committed.get(id) {
+        let committed_before = self
+            .working
+            .last_committed
+            .iter()
+            .find(|m| m.id.as_str() == id);
+        if !known_in_flight && let Some(done) = committed_before {
             return Ok(MoveReport {
                 done: done.clone(),
                 remaining: 0,

@@ -708,7 +708,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         service_filter,
         advertise_url,
         leader_election,
-        follower_poll: std::time::Duration::from_secs(1),
+        follower_resync: std::time::Duration::from_secs(30),
         kube: None,
     })
 }
@@ -910,15 +910,21 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let reports = simulate::run(&scenario)?;
-    let (balance, ratio) = simulate::worst(&reports);
+    let simulate::Worst {
+        balance,
+        moved_over_ideal: ratio,
+        moved_over_zone_ideal: zone_ratio,
+    } = simulate::worst(&reports);
     match (args.output.as_str(), args.summary) {
         ("json", _) => println!("{}", serde_json::to_string_pretty(&reports)?),
         ("table", false) => {
             print!("{}", simulate::table(&reports));
-            println!("worst balance {balance:.4}, worst moved/ideal {ratio:.3}");
+            println!(
+                "worst balance {balance:.4}, worst moved/ideal {ratio:.3}, worst moved/zone-aware bound {zone_ratio:.3}"
+            );
         }
         ("table", true) => println!(
-            "members={} tokens={} strategy={} rf={} zones={} steps={}: start balance {:.4}, worst balance {balance:.4}, worst moved/ideal {ratio:.3}",
+            "members={} tokens={} strategy={} rf={} zones={} steps={}: start balance {:.4}, worst balance {balance:.4}, worst moved/ideal {ratio:.3}, worst moved/zone-aware bound {zone_ratio:.3}",
             args.members,
             args.tokens,
             args.strategy,

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub state_write_errors: Counter,
     /// Requests refused because a limit was reached.
     pub overload_rejections: Counter,
+    /// Previews whose work stopped because their request was dropped or
+    /// timed out.
+    pub previews_cancelled: Counter,
     /// Largest load / target of the committed ring, in replica units
     /// (DESIGN §4).
     pub balance: FloatGauge,
@@ -111,6 +114,7 @@ impl Metrics {
             plans: Counter::default(),
             state_write_errors: Counter::default(),
             overload_rejections: Counter::default(),
+            previews_cancelled: Counter::default(),
             balance: FloatGauge::default(),
             is_leader: Gauge::default(),
             build_info: Family::default(),
@@ -199,6 +203,11 @@ impl Metrics {
             "overload_rejections",
             "Requests refused with 503 because a concurrency or subscriber limit was reached",
             metrics.overload_rejections.clone(),
+        );
+        registry.register(
+            "previews_cancelled",
+            "Previews stopped because their request was dropped or timed out",
+            metrics.previews_cancelled.clone(),
         );
         *metrics.registry.lock().expect("fresh lock") = registry;
         metrics

@@ -93,6 +93,8 @@ pub struct Running {
     pub dir: tempfile::TempDir,
     /// The driver's task.
     task: Option<tokio::task::JoinHandle<()>>,
+    settings: RingSettings,
+    timing: Timing,
 }
 
 impl Running {
@@ -115,9 +117,28 @@ impl Running {
     /// sent nothing yet. Must be called within a tokio runtime.
     pub fn idle(settings: RingSettings, timing: Timing) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let state = State::fresh(settings).expect("valid settings");
+        Self::on(dir, state, settings, timing)
+    }
+
+    /// Stops the driver and starts a new one over what it stored, as a
+    /// restarted process would; its source is new and has sent nothing.
+    pub async fn restart(mut self) -> Self {
+        let (settings, timing) = (self.settings, self.timing);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let dir = std::mem::replace(&mut self.dir, dir);
+        self.shut_down().await;
+        let state = FileStore::new(dir.path().join("state.json"))
+            .load()
+            .expect("the stored state reads back")
+            .expect("a stored state");
+        Self::on(dir, state, settings, timing)
+    }
+
+    fn on(dir: tempfile::TempDir, state: State, settings: RingSettings, timing: Timing) -> Self {
         let (source, stream) = channel_source();
         let (driver, handle) = Driver::new(
-            State::fresh(settings).expect("valid settings"),
+            state,
             settings,
             timing,
             FileStore::new(dir.path().join("state.json")),
@@ -132,6 +153,8 @@ impl Running {
             stop_rx,
             dir,
             task: Some(task),
+            settings,
+            timing,
         }
     }
 

@@ -8,12 +8,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::StreamExt;
-use ringleader::api::{Limits, ReviewPolicy, TokenReviewer, WriteAuth};
+use ringleader::api::{AppState, Limits, ReviewPolicy, TokenReviewer, WriteAuth, router};
 use ringleader::http::ConnLimits;
 use ringleader::settings::RingSettings;
 use ringleader::testing::{self, Running, call};
-use ringleader_client::api::{CompactTokens, ErrorResponse, PreviewResponse, RingResponse};
+use ringleader_client::api::{
+    CompactTokens, ErrorResponse, MoveDoneResponse, PreviewResponse, RingResponse,
+};
 use ringleader_testkit::{TestApiServer, Verb};
+use ringleader_watch::{SourceEvent, SourceHealth};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -518,6 +521,56 @@ async fn previews_beyond_the_concurrency_bound_get_503() {
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
 }
 
+/// Issue 12: a preview went on computing after its request was gone (it
+/// was cancelled only between stages, and the allocator is one long stage).
+/// Dropped while the allocator runs, the largest preview the default bounds
+/// allow stops there and frees its slot, counted as cancelled.
+#[tokio::test]
+async fn a_dropped_preview_stops_computing_within_the_allocator() {
+    let c = coordinator(3).await;
+    let limits = Limits::default();
+    let state = AppState::new(
+        c.handle.clone(),
+        WriteAuth::Open,
+        false,
+        limits,
+        c.stop_rx.clone(),
+    );
+    let slots = Arc::clone(&state.previews);
+    let app = router(state);
+    // 1,024 members × weight 16 × 16 tokens: 262,144 tokens, the default
+    // --max-preview-tokens.
+    let members = (0..limits.preview_members)
+        .map(|i| json!({"id": format!("m-{i:04}"), "weight": limits.preview_weight}))
+        .collect::<Vec<_>>();
+    let body = json!({ "members": members });
+    let request = tokio::spawn(async move { call(&app, post_json("/v1/preview", &body)).await });
+    let wait_until = async |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..2_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("timed out waiting until {what}");
+    };
+    wait_until("the preview takes its slot", &|| {
+        slots.available_permits() < limits.previews
+    })
+    .await;
+    request.abort();
+    assert!(request.await.is_err_and(|e| e.is_cancelled()));
+    wait_until("the abandoned preview frees its slot", &|| {
+        slots.available_permits() == limits.previews
+    })
+    .await;
+    assert_eq!(
+        c.handle.metrics.previews_cancelled.get(),
+        1,
+        "the work stopped because its request was gone, not because it was done"
+    );
+}
+
 #[tokio::test]
 async fn a_request_timeout_is_a_timeout_not_overloaded() {
     let c = coordinator(3).await;
@@ -570,6 +623,66 @@ async fn writes_check_the_token_and_the_move_id() {
     error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     // No plan in flight: nothing to report done.
     let (status, _, body) = call(&app, done(Some(TOKEN), "abc")).await;
+    error(status, &body, StatusCode::CONFLICT, "conflict");
+}
+
+/// Regression (issue 12): re-acking a done move after the commit answered
+/// 409 "no plan" once the coordinator had restarted (or the lead had
+/// moved): the committed plan's done moves were kept in memory only.
+#[tokio::test]
+async fn reacking_a_done_move_after_a_restart_answers_200_not_409() {
+    let done = |id: &str| {
+        Request::post(format!("/v1/plan/moves/{id}/done"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("a request")
+    };
+    let c = coordinator(3).await;
+    c.send(SourceEvent::Members(testing::members(4)));
+    let view = c
+        .wait_for("a plan", |v| v.plan_in_progress().is_some())
+        .await;
+    let ids: Vec<String> = view
+        .plan_in_progress()
+        .map(|p| p.plan.moves.iter().map(|m| m.id.as_str().to_owned()))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(!ids.is_empty());
+    let app = open_app(&c);
+    let mut last = Vec::new();
+    for id in &ids {
+        let (status, _, body) = call(&app, done(id)).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        last = body;
+    }
+    let committing: MoveDoneResponse = serde_json::from_slice(&last).expect("an ack answer");
+    assert!(committing.committed && committing.epoch == 2);
+
+    let c = c.restart().await;
+    c.send(SourceEvent::Health(SourceHealth::Synced));
+    c.send(SourceEvent::Members(testing::members(4)));
+    let app = open_app(&c);
+    for id in &ids {
+        let (status, _, body) = call(&app, done(id)).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let again: MoveDoneResponse = serde_json::from_slice(&body).expect("an ack answer");
+        assert_eq!(
+            (again.move_.id.as_str(), again.move_.state.as_str()),
+            (id.as_str(), "done")
+        );
+        assert_eq!(
+            (again.remaining, again.epoch, again.committed),
+            (0, 2, true)
+        );
+    }
+    let (_, _, again) = call(&app, done(ids.last().expect("a move"))).await;
+    assert_eq!(
+        again, last,
+        "the committing ack answers as it did the first time"
+    );
+    // Not every id is taken for done: one the plan never had is still refused.
+    let (status, _, body) = call(&app, done("0123456789abcdef")).await;
     error(status, &body, StatusCode::CONFLICT, "conflict");
 }
 

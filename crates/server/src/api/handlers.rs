@@ -856,9 +856,14 @@ pub async fn post_preview(
     let cancel = Cancel::default();
     let _guard = cancel.guard();
     let work = cancel.clone();
+    let metrics = state.handle.metrics.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        preview(&view, &desired, &work)
+        let answer = preview(&view, &desired, &work);
+        if work.is_set() {
+            metrics.previews_cancelled.inc();
+        }
+        answer
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -870,6 +875,10 @@ pub async fn post_preview(
 pub(super) struct Cancel(Arc<std::sync::atomic::AtomicBool>);
 
 impl Cancel {
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Sets the flag when dropped (the request future was dropped, or
     /// finished).
     fn guard(&self) -> CancelOnDrop {
@@ -878,14 +887,20 @@ impl Cancel {
 
     fn check(&self) -> Result<(), ApiError> {
         if self.0.load(std::sync::atomic::Ordering::Relaxed) {
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cancelled",
-                "the request was cancelled",
-            ))
+            Err(self.error())
         } else {
             Ok(())
         }
+    }
+
+    /// What the work answers once cancelled (nobody reads it: the request
+    /// is gone).
+    fn error(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cancelled",
+            "the request was cancelled",
+        )
     }
 }
 
@@ -903,8 +918,13 @@ fn preview(
     cancel: &Cancel,
 ) -> Result<PreviewResponse, ApiError> {
     cancel.check()?;
-    let ring = crate::coordinator::next_ring(view.target_ring(), &view.settings, desired)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The allocator looks at the flag inside its loops: the one stage whose
+    // time grows faster than the ring.
+    let ring = ringleader_ring::cancellable(&cancel.0, || {
+        crate::coordinator::next_ring(view.target_ring(), &view.settings, desired)
+    })
+    .map_err(|_| cancel.error())?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     cancel.check()?;
     let to = Placement::new(ring.clone(), view.settings.replication())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -112,7 +112,7 @@ async fn a_replica_that_loses_the_lease_never_shows_an_older_state() {
             let s = stream.lock().unwrap().take();
             async move { Ok(s.unwrap_or_else(|| futures::stream::pending().boxed())) }
         },
-        poll: Duration::from_secs(3600),
+        resync: Duration::from_secs(3600),
     };
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(replica.run(outlets, stopped));
