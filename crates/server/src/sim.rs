@@ -208,8 +208,14 @@ impl Sim {
             } else {
                 Mode::Auto
             },
-            // Two moves per member: pacing on, as by default.
-            pace: Pace::default(),
+            // Pacing on: 1, 2 (the default) or 3 moves per member, and a
+            // cluster-wide cap on every fifth seed. Taken from the seed, not
+            // the generator, so each seed's history is the same whatever
+            // the pace (only which moves are ready differs).
+            pace: Pace::new(
+                Some(1 + (seed % 3) as u32),
+                seed.is_multiple_of(5).then_some(3),
+            ),
         };
         let timing = Timing {
             settle: SETTLE,
