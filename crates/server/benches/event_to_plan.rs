@@ -69,6 +69,7 @@ fn bench_event_to_plan(c: &mut Criterion) {
             tokens_per_member: tokens,
             zone_aware: rf > 1,
             mode: Mode::Auto,
+            ..RingSettings::default()
         };
         let timing = Timing {
             settle: Duration::ZERO,

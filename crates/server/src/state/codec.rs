@@ -14,6 +14,7 @@
 //!         (committed positions dropped, kept positions whose owner changed,
 //!         tokens added), then its moves and cleanups, ranges as a signed
 //!         delta of the start from the previous start and the length
+//! the last committed plan's done moves (as moves)
 //! ```
 //!
 //! Tokens are what make a state large, and are close to random 64-bit
@@ -49,6 +50,10 @@ struct Header {
     revision: u64,
     committed: RingHead,
     plan: Option<PlanHead>,
+    /// Member ids the moves and cleanups name, by index.
+    names: Vec<MemberId>,
+    /// Move states, by index.
+    move_states: Vec<MoveState>,
 }
 
 /// A ring's settings and members (its tokens are in a section).
@@ -69,10 +74,6 @@ struct PlanHead {
     state: PlanState,
     settings: RingSettings,
     target: RingHead,
-    /// Member ids the moves and cleanups name, by index.
-    names: Vec<MemberId>,
-    /// Move states, by index.
-    move_states: Vec<MoveState>,
     summary: Summary,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     created_ms: Option<u64>,
@@ -170,42 +171,20 @@ impl<'a> Reader<'a> {
 /// Format 2 bytes of a state.
 pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
     let committed = &state.committed;
-    let mut names: Vec<MemberId> = Vec::new();
-    let mut name_index: HashMap<MemberId, u64> = HashMap::new();
-    let mut states: Vec<MoveState> = Vec::new();
     let mut body = Vec::with_capacity(committed.tokens().len() * 9 + 1024);
     ring_tokens(&mut body, committed);
+    let mut tables = Tables::default();
     if let Some(p) = &state.plan {
         target_diff(&mut body, committed, &p.target);
-        let mut name = |id: &'_ MemberId| -> u64 {
-            *name_index.entry(id.clone()).or_insert_with(|| {
-                names.push(id.clone());
-                names.len() as u64 - 1
-            })
-        };
-        put(&mut body, p.plan.moves.len() as u64);
-        let mut previous = 0;
-        for m in &p.plan.moves {
-            put_range(&mut body, m.range, &mut previous);
-            put(&mut body, name(&m.from));
-            put(&mut body, name(&m.to));
-            let state = match states.iter().position(|s| *s == m.state) {
-                Some(i) => i,
-                None => {
-                    states.push(m.state);
-                    states.len() - 1
-                }
-            };
-            put(&mut body, state as u64);
-            put_move_id(&mut body, m);
-        }
+        put_moves(&mut body, &p.plan.moves, &mut tables);
         put(&mut body, p.plan.cleanups.len() as u64);
         let mut previous = 0;
         for c in &p.plan.cleanups {
-            put(&mut body, name(&c.member));
+            put(&mut body, tables.name(&c.member));
             put_range(&mut body, c.range, &mut previous);
         }
     }
+    put_moves(&mut body, &state.last_committed, &mut tables);
     let header = Header {
         settings: state.settings,
         epoch: state.epoch,
@@ -218,12 +197,12 @@ pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
             state: p.state,
             settings: p.settings,
             target: RingHead::of(&p.target),
-            names,
-            move_states: states,
             summary: p.plan.summary.clone(),
             created_ms: p.times.created_ms,
             changed_ms: p.times.changed_ms,
         }),
+        names: tables.names,
+        move_states: tables.states,
     };
     let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(16 + header.len() + body.len());
@@ -233,6 +212,49 @@ pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&header);
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// The member names and move states the sections index into.
+#[derive(Default)]
+struct Tables {
+    names: Vec<MemberId>,
+    name_index: HashMap<MemberId, u64>,
+    states: Vec<MoveState>,
+}
+
+impl Tables {
+    fn name(&mut self, id: &MemberId) -> u64 {
+        if let Some(&i) = self.name_index.get(id) {
+            return i;
+        }
+        self.names.push(id.clone());
+        let i = self.names.len() as u64 - 1;
+        self.name_index.insert(id.clone(), i);
+        i
+    }
+
+    fn state(&mut self, state: MoveState) -> u64 {
+        let i = match self.states.iter().position(|s| *s == state) {
+            Some(i) => i,
+            None => {
+                self.states.push(state);
+                self.states.len() - 1
+            }
+        };
+        i as u64
+    }
+}
+
+fn put_moves(out: &mut Vec<u8>, moves: &[Move], tables: &mut Tables) {
+    put(out, moves.len() as u64);
+    let mut previous = 0;
+    for m in moves {
+        put_range(out, m.range, &mut previous);
+        put(out, tables.name(&m.from));
+        put(out, tables.name(&m.to));
+        put(out, tables.state(m.state));
+        put_move_id(out, m);
+    }
 }
 
 fn ring_tokens(out: &mut Vec<u8>, ring: &Ring) {
@@ -346,9 +368,9 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State, String> {
         Some(p) => {
             let target = read_target(&mut r, &committed, &p.target)
                 .map_err(|e| format!("its plan's target ring is invalid: {e}"))?;
-            let moves = read_moves(&mut r, &p.names, &p.move_states)
+            let moves = read_moves(&mut r, &header.names, &header.move_states)
                 .map_err(|e| format!("its plan's moves are invalid: {e}"))?;
-            let cleanups = read_cleanups(&mut r, &p.names)
+            let cleanups = read_cleanups(&mut r, &header.names)
                 .map_err(|e| format!("its plan's cleanups are invalid: {e}"))?;
             Some(PlanRecord {
                 id: p.id,
@@ -369,6 +391,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State, String> {
             })
         }
     };
+    let last_committed = read_moves(&mut r, &header.names, &header.move_states)
+        .map_err(|e| format!("its last committed plan's moves are invalid: {e}"))?;
     if r.at != bytes.len() {
         return Err(format!(
             "{} bytes follow the end of the state",
@@ -381,6 +405,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State, String> {
         revision: header.revision,
         committed,
         plan,
+        last_committed,
     })
 }
 
@@ -589,6 +614,10 @@ mod tests {
         plan.moves[2].id = MoveId::from("00000000deadbeef");
         plan.moves[3].id = MoveId::from("kept from an older plan");
         let mut state = State::fresh(settings).unwrap();
+        state.last_committed = plan.moves[4..].iter().take(3).cloned().collect();
+        for m in &mut state.last_committed {
+            m.state = MoveState::Done;
+        }
         state.committed = committed;
         state.epoch = 4;
         state.revision = 9;

@@ -43,6 +43,11 @@
 //! fenced manifest write, so of two writers only one can) before trying
 //! again.
 //!
+//! Followers watch the ConfigMap ([`ConfigMapStore::watch`]: kube's watcher
+//! on the one object, by `fieldSelector=metadata.name=NAME`, which a Role
+//! with `resourceNames` allows) rather than reading it again and again; a
+//! manifest that names parts is followed by reads of its parts.
+//!
 //! Every call to the API server has a time limit ([`ConfigMapStore::timeout`]),
 //! so a hung request cannot stall the coordinator. A state larger than the
 //! pool can hold is refused before any request, with the figures
@@ -53,10 +58,13 @@ use super::{Refreshed, State, StoreError};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -231,9 +239,19 @@ impl Encoded {
 fn kube_hint(e: &kube::Error) -> &'static str {
     match e {
         kube::Error::Api(s) if s.is_forbidden() => {
-            "; the Role needs get, create and update on the state ConfigMap and its parts \
-             NAME-0 … NAME-15 (deploy/kubernetes/rbac.yaml)"
+            "; the Role needs get, list, watch, create and update on the state ConfigMap and \
+             get and update on its parts NAME-0 … NAME-15 (deploy/kubernetes/rbac.yaml)"
         }
+        _ => "",
+    }
+}
+
+fn watch_hint(e: &watcher::Error) -> &'static str {
+    match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => kube_hint(e),
+        watcher::Error::WatchError(s) if s.code == 403 => kube_hint(&kube::Error::Api(s.clone())),
         _ => "",
     }
 }
@@ -516,31 +534,82 @@ impl ConfigMapStore {
         Ok(Some(state))
     }
 
-    /// Reads the state if its resourceVersion moved since the last read or
-    /// write.
-    pub async fn refresh(&self) -> Result<Refreshed, StoreError> {
-        let manifest = self.get_named(&self.name).await?;
-        let rv = manifest
-            .as_ref()
-            .and_then(|m| m.metadata.resource_version.clone());
-        if manifest.is_some() && rv == self.seen().resource_version {
-            return Ok(Refreshed::Unchanged);
-        }
+    /// Watches the ConfigMap: kube's watcher (list, then watch, both with
+    /// `fieldSelector=metadata.name=NAME`; a 410 re-lists; errors are
+    /// retried with jittered backoff) turned into the states it holds, one
+    /// item per change of `resourceVersion` (`Changed(None)`: it is gone),
+    /// and the watcher's errors. Never ends. Keeps its own place: it does
+    /// not move the resourceVersion [`save`](Self::save) writes on.
+    pub fn watch(&self) -> BoxStream<'static, Result<Refreshed, StoreError>> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let events = watcher(self.api.clone(), config).default_backoff().boxed();
         let location = self.location();
-        let read = match manifest {
-            None => None,
-            Some(m) => match self.read_parts(m, &location).await? {
-                Ok(read) => Some(read),
-                Err(_) => self.read().await?,
-            },
+        let store = self.clone();
+        /// Where the stream is: the resourceVersion last yielded, and
+        /// whether the list in progress found the ConfigMap.
+        struct Place {
+            last: Option<String>,
+            listed: bool,
+        }
+        let place = Place {
+            last: None,
+            listed: false,
         };
-        let Some(read) = read else {
-            self.set_seen(Seen::default());
-            return Ok(Refreshed::Changed(None));
-        };
-        let state = State::decode(&read.bytes, &location)?;
-        self.saw(&read);
-        Ok(Refreshed::Changed(Some(Box::new(state))))
+        futures::stream::unfold((events, place), move |(mut events, mut place)| {
+            let location = location.clone();
+            let store = store.clone();
+            async move {
+                loop {
+                    let item = match events.next().await? {
+                        Ok(watcher::Event::Init) => {
+                            place.listed = false;
+                            continue;
+                        }
+                        Ok(watcher::Event::InitApply(map) | watcher::Event::Apply(map)) => {
+                            place.listed = true;
+                            let rv = map.metadata.resource_version.clone();
+                            if rv.is_some() && rv == place.last {
+                                Ok(Refreshed::Unchanged)
+                            } else {
+                                // The manifest, then the parts it names (read
+                                // afresh if one moved on meanwhile).
+                                match store.read_parts(map, &location).await {
+                                    Ok(Ok(read)) => Ok(Some(read)),
+                                    Ok(Err(_)) => store.read().await,
+                                    Err(e) => Err(e),
+                                }
+                                .and_then(|read| match read {
+                                    None => {
+                                        place.last = None;
+                                        Ok(Refreshed::Changed(None))
+                                    }
+                                    Some(read) => {
+                                        State::decode(&read.bytes, &location).map(|state| {
+                                            place.last = read.manifest.metadata.resource_version;
+                                            Refreshed::Changed(Some(Box::new(state)))
+                                        })
+                                    }
+                                })
+                            }
+                        }
+                        // A re-list that found it: already yielded.
+                        Ok(watcher::Event::InitDone) if place.listed => continue,
+                        // Deleted, or the list did not find it.
+                        Ok(watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                            place.last = None;
+                            Ok(Refreshed::Changed(None))
+                        }
+                        Err(source) => Err(StoreError::Watch {
+                            location: location.clone(),
+                            hint: watch_hint(&source),
+                            source,
+                        }),
+                    };
+                    return Some((item, (events, place)));
+                }
+            }
+        })
+        .boxed()
     }
 
     fn labels(component: &str) -> BTreeMap<String, String> {
