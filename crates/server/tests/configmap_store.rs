@@ -251,3 +251,36 @@ fn the_role_names_every_part_of_the_pool() {
         );
     }
 }
+
+/// A follower watching the store sees a state kept in parts whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_follower_reads_a_state_kept_in_parts() {
+    use futures::StreamExt as _;
+    use ringleader::state::Refreshed;
+    let kit = TestApiServer::start().await.expect("testkit");
+    let settings = RingSettings {
+        tokens_per_member: 256,
+        strategy: Strategy::Hashed,
+        ..RingSettings::default()
+    };
+    let state = state_with_plan(settings, 1000, 1);
+    let mut watch = ConfigMapStore::new(kit.client(), NS, STATE).watch();
+    ConfigMapStore::new(kit.client(), NS, STATE)
+        .save(&state)
+        .await
+        .expect("saved");
+    assert!(!named_parts(&kit).is_empty(), "in parts");
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match watch.next().await.expect("the watch goes on") {
+                Ok(Refreshed::Changed(Some(s))) => return *s,
+                Ok(_) => {}
+                Err(e) => panic!("watch error: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("seen within 30 s");
+    assert_eq!(seen, state);
+    kit.shutdown().await;
+}
