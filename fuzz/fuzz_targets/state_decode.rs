@@ -1,4 +1,5 @@
-//! Arbitrary bytes as a saved coordinator state (the file store's JSON).
+//! Arbitrary bytes as a saved coordinator state (the file store's bytes:
+//! format 2, or format 1's JSON).
 //!
 //! Checks: `State::decode` never panics; a state it accepts encodes and
 //! decodes to the same state; and a coordinator started from it does not

@@ -286,13 +286,26 @@ impl Layout {
             total_weight: ring.0.members.iter().map(|m| u64::from(m.weight)).sum(),
             joiners: Vec::new(),
         };
+        // Built from sorted runs (B-trees bulk-load those in linear time):
+        // at 256,000 tokens, inserting one by one was most of a change's cost.
+        let mut ranges: Vec<Vec<(u128, Token)>> = vec![Vec::new(); layout.slots.len()];
         for position in 0..ring.0.tokens.len() {
             let slot = ring.0.owners[position] as usize;
             let len = ring.range_at(position).len();
             let end = ring.0.tokens[position];
-            layout.tokens.insert(end, slot);
             layout.slots[slot].load += len;
-            layout.slots[slot].ranges.insert((len, end));
+            ranges[slot].push((len, end));
+        }
+        layout.tokens = ring
+            .0
+            .tokens
+            .iter()
+            .zip(&ring.0.owners)
+            .map(|(&t, &o)| (t, o as usize))
+            .collect();
+        for (slot, mut list) in layout.slots.iter_mut().zip(ranges) {
+            list.sort_unstable();
+            slot.ranges = list.into_iter().collect();
         }
         layout
     }
@@ -694,7 +707,14 @@ impl Layout {
     /// owner carries more tokens than it is meant to. Ownership (and every
     /// replica set) stays exactly the same.
     fn merge_surplus(&mut self) {
-        let candidates: Vec<Token> = self.tokens.keys().copied().collect();
+        // Only tokens of members with a surplus can go, and no member's
+        // surplus grows here: visiting just theirs, in token order, drops
+        // exactly the tokens a visit of every token would.
+        let mut candidates: Vec<Token> = (0..self.slots.len())
+            .filter(|&slot| self.surplus(slot) > 0)
+            .flat_map(|slot| self.slots[slot].ranges.iter().map(|&(_, t)| t))
+            .collect();
+        candidates.sort_unstable();
         for t in candidates {
             if self.tokens.len() < 2 {
                 break;
@@ -773,10 +793,34 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
     let config = ring.0.config;
     let zones: BTreeSet<Option<&str>> = after.values().map(|m| m.zone.as_deref()).collect();
     let zone_count = zones.len() as u64;
-    let mut merged: BTreeMap<Token, MemberId> = BTreeMap::new();
+    let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
+    // Per member of the ring: its zone's rank and its index among that
+    // zone's members (both sorted by id), so splitting the tokens by zone
+    // compares numbers, not strings.
+    let zone_rank: BTreeMap<Option<&str>, usize> =
+        zones.iter().enumerate().map(|(r, &z)| (z, r)).collect();
+    let mut in_zone = vec![0u32; zones.len()];
+    let mut place_of: Vec<(usize, u32)> = Vec::with_capacity(ring.len());
+    for m in ring.members() {
+        // A zone of the ring that no member has after the change: its
+        // tokens go with its members.
+        let rank = zone_rank
+            .get(&m.zone.as_deref())
+            .copied()
+            .unwrap_or(usize::MAX);
+        let local = match in_zone.get_mut(rank) {
+            Some(n) => {
+                *n += 1;
+                *n - 1
+            }
+            None => 0,
+        };
+        place_of.push((rank, local));
+    }
+    let mut merged: Vec<(Token, u32)> = Vec::with_capacity(ring.tokens().len() + 1024);
     for (rank, zone) in zones.into_iter().enumerate() {
         // The zone's current ring: its members' tokens.
-        let members: Vec<MemberSpec> = ring
+        let zone_members: Vec<MemberSpec> = ring
             .members()
             .iter()
             .filter(|m| m.zone.as_deref() == zone)
@@ -785,17 +829,14 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
         let mut tokens = Vec::new();
         let mut owners = Vec::new();
         for (t, o) in ring.tokens().iter().zip(ring.owner_indices()) {
-            let owner = &ring.members()[*o as usize];
-            if owner.zone.as_deref() == zone {
+            let (r, local) = place_of[*o as usize];
+            if r == rank {
                 tokens.push(*t);
-                let index = members
-                    .binary_search_by(|m| m.id.cmp(&owner.id))
-                    .expect("member of the zone") as u32;
-                owners.push(index);
+                owners.push(local);
             }
         }
         let fresh = tokens.is_empty();
-        let sub = Ring::from_sorted_parts(config, members, tokens, owners);
+        let sub = Ring::from_sorted_parts(config, zone_members, tokens, owners);
         let desired: Vec<MemberSpec> = after
             .values()
             .filter(|m| m.zone.as_deref() == zone)
@@ -807,6 +848,11 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
         } else {
             apply_balanced(&sub, &sub_change)
         };
+        // Cancelled (crate::cancel): the zone's ring came back unedited and
+        // may still hold members that are gone; the result is dropped.
+        if crate::cancel::cancelled() {
+            return ring.clone();
+        }
         // A fresh zone's even layout is turned by a fraction of a spacing so
         // that zones interleave instead of landing on the same points.
         let phase = if fresh && !next.tokens().is_empty() {
@@ -815,27 +861,42 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
         } else {
             0
         };
-        for (t, id) in next.token_owners() {
-            // Tokens are distinct within a zone; another zone may hold the
-            // same point, then the next free one is taken.
-            let mut t = t.wrapping_add(phase);
-            while merged.contains_key(&t) {
-                t = t.wrapping_add(1);
-            }
-            merged.insert(t, id.clone());
-        }
+        // The zone ring's members, as indices into `members`.
+        let global: Vec<u32> = next
+            .members()
+            .iter()
+            .map(|m| {
+                members
+                    .binary_search_by(|g| g.id.cmp(&m.id))
+                    .expect("a member after the change") as u32
+            })
+            .collect();
+        merged.extend(
+            next.tokens()
+                .iter()
+                .zip(next.owner_indices())
+                .map(|(&t, &o)| (t.wrapping_add(phase), global[o as usize])),
+        );
     }
-    // Cancelled (crate::cancel): the zones' rings came back unedited.
-    if crate::cancel::cancelled() {
-        return ring.clone();
+    let mut sorted = merged.clone();
+    sorted.sort_unstable_by_key(|&(t, _)| t);
+    if sorted.windows(2).any(|w| w[0].0 == w[1].0) {
+        // Tokens are distinct within a zone; another zone may hold the same
+        // point, then the next free one is taken, zone by zone in order.
+        // (Only then: a set of every token is most of this function's time.)
+        let mut taken: BTreeSet<Token> = BTreeSet::new();
+        sorted = merged
+            .into_iter()
+            .map(|(mut t, o)| {
+                while !taken.insert(t) {
+                    t = t.wrapping_add(1);
+                }
+                (t, o)
+            })
+            .collect();
+        sorted.sort_unstable_by_key(|&(t, _)| t);
     }
-    let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
-    let index: HashMap<&MemberId, u32> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (&m.id, i as u32))
-        .collect();
-    let (tokens, owners) = merged.iter().map(|(&t, id)| (t, index[id])).unzip();
+    let (tokens, owners) = sorted.into_iter().unzip();
     Ring::from_sorted_parts(config, members, tokens, owners)
 }
 

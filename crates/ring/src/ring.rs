@@ -281,6 +281,32 @@ impl Ring {
         Ok(Self::from_sorted_parts(config, members, tokens, owners))
     }
 
+    /// A ring from members sorted by id, tokens sorted ascending and the
+    /// index (into `members`) of each token's owner: the form a stored ring
+    /// is read back from without re-sorting. Checks every invariant (as
+    /// [`Ring::from_assignments`]) and reports a broken one as
+    /// [`RingError::InvalidSnapshot`] (or the member error it is).
+    pub fn from_sorted(
+        config: RingConfig,
+        members: Vec<MemberSpec>,
+        tokens: Vec<Token>,
+        owners: Vec<u32>,
+    ) -> Result<Self, RingError> {
+        check_parts(&config, &members, &tokens, &owners)?;
+        Ok(Self::from_sorted_parts(config, members, tokens, owners))
+    }
+
+    /// Checks every invariant [`Ring::from_sorted`] checks (what a stored
+    /// ring must satisfy to be read back), in one pass over the arrays.
+    pub fn check(&self) -> Result<(), RingError> {
+        check_parts(
+            &self.0.config,
+            &self.0.members,
+            &self.0.tokens,
+            &self.0.owners,
+        )
+    }
+
     /// Builds a ring from members sorted by id and `(token, member index)`
     /// pairs sorted by token. Callers guarantee both orders and distinctness.
     pub(crate) fn from_sorted_parts(
@@ -732,6 +758,64 @@ impl Ring {
     pub fn balance(&self) -> f64 {
         balance_of(&self.ownership())
     }
+}
+
+/// The invariants of a ring's parts: unique non-empty ids sorted, valid
+/// weights, tokens sorted and distinct, owners in range, every member with
+/// a token.
+fn check_parts(
+    config: &RingConfig,
+    members: &[MemberSpec],
+    tokens: &[Token],
+    owners: &[u32],
+) -> Result<(), RingError> {
+    let bad = RingError::InvalidSnapshot;
+    config.validate()?;
+    for (i, m) in members.iter().enumerate() {
+        if m.id.as_str().is_empty() {
+            return Err(RingError::EmptyMemberId);
+        }
+        if i > 0 && members[i - 1].id >= m.id {
+            return Err(bad(format!(
+                "members must be sorted by id and unique; {:?} comes after {:?}",
+                m.id.as_str(),
+                members[i - 1].id.as_str()
+            )));
+        }
+        config.tokens_for(m)?;
+    }
+    if tokens.len() != owners.len() {
+        return Err(bad(format!(
+            "{} tokens but {} owners",
+            tokens.len(),
+            owners.len()
+        )));
+    }
+    if let Some(pair) = tokens.windows(2).find(|p| p[0] >= p[1]) {
+        return Err(bad(format!(
+            "tokens must be sorted and distinct; {} comes after {}",
+            pair[1], pair[0]
+        )));
+    }
+    let mut has_token = vec![false; members.len()];
+    for &o in owners {
+        match has_token.get_mut(o as usize) {
+            Some(h) => *h = true,
+            None => {
+                return Err(bad(format!(
+                    "a token's owner is member number {o} of {}",
+                    members.len()
+                )));
+            }
+        }
+    }
+    if let Some(i) = has_token.iter().position(|&h| !h) {
+        return Err(bad(format!(
+            "member {:?} has no token",
+            members[i].id.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// Max of fraction/target over members: the balance figure (max/mean for

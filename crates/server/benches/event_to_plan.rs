@@ -4,7 +4,8 @@
 //! `cargo bench -p ringleader --bench event_to_plan`
 //!
 //! The real driver runs on a tokio runtime with a file state store in a
-//! temporary directory; the source is a channel. Each iteration sends a
+//! temporary directory; the source is a channel. Members are spread over
+//! three zones; rf 3 is zone-aware. Each iteration sends a
 //! member set with one member more (or less) than the last and waits until
 //! the published view shows the new epoch: planning, committing (mode
 //! `auto`), saving the state with fsync, and recomputing ownership are all
@@ -30,10 +31,12 @@ fn members(n: usize, extra: bool) -> MemberSet {
 }
 
 fn member(id: &str) -> Member {
+    // Three zones, by the id's hash (the joiner lands in one of them too).
+    let zone = format!("zone-{}", xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % 3);
     Member {
         id: MemberId::new(id),
         addresses: vec!["10.0.0.1".into()],
-        zone: None,
+        zone: Some(zone),
         node_name: None,
         ports: Vec::new(),
         ready: true,
@@ -52,13 +55,19 @@ fn bench_event_to_plan(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    for &(n, tokens) in &[(100usize, 16u32), (1000, 16), (1000, 256)] {
+    // (members, tokens, rf): rf 3 is zone-aware over three zones.
+    for &(n, tokens, rf) in &[
+        (100usize, 16u32, 1usize),
+        (1000, 16, 1),
+        (1000, 256, 1),
+        (1000, 256, 3),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = RingSettings {
-            rf: 1,
+            rf,
             strategy: Strategy::Balanced,
             tokens_per_member: tokens,
-            zone_aware: false,
+            zone_aware: rf > 1,
             mode: Mode::Auto,
             ..RingSettings::default()
         };
@@ -92,25 +101,28 @@ fn bench_event_to_plan(c: &mut Criterion) {
             }
         });
         let mut extra = false;
-        group.bench_function(BenchmarkId::from_parameter(format!("{n}x{tokens}")), |b| {
-            b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        extra = !extra;
-                        let want = view.borrow().epoch + 1;
-                        let started = Instant::now();
-                        tx.send(SourceEvent::Members(members(n, extra)))
-                            .expect("send");
-                        while view.borrow().epoch < want {
-                            view.changed().await.expect("driver alive");
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{n}x{tokens}-rf{rf}")),
+            |b| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            extra = !extra;
+                            let want = view.borrow().epoch + 1;
+                            let started = Instant::now();
+                            tx.send(SourceEvent::Members(members(n, extra)))
+                                .expect("send");
+                            while view.borrow().epoch < want {
+                                view.changed().await.expect("driver alive");
+                            }
+                            total += started.elapsed();
                         }
-                        total += started.elapsed();
-                    }
-                    total
+                        total
+                    })
                 })
-            })
-        });
+            },
+        );
     }
     group.finish();
 }

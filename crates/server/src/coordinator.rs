@@ -846,7 +846,7 @@ impl Coordinator {
         // A target the store could not read back would make the state
         // unusable after a restart: refuse it (and retry later) rather than
         // store it.
-        if let Err(e) = Ring::try_from(ringleader_ring::RingSnapshot::from(&target)) {
+        if let Err(e) = target.check() {
             warn!(error = %e, members = target.len(), "the ring allocator made a ring that cannot be stored; not planning it");
             return Err(CoordinatorError::Ring(e));
         }

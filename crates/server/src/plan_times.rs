@@ -183,8 +183,11 @@ mod tests {
         };
         let bytes = state.encode().unwrap();
         assert_eq!(State::decode(&bytes, "test").unwrap(), state);
-        // A state saved before plans had times.
-        let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        // A state saved before plans had times (in format 1, the JSON of
+        // those builds).
+        let json = state.encode_format1();
+        assert_eq!(State::decode(&json, "test").unwrap(), state);
+        let mut json: serde_json::Value = serde_json::from_slice(&json).unwrap();
         let plan = json["plan"].as_object_mut().unwrap();
         plan.remove("created_ms");
         plan.remove("changed_ms");

@@ -419,6 +419,9 @@ impl Store {
         if !map.get("metadata").is_none_or(Value::is_object) {
             return Err(ApiStatus::bad_request("metadata must be an object"));
         }
+        if resource.kind == "ConfigMap" {
+            check_configmap_size(map)?;
+        }
         Ok(())
     }
 
@@ -504,6 +507,45 @@ pub(crate) fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// The real API server refuses a ConfigMap whose `data` and `binaryData`
+/// (keys and values, binary values counted decoded) exceed 1 MiB.
+fn check_configmap_size(map: &serde_json::Map<String, Value>) -> Result<(), ApiStatus> {
+    const LIMIT: usize = 1 << 20;
+    let mut size = 0;
+    for (field, base64) in [("data", false), ("binaryData", true)] {
+        for (key, value) in map
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let text = value.as_str().unwrap_or_default();
+            let len = if base64 {
+                let padding = text.bytes().rev().take_while(|&b| b == b'=').count();
+                (text.len() / 4 * 3).saturating_sub(padding)
+            } else {
+                text.len()
+            };
+            size += key.len() + len;
+        }
+    }
+    if size > LIMIT {
+        let name = map
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(ApiStatus::with_reason(
+            422,
+            "Invalid",
+            format!(
+                "ConfigMap \"{name}\" is invalid: []: Too long: must have at most {LIMIT} bytes"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

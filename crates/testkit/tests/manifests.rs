@@ -98,6 +98,24 @@ const ROLE_RULES: &[(&str, &str, &str, &[&str])] = &[
         "ringleader-state",
         &["get", "list", "watch", "update"],
     ),
+    // The parts of a state larger than one ConfigMap holds (the server's
+    // `state::part_names`).
+    ("", "configmaps", "ringleader-state-0", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-1", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-2", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-3", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-4", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-5", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-6", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-7", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-8", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-9", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-10", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-11", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-12", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-13", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-14", &["get", "update"]),
+    ("", "configmaps", "ringleader-state-15", &["get", "update"]),
     ("", "configmaps", "*", &["create"]),
 ];
 

@@ -7,21 +7,27 @@
 //!
 //! Two stores, behind one [`Store`]:
 //!
-//! - [`FileStore`] (`--state file:PATH`): one JSON file, written atomically;
-//! - [`ConfigMapStore`] (`--state configmap:NAME`): the same JSON,
-//!   gzip-compressed, in a ConfigMap's `binaryData`, written with optimistic
+//! - [`FileStore`] (`--state file:PATH`): one file, written atomically;
+//! - [`ConfigMapStore`] (`--state configmap:NAME`): the same bytes,
+//!   gzip-compressed, in a ConfigMap's `binaryData` (or, when larger than a
+//!   ConfigMap holds, in parts named by it), written with optimistic
 //!   concurrency on `resourceVersion`, so several replicas (one leader,
 //!   followers reading) can share it and a stale writer never overwrites a
 //!   newer state.
 //!
+//! Both keep the compact format of [`codec`] (format 2; format 1, the JSON
+//! of earlier builds, is still read).
+//!
 //! A state that cannot be read is refused with a message saying what to do,
 //! and never overwritten.
 
+mod codec;
 mod configmap;
 mod file;
 
 pub use configmap::{
-    CALL_TIMEOUT, CONFIGMAP_LIMIT, ConfigMapStore, Resolution, STATE_KEY, resolve_conflict,
+    CALL_TIMEOUT, CONFIGMAP_LIMIT, ConfigMapStore, MAX_PARTS, PART_BYTES, PARTS_KEY, POOL,
+    Resolution, STATE_KEY, part_names, resolve_conflict,
 };
 pub use file::FileStore;
 
@@ -31,8 +37,11 @@ use ringleader_ring::{Ring, RingSnapshot};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// The state format this build writes and reads.
-pub const STATE_FORMAT: u32 = 1;
+/// The state format this build writes ([`codec`]).
+pub const STATE_FORMAT: u32 = codec::BINARY_FORMAT;
+
+/// The JSON format of earlier builds, still read (never written).
+pub const JSON_FORMAT: u32 = 1;
 
 /// Whether a plan is running or done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +146,8 @@ struct StoredPlan {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredState {
-    format: u32,
+    #[serde(rename = "format")]
+    _format: u32,
     settings: RingSettings,
     epoch: u64,
     revision: u64,
@@ -185,10 +195,11 @@ pub enum StoreError {
     /// Serializing failed (should not happen).
     #[error("encoding the state: {0}")]
     Encode(String),
-    /// The state does not fit in the store (a ConfigMap holds at most 1 MiB).
+    /// The state does not fit in the store (a ConfigMap holds at most 1 MiB;
+    /// the ConfigMap store spreads a state over at most 8).
     #[error(
-        "the state does not fit in {location}: {size} bytes compressed ({uncompressed} bytes of \
-         JSON, {members} members and {tokens} tokens over the committed ring and the plan's \
+        "the state does not fit in {location}: {size} bytes compressed ({uncompressed} bytes \
+         encoded, {members} members and {tokens} tokens over the committed ring and the plan's \
          target) against a limit of {limit} bytes. Use fewer --tokens-per-member, or keep the \
          state in a file on a volume (--state file:PATH)"
     )]
@@ -197,7 +208,7 @@ pub enum StoreError {
         location: String,
         /// Bytes it would take (compressed, with the ConfigMap's keys).
         size: usize,
-        /// Bytes of JSON before compression.
+        /// Bytes before compression.
         uncompressed: usize,
         /// The store's limit.
         limit: usize,
@@ -423,10 +434,61 @@ impl State {
         })
     }
 
-    /// JSON bytes of the state.
+    /// The stored bytes of the state (format 2, [`codec`]).
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        codec::encode(self).map_err(StoreError::Encode)
+    }
+
+    /// Reads a state from its stored bytes (format 2, or format 1's JSON
+    /// as earlier builds wrote it); `location` names it in errors.
+    pub fn decode(bytes: &[u8], location: &str) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            location: location.to_owned(),
+            reason,
+        };
+        let state = match bytes.strip_prefix(codec::MAGIC) {
+            Some(rest) => codec::decode(rest).map_err(corrupt)?,
+            None => Self::decode_json(bytes).map_err(corrupt)?,
+        };
+        state.check().map_err(corrupt)?;
+        Ok(state)
+    }
+
+    /// What a decoded state must satisfy beyond its rings' invariants.
+    fn check(&self) -> Result<(), String> {
+        self.settings
+            .validate()
+            .map_err(|e| format!("its settings are invalid: {e}"))?;
+        if let Some(p) = &self.plan {
+            p.settings
+                .validate()
+                .map_err(|e| format!("its plan's settings are invalid: {e}"))?;
+        }
+        // A next epoch must exist.
+        let last_epoch = self
+            .plan
+            .as_ref()
+            .map_or(self.epoch, |p| p.to_epoch.max(self.epoch));
+        if last_epoch == u64::MAX {
+            return Err("its epoch is at the largest possible value".into());
+        }
+        if let Some(p) = &self.plan
+            && (p.from_epoch != self.epoch && p.state == PlanState::InProgress)
+        {
+            return Err(format!(
+                "its in-flight plan starts from epoch {} but the committed epoch is {}",
+                p.from_epoch, self.epoch
+            ));
+        }
+        Ok(())
+    }
+
+    /// Format 1's JSON, as earlier builds wrote it (for tests of reading
+    /// it).
+    #[cfg(test)]
+    pub(crate) fn encode_format1(&self) -> Vec<u8> {
         let stored = StoredState {
-            format: STATE_FORMAT,
+            _format: JSON_FORMAT,
             settings: self.settings,
             epoch: self.epoch,
             revision: self.revision,
@@ -446,18 +508,11 @@ impl State {
             }),
             last_committed: self.last_committed.clone(),
         };
-        let mut bytes =
-            serde_json::to_vec(&stored).map_err(|e| StoreError::Encode(e.to_string()))?;
-        bytes.push(b'\n');
-        Ok(bytes)
+        serde_json::to_vec(&stored).expect("a state serialises")
     }
 
-    /// Reads a state from JSON bytes; `location` names it in errors.
-    pub fn decode(bytes: &[u8], location: &str) -> Result<Self, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            location: location.to_owned(),
-            reason,
-        };
+    /// Format 1: the JSON earlier builds wrote.
+    fn decode_json(bytes: &[u8]) -> Result<Self, String> {
         // Check the format first, so a newer file says so rather than
         // failing on a field this build does not know.
         #[derive(Deserialize)]
@@ -465,38 +520,20 @@ impl State {
             format: Option<u32>,
         }
         let probe: FormatOnly = serde_json::from_slice(bytes)
-            .map_err(|e| corrupt(format!("it is not a ringleader state ({e})")))?;
+            .map_err(|e| format!("it is not a ringleader state ({e})"))?;
         match probe.format {
-            Some(STATE_FORMAT) => {}
+            Some(JSON_FORMAT) => {}
             Some(other) => {
-                return Err(corrupt(format!(
-                    "it was written in format {other}, and this build reads format {STATE_FORMAT} \
-                     (run the ringleader version that wrote it)"
-                )));
+                return Err(format!(
+                    "it was written in format {other}, and this build reads formats \
+                     {JSON_FORMAT} and {STATE_FORMAT} (run the ringleader version that wrote it)"
+                ));
             }
-            None => return Err(corrupt("it has no \"format\" field".into())),
+            None => return Err("it has no \"format\" field".into()),
         }
-        let stored: StoredState =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("{e}")))?;
-        stored
-            .settings
-            .validate()
-            .map_err(|e| corrupt(format!("its settings are invalid: {e}")))?;
-        if let Some(p) = &stored.plan {
-            p.settings
-                .validate()
-                .map_err(|e| corrupt(format!("its plan's settings are invalid: {e}")))?;
-        }
-        // A next epoch must exist.
-        let last_epoch = stored
-            .plan
-            .as_ref()
-            .map_or(stored.epoch, |p| p.to_epoch.max(stored.epoch));
-        if last_epoch == u64::MAX {
-            return Err(corrupt("its epoch is at the largest possible value".into()));
-        }
+        let stored: StoredState = serde_json::from_slice(bytes).map_err(|e| format!("{e}"))?;
         let committed = Ring::try_from(stored.committed)
-            .map_err(|e| corrupt(format!("its committed ring is invalid: {e}")))?;
+            .map_err(|e| format!("its committed ring is invalid: {e}"))?;
         let plan = match stored.plan {
             None => None,
             Some(p) => Some(PlanRecord {
@@ -505,7 +542,7 @@ impl State {
                 to_epoch: p.to_epoch,
                 state: p.state,
                 target: Ring::try_from(p.target)
-                    .map_err(|e| corrupt(format!("its plan's target ring is invalid: {e}")))?,
+                    .map_err(|e| format!("its plan's target ring is invalid: {e}"))?,
                 settings: p.settings,
                 plan: Plan {
                     moves: p.moves,
@@ -518,14 +555,6 @@ impl State {
                 },
             }),
         };
-        if let Some(p) = &plan
-            && (p.from_epoch != stored.epoch && p.state == PlanState::InProgress)
-        {
-            return Err(corrupt(format!(
-                "its in-flight plan starts from epoch {} but the committed epoch is {}",
-                p.from_epoch, stored.epoch
-            )));
-        }
         Ok(State {
             settings: stored.settings,
             epoch: stored.epoch,
