@@ -25,6 +25,15 @@
 //! is admitted, so every pending move is reached once the moves ahead of it
 //! on its members have finished.
 //!
+//! A move whose source or target is *unavailable* (down within its grace:
+//! it keeps its ranges, but cannot stream now) waits as `pending` and takes
+//! no slot, so the others run in its place; once the member is back, the
+//! next pace gives its moves their turn. A move already `ready` stays ready
+//! when one of its members goes down: its target may be mid-stream and
+//! retries, a move never goes back from ready to pending (what a shard was
+//! told to run stays told), and it keeps its slots, so the limits hold the
+//! moment the member is back.
+//!
 //! Pacing never adds, removes or changes a move: ids, ranges, sources and
 //! targets (and so minimality) are the planner's alone.
 
@@ -117,8 +126,15 @@ pub fn in_progress(plan: &Plan) -> BTreeMap<MemberId, usize> {
 /// Makes pending moves `ready` in their turn order as far as `pace`
 /// allows; moves already ready stay so. Returns the ids of the moves it
 /// made ready (empty: nothing changed). `leaving` says which members leave
-/// the cluster with this plan.
-pub fn pace(plan: &mut Plan, pace: Pace, leaving: impl Fn(&MemberId) -> bool) -> Vec<MoveId> {
+/// the cluster with this plan; `unavailable` which cannot stream now (down
+/// within their grace): a pending move from or to one of them stays
+/// pending and holds no slot.
+pub fn pace(
+    plan: &mut Plan,
+    pace: Pace,
+    leaving: impl Fn(&MemberId) -> bool,
+    unavailable: impl Fn(&MemberId) -> bool,
+) -> Vec<MoveId> {
     let (per_member, total) = (pace.per_member(), pace.total());
     let mut busy: HashMap<&MemberId, usize> = HashMap::new();
     let mut running = 0usize;
@@ -139,7 +155,11 @@ pub fn pace(plan: &mut Plan, pace: Pace, leaving: impl Fn(&MemberId) -> bool) ->
     let mut candidates: Vec<usize> = (0..plan.moves.len())
         .filter(|&i| {
             let m = &plan.moves[i];
-            m.state == MoveState::Pending && free(&busy, &m.from) && free(&busy, &m.to)
+            m.state == MoveState::Pending
+                && free(&busy, &m.from)
+                && free(&busy, &m.to)
+                && !unavailable(&m.from)
+                && !unavailable(&m.to)
         })
         .collect();
     candidates.sort_unstable_by_key(|&i| {
@@ -261,6 +281,10 @@ mod tests {
         false
     }
 
+    fn nobody_down(_: &MemberId) -> bool {
+        false
+    }
+
     fn per_member(n: u32) -> Pace {
         Pace::new(Some(n), None)
     }
@@ -275,7 +299,7 @@ mod tests {
             mv(300, 10, "b", "d"),
             mv(400, 10, "c", "g"),
         ]);
-        let made = pace(&mut plan, per_member(1), nobody_leaves);
+        let made = pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
         assert_eq!(made.len(), 3, "{:?}", states(&plan));
         assert!(in_progress(&plan).values().all(|&n| n <= 1));
         // One of a's moves, b → d blocked only if a → d won; c → g runs.
@@ -289,25 +313,28 @@ mod tests {
             mv(100, 50, "b", "x"),
             mv(200, 5, "gone", "x"),
         ]);
-        pace(&mut plan, per_member(1), |id: &MemberId| {
-            id.as_str() == "gone"
-        });
+        pace(
+            &mut plan,
+            per_member(1),
+            |id: &MemberId| id.as_str() == "gone",
+            nobody_down,
+        );
         assert_eq!(
             states(&plan),
             [MoveState::Pending, MoveState::Pending, MoveState::Ready]
         );
         let mut plan = plan_of(vec![mv(0, 10, "a", "x"), mv(100, 50, "b", "x")]);
-        pace(&mut plan, per_member(1), nobody_leaves);
+        pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
         assert_eq!(states(&plan), [MoveState::Pending, MoveState::Ready]);
     }
 
     #[test]
     fn a_done_move_frees_its_slots_for_the_next_at_once() {
         let mut plan = plan_of(vec![mv(0, 50, "a", "x"), mv(100, 10, "b", "x")]);
-        pace(&mut plan, per_member(1), nobody_leaves);
+        pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
         assert_eq!(states(&plan), [MoveState::Ready, MoveState::Pending]);
         plan.mark_done(plan.moves[0].id.clone().as_str()).unwrap();
-        let made = pace(&mut plan, per_member(1), nobody_leaves);
+        let made = pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
         assert_eq!(made, vec![plan.moves[1].id.clone()]);
         assert_eq!(states(&plan), [MoveState::Done, MoveState::Ready]);
     }
@@ -322,13 +349,13 @@ mod tests {
             mv(1000, 50, "b", "c"),
             mv(2000, 10, "c", "d"),
         ]);
-        pace(&mut plan, per_member(1), nobody_leaves);
+        pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
         assert_eq!(
             states(&plan),
             [MoveState::Ready, MoveState::Pending, MoveState::Ready]
         );
         plan.moves[0].state = MoveState::Done;
-        assert!(pace(&mut plan, per_member(1), nobody_leaves).is_empty());
+        assert!(pace(&mut plan, per_member(1), nobody_leaves, nobody_down).is_empty());
         assert_eq!(
             states(&plan),
             [MoveState::Done, MoveState::Pending, MoveState::Ready]
@@ -342,7 +369,12 @@ mod tests {
                 .map(|i| mv(i * 100, 10, &format!("s{i}"), &format!("t{i}")))
                 .collect(),
         );
-        pace(&mut plan, Pace::new(None, Some(3)), nobody_leaves);
+        pace(
+            &mut plan,
+            Pace::new(None, Some(3)),
+            nobody_leaves,
+            nobody_down,
+        );
         assert_eq!(
             plan.moves
                 .iter()
@@ -361,7 +393,7 @@ mod tests {
             mv(200, 10, "b", "y"),
         ]);
         assert_eq!(waves(&plan, Pace::UNLIMITED, nobody_leaves), 1);
-        pace(&mut plan, Pace::UNLIMITED, nobody_leaves);
+        pace(&mut plan, Pace::UNLIMITED, nobody_leaves, nobody_down);
         assert!(plan.moves.iter().all(|m| m.state == MoveState::Ready));
     }
 
@@ -390,13 +422,92 @@ mod tests {
             })
             .collect();
         let mut plan = plan_of(moves.clone());
-        pace(&mut plan, per_member(2), nobody_leaves);
+        pace(&mut plan, per_member(2), nobody_leaves, nobody_down);
         for (before, after) in moves.iter().zip(&plan.moves) {
             assert_eq!(
                 (&before.id, before.range, &before.from, &before.to),
                 (&after.id, after.range, &after.from, &after.to)
             );
         }
+    }
+
+    #[test]
+    fn a_move_from_or_to_a_down_member_waits_and_holds_no_slot() {
+        // Limit 1. down → x comes first (largest) but its source is down:
+        // it waits, and a → x takes x's slot. b → down waits too (a down
+        // target cannot receive), so c → y runs.
+        let mut plan = plan_of(vec![
+            mv(0, 100, "down", "x"),
+            mv(1000, 10, "a", "x"),
+            mv(2000, 50, "b", "down"),
+            mv(3000, 5, "c", "y"),
+        ]);
+        let down = |id: &MemberId| id.as_str() == "down";
+        pace(&mut plan, per_member(1), nobody_leaves, down);
+        assert_eq!(
+            states(&plan),
+            [
+                MoveState::Pending,
+                MoveState::Ready,
+                MoveState::Pending,
+                MoveState::Ready
+            ]
+        );
+        assert_eq!(in_progress(&plan).get(&MemberId::new("down")), None);
+        // Back up: its moves get their turn as soon as slots are free; b's
+        // are free now, x's once a → x is done.
+        let made = pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
+        assert_eq!(made, vec![plan.moves[2].id.clone()]);
+        plan.mark_done(plan.moves[1].id.clone().as_str()).unwrap();
+        plan.mark_done(plan.moves[2].id.clone().as_str()).unwrap();
+        let made = pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
+        assert_eq!(made, vec![plan.moves[0].id.clone()]);
+    }
+
+    #[test]
+    fn a_ready_move_stays_ready_and_keeps_its_slots_when_its_source_goes_down() {
+        let mut plan = plan_of(vec![mv(0, 100, "a", "x"), mv(1000, 10, "b", "x")]);
+        pace(&mut plan, per_member(1), nobody_leaves, nobody_down);
+        assert_eq!(states(&plan), [MoveState::Ready, MoveState::Pending]);
+        // a goes down while x may be streaming from it: nothing changes,
+        // and b → x still waits for x's slot (the limit holds when a is
+        // back and x resumes).
+        let a_down = |id: &MemberId| id.as_str() == "a";
+        assert!(pace(&mut plan, per_member(1), nobody_leaves, a_down).is_empty());
+        assert_eq!(states(&plan), [MoveState::Ready, MoveState::Pending]);
+    }
+
+    #[test]
+    fn moves_of_a_member_down_for_the_whole_plan_all_run_once_it_is_back() {
+        // Every move touches "d"; while it is down nothing runs, and after
+        // it is back finishing ready moves reaches every move.
+        let mut plan = plan_of(
+            (0..6)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        mv(i * 100, 10 + i, "d", &format!("t{i}"))
+                    } else {
+                        mv(i * 100, 10 + i, &format!("s{i}"), "d")
+                    }
+                })
+                .collect(),
+        );
+        let d_down = |id: &MemberId| id.as_str() == "d";
+        assert!(pace(&mut plan, per_member(2), nobody_leaves, d_down).is_empty());
+        let mut done = 0;
+        while !pace(&mut plan, per_member(2), nobody_leaves, nobody_down).is_empty()
+            || plan.moves.iter().any(|m| m.state == MoveState::Ready)
+        {
+            assert!(in_progress(&plan).values().all(|&n| n <= 2));
+            let ready = plan
+                .moves
+                .iter()
+                .position(|m| m.state == MoveState::Ready)
+                .expect("a ready move");
+            plan.moves[ready].state = MoveState::Done;
+            done += 1;
+        }
+        assert_eq!(done, 6);
     }
 
     /// The obviously right pace: every pending move in turn order, each
@@ -449,10 +560,10 @@ mod tests {
             loop {
                 let mut reference = plan.clone();
                 pace_by_the_book(&mut reference, per_member(limit), leaving);
-                pace(&mut plan, per_member(limit), leaving);
+                pace(&mut plan, per_member(limit), leaving, nobody_down);
                 assert_eq!(states(&plan), states(&reference), "seed {seed}");
                 let mut again = plan.clone();
-                assert!(pace(&mut again, per_member(limit), leaving).is_empty());
+                assert!(pace(&mut again, per_member(limit), leaving, nobody_down).is_empty());
                 assert!(in_progress(&plan).values().all(|&n| n <= limit as usize));
                 let ready: Vec<usize> = (0..plan.moves.len())
                     .filter(|&i| plan.moves[i].state == MoveState::Ready)

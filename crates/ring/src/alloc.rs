@@ -848,6 +848,11 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
         } else {
             apply_balanced(&sub, &sub_change)
         };
+        // Cancelled (crate::cancel): the zone's ring came back unedited and
+        // may still hold members that are gone; the result is dropped.
+        if crate::cancel::cancelled() {
+            return ring.clone();
+        }
         // A fresh zone's even layout is turned by a fraction of a spacing so
         // that zones interleave instead of landing on the same points.
         let phase = if fresh && !next.tokens().is_empty() {
@@ -872,10 +877,6 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
                 .zip(next.owner_indices())
                 .map(|(&t, &o)| (t.wrapping_add(phase), global[o as usize])),
         );
-    }
-    // Cancelled (crate::cancel): the zones' rings came back unedited.
-    if crate::cancel::cancelled() {
-        return ring.clone();
     }
     let mut sorted = merged.clone();
     sorted.sort_unstable_by_key(|&(t, _)| t);

@@ -678,6 +678,9 @@ impl Layout {
         // they handed over; transfers what they add to the plan).
         let mut spent = self.received;
         for _ in 0..4 * self.breadth() {
+            if crate::cancel::cancelled() {
+                return;
+            }
             let Some(high) = (0..self.slots.len())
                 .filter(|&s| self.slots[s].active && self.slots[s].target > 0.0)
                 .max_by(|&a, &b| {

@@ -338,26 +338,34 @@ fn in_mode(mut state: State, settings: RingSettings) -> State {
 }
 
 /// Paces the state's plan if it is in progress in mode `ack` (in `auto`
-/// mode plans commit at once and nothing is paced). Returns the moves made
-/// ready.
-fn pace_plan(state: &mut State) -> Vec<ringleader_planner::MoveId> {
+/// mode plans commit at once and nothing is paced). Moves from or to an
+/// `unavailable` member (down within its grace) wait. Returns the moves
+/// made ready.
+fn pace_plan(
+    state: &mut State,
+    unavailable: &BTreeSet<MemberId>,
+) -> Vec<ringleader_planner::MoveId> {
     match &mut state.plan {
         Some(record)
             if record.state == PlanState::InProgress && record.settings.mode == Mode::Ack =>
         {
             let target = &record.target;
-            ringleader_planner::pace(&mut record.plan, record.settings.pace, |id| {
-                target.member(id.as_str()).is_none()
-            })
+            ringleader_planner::pace(
+                &mut record.plan,
+                record.settings.pace,
+                |id| target.member(id.as_str()).is_none(),
+                |id| unavailable.contains(id),
+            )
         }
         _ => Vec::new(),
     }
 }
 
-/// Paces a plan just made towards `target` and sets its expected waves.
-fn paced(mut plan: Plan, target: &Ring, pace: Pace) -> Plan {
+/// Paces a plan just made towards `target` and sets its expected waves
+/// (counted as if every member were up: the down ones come back or leave).
+fn paced(mut plan: Plan, target: &Ring, pace: Pace, unavailable: &BTreeSet<MemberId>) -> Plan {
     let leaving = |id: &ringleader_ring::MemberId| target.member(id.as_str()).is_none();
-    ringleader_planner::pace(&mut plan, pace, leaving);
+    ringleader_planner::pace(&mut plan, pace, leaving, |id| unavailable.contains(id));
     plan.summary.waves = Some(ringleader_planner::waves(&plan, pace, leaving));
     plan
 }
@@ -373,7 +381,8 @@ impl Coordinator {
         // A plan stored by a build without pace (every move pending), or
         // with another pace, is paced now: a change to store, shown once
         // stored.
-        let change = if pace_plan(&mut state).is_empty() {
+        // Nobody is known to be down yet: that waits for the source.
+        let change = if pace_plan(&mut state, &BTreeSet::new()).is_empty() {
             0
         } else {
             state.revision += 1;
@@ -480,7 +489,8 @@ impl Coordinator {
         self.working = stored;
         self.stored_change = self.change;
         self.store_health = StoreHealth::Saved;
-        if !pace_plan(&mut self.working).is_empty() {
+        let unavailable = self.unavailable();
+        if !pace_plan(&mut self.working, &unavailable).is_empty() {
             // Taken over with another pace: ours applies, stored as a change.
             self.working.revision += 1;
             self.change += 1;
@@ -660,8 +670,26 @@ impl Coordinator {
                 }
             }
             self.lifecycles = lifecycles;
-            self.touch(false);
+            // A member down within its grace holds up its moves; one back
+            // up lets them run: pace again, stored as a change.
+            let unavailable = self.unavailable();
+            if pace_plan(&mut self.working, &unavailable).is_empty() {
+                self.touch(false);
+            } else {
+                self.working.revision += 1;
+                self.touch(true);
+            }
         }
+    }
+
+    /// Members that cannot stream now: down (within their grace or past
+    /// it, until the next plan drops them). Their pending moves wait.
+    pub fn unavailable(&self) -> BTreeSet<MemberId> {
+        self.lifecycles
+            .iter()
+            .filter(|(_, l)| matches!(l, Lifecycle::Down { .. } | Lifecycle::Gone))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn reconsider(&mut self, now: Instant) {
@@ -825,7 +853,7 @@ impl Coordinator {
         let new_plan = if revert || self.settings.mode == Mode::Auto {
             new_plan
         } else {
-            paced(new_plan, &target, self.settings.pace)
+            paced(new_plan, &target, self.settings.pace, &self.unavailable())
         };
         let lost: Vec<Move> = new_plan
             .moves
@@ -937,7 +965,12 @@ impl Coordinator {
             Ok(mut revised) if revised != record.plan => {
                 info!(plan = %record.id, "a range whose holders were all gone is held again: its move has a source now");
                 if record.settings.mode == Mode::Ack {
-                    revised = paced(revised, &record.target, record.settings.pace);
+                    revised = paced(
+                        revised,
+                        &record.target,
+                        record.settings.pace,
+                        &self.unavailable(),
+                    );
                 }
                 if let Some(p) = self.working.plan.as_mut() {
                     p.plan = revised;
@@ -1021,7 +1054,8 @@ impl Coordinator {
         self.resource_lost_moves();
         // Its slots are free: the next moves in line are ready in the same
         // saved state as the ack.
-        pace_plan(&mut self.working);
+        let unavailable = self.unavailable();
+        pace_plan(&mut self.working, &unavailable);
         let remaining = self.working.in_flight().map_or(0, |p| {
             p.plan.moves.iter().filter(|m| m.state.is_open()).count()
         });
@@ -1701,6 +1735,87 @@ mod tests {
             c.move_done(id).expect("every id given out is still valid");
         }
         assert_eq!(c.state().epoch, 2);
+    }
+
+    /// DESIGN §4: a source never changes while it is down within its
+    /// grace, and its moves wait — they are not made ready (a shard would
+    /// retry against a dead source) and hold no slot, so the other moves
+    /// run; once it is back, its moves get their turn.
+    #[test]
+    fn moves_of_a_member_down_within_the_grace_wait_and_run_once_it_is_back() {
+        let t0 = Instant::now();
+        let mut c = paced_at(Pace::new(Some(1), None), t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(6), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        store(&mut c);
+        assert_eq!(c.state().epoch, 1);
+        let all = moves(&c);
+        let first = ready(&c);
+        let (_, down, ..) = all
+            .iter()
+            .find(|(id, ..)| *id == first[0])
+            .cloned()
+            .expect("a ready move");
+        let of_down = |m: &(String, String, String, MoveState)| m.1 == down || m.2 == down;
+        assert!(
+            all.iter().filter(|m| of_down(m)).count() > 1,
+            "{down} has moves waiting: {all:?}"
+        );
+        // Down within its grace.
+        let t1 = t0 + SETTLE * 3;
+        let blip: Vec<String> = (0..6).map(|i| format!("db-{i}")).collect();
+        let blip: Vec<(&str, bool)> = blip.iter().map(|id| (id.as_str(), *id != down)).collect();
+        c.observe(set(&blip), t1);
+        assert_eq!(c.unavailable(), BTreeSet::from([MemberId::new(&down)]));
+        // Its ready move stays ready (its target may be mid-stream) and is
+        // acked; the others of its moves wait while everyone else's run.
+        c.move_done(&first[0]).unwrap();
+        let mut acked = 0;
+        while let Some(id) = ready(&c).first().cloned() {
+            let m = moves(&c).into_iter().find(|m| m.0 == id).unwrap();
+            assert!(
+                !of_down(&m),
+                "{id} ({} → {}) made ready while {down} is down",
+                m.1,
+                m.2
+            );
+            c.move_done(&id).unwrap();
+            acked += 1;
+        }
+        store(&mut c);
+        assert!(acked > 0, "the other members' moves ran");
+        for m in moves(&c) {
+            let expected = if m.0 == first[0] {
+                MoveState::Done
+            } else if of_down(&m) {
+                MoveState::Pending
+            } else {
+                MoveState::Done
+            };
+            assert_eq!(m.3, expected, "{m:?}");
+        }
+        assert_eq!(c.state().epoch, 1, "not committed while moves wait");
+        // Back up within its grace: its moves get their turn at once, as a
+        // stored change.
+        c.observe(pods(6), t1 + Duration::from_secs(10));
+        assert!(c.unavailable().is_empty());
+        assert_eq!(ready(&c).len(), 1, "one at a time at limit 1");
+        assert!(c.to_save().is_some(), "the pace after the return is stored");
+        while let Some(id) = ready(&c).first().cloned() {
+            c.move_done(&id).unwrap();
+        }
+        assert_eq!(c.state().epoch, 2, "every move ran, the plan committed");
+        // Nothing moved anywhere else: the ids are the plan's from the start.
+        let committed: BTreeSet<String> = c
+            .state()
+            .last_committed
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        let planned: BTreeSet<String> = all.into_iter().map(|m| m.0).collect();
+        assert_eq!(committed, planned);
     }
 
     /// Regression (issue 10, item 9): the down-grace ran while the source

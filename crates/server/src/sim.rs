@@ -29,9 +29,9 @@ use crate::coordinator::{Coordinator, StoreHealth};
 use crate::settings::{Mode, Pace, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, Resolution, State, resolve_conflict};
 use ringleader_planner::{Holdings, MoveState, Placement, holdings_with, ideal_from};
-use ringleader_ring::{Strategy, TOKEN_SPACE};
+use ringleader_ring::{MemberId, Strategy, TOKEN_SPACE};
 use ringleader_watch::{Member, MemberId as PodId, MemberSet};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 /// xorshift64*: small, fast, and the same everywhere.
@@ -440,10 +440,12 @@ impl Sim {
         self.store.state = Some(save.state.clone());
         node.seen = Some(self.store.version);
         c.saved(save);
+        // Who the writer paced around (down members' moves wait).
+        let unavailable = c.unavailable();
         // Every stored state is checked against the one before, in order.
         if let Some(stored) = self.store.state.clone() {
             let previous = self.last_stored.replace(stored.clone());
-            self.check_transition(previous.as_ref(), &stored);
+            self.check_transition(previous.as_ref(), &stored, Some(&unavailable));
         }
         Ok(())
     }
@@ -865,7 +867,7 @@ impl Sim {
             && self.last_stored.as_ref() != Some(&stored)
         {
             let previous = self.last_stored.replace(stored.clone());
-            self.check_transition(previous.as_ref(), &stored);
+            self.check_transition(previous.as_ref(), &stored, None);
             for m in stored.plan.iter().flat_map(|p| &p.plan.moves) {
                 if self.known_ids.len() < 64 {
                     self.known_ids.push(m.id.to_string());
@@ -895,8 +897,10 @@ impl Sim {
 
     /// The pace (constant in a run): no member has more moves in progress
     /// than its limit, nor the cluster, and every free slot a pending move
-    /// could take is taken (a done move frees its slots at once).
-    fn check_pace(&self, record: &PlanRecord) {
+    /// could take is taken (a done move frees its slots at once), except
+    /// by moves from or to a member the writer knew to be down (they wait;
+    /// with `unavailable` unknown, that part is not checked).
+    fn check_pace(&self, record: &PlanRecord, unavailable: Option<&BTreeSet<MemberId>>) {
         let pace = record.settings.pace;
         let limit = pace
             .max_moves_per_member
@@ -923,10 +927,17 @@ impl Sim {
                 "{running} moves in progress, above --max-moves"
             ));
         }
+        let Some(unavailable) = unavailable else {
+            return;
+        };
         let mut again = record.plan.clone();
         let target = &record.target;
-        let more =
-            ringleader_planner::pace(&mut again, pace, |id| target.member(id.as_str()).is_none());
+        let more = ringleader_planner::pace(
+            &mut again,
+            pace,
+            |id| target.member(id.as_str()).is_none(),
+            |id| unavailable.contains(id),
+        );
         if !more.is_empty() {
             self.fail(format_args!(
                 "moves {more:?} could run but wait: the plan {} was not paced after its last change",
@@ -1001,7 +1012,13 @@ impl Sim {
         self.working[i] = Some(now.clone());
     }
 
-    fn check_transition(&mut self, previous: Option<&State>, now: &State) {
+    /// `unavailable`: the members the writer knew to be down, when known.
+    fn check_transition(
+        &mut self,
+        previous: Option<&State>,
+        now: &State,
+        unavailable: Option<&BTreeSet<MemberId>>,
+    ) {
         if previous.is_some_and(|p| p.epoch < now.epoch) {
             self.figures.commits += 1;
             self.acked.retain(|(e, _)| *e >= now.epoch);
@@ -1021,7 +1038,7 @@ impl Sim {
             return;
         }
         if record.state == PlanState::InProgress && record.settings.mode == Mode::Ack {
-            self.check_pace(record);
+            self.check_pace(record, unavailable);
         }
         let from = Placement::new(now.committed.clone(), now.settings.replication())
             .expect("valid settings");

@@ -23,7 +23,7 @@ use futures::StreamExt as _;
 use ringleader_client::Client;
 use ringleader_client::api::WatchEvent;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -295,29 +295,58 @@ async fn scaling_three_to_six_at_one_move_per_member_runs_one_move_per_member_an
         shards[4].logs()
     );
 
-    // The data is where the new ring says it lives.
+    // The data is where the new ring says it lives, and only there: after
+    // the commit each shard drops the plan's cleanups (it polls its ranges
+    // every 200 ms), so each holds exactly the keys it owns.
     let owners = Client::new(&server.url)
         .expect("client")
         .lookup_batch((0..KEYS).map(|i| format!("key-{i}")), None)
         .await
         .expect("lookups");
-    let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (pod, shard) in all.iter().zip(&shards) {
-        let (_, keys) = get(&format!("{}/keys", shard.url)).await;
-        let keys = keys
-            .as_array()
-            .expect("keys")
-            .iter()
-            .filter_map(|k| k.as_str().map(str::to_owned))
-            .collect();
-        held.insert(pod.name.clone(), keys);
+    let mut owned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for pod in &all {
+        owned.insert(pod.name.clone(), BTreeSet::new());
     }
     for r in &owners.results {
+        owned
+            .get_mut(&r.owner)
+            .expect("an owner among the shards")
+            .insert(r.key.clone());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (pod, shard) in all.iter().zip(&shards) {
+            let (_, keys) = get(&format!("{}/keys", shard.url)).await;
+            let keys = keys
+                .as_array()
+                .expect("keys")
+                .iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect();
+            held.insert(pod.name.clone(), keys);
+        }
+        for (member, keys) in &owned {
+            let missing: Vec<&String> = keys.difference(&held[member]).collect();
+            assert!(missing.is_empty(), "{member} owns but lacks {missing:?}");
+        }
+        if held == owned {
+            break;
+        }
         assert!(
-            held[&r.owner].contains(&r.key),
-            "{} belongs to {} now, which lacks it",
-            r.key,
-            r.owner
+            tokio::time::Instant::now() < deadline,
+            "leftovers after the commit: {:?}",
+            held.iter()
+                .map(|(m, keys)| (m, keys.difference(&owned[m]).count()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for shard in &shards[..3] {
+        assert!(
+            shard.logs().contains("no longer holds"),
+            "an old member dropped its cleanups: {}",
+            shard.logs()
         );
     }
 

@@ -224,6 +224,58 @@ async fn transfer(
     Ok(())
 }
 
+/// Drops what this member no longer holds once a plan commits: while a
+/// plan is in progress, `GET /v1/members/{id}/ranges` lists the ranges the
+/// member holds now and not after the plan (its cleanups); they are
+/// remembered, and once the epoch moves past the plan's, the keys in them
+/// are deleted. Not before: until the commit the member is still a source
+/// (and the committed ring still says it holds them).
+///
+/// The list is read every `poll` (a plan in `ack` mode lasts at least as
+/// long as this member's own moves, and one that loses ranges is the
+/// source of moves). A shard down through a whole plan misses its cleanups
+/// and keeps leftovers: it would compare its keys against `replicates`
+/// when no plan is in progress.
+async fn clean_up(client: Client, member: String, data: Data, poll: Duration) {
+    // The plan's from-epoch and its cleanups, as last seen.
+    let mut seen: Option<(u64, Vec<TokenRange>)> = None;
+    loop {
+        match client.member_ranges(&member).await {
+            Ok(now) => {
+                if let Some((epoch, ranges)) = &seen
+                    && now.epoch > *epoch
+                    && !ranges.is_empty()
+                {
+                    let mut data = data.lock().unwrap_or_else(PoisonError::into_inner);
+                    let before = data.len();
+                    data.retain(|k, _| {
+                        let token = hash_key(k.as_bytes());
+                        !ranges.iter().any(|r| r.contains(token))
+                    });
+                    eprintln!(
+                        "shard {member}: epoch {} committed; dropped {} keys it no longer holds",
+                        now.epoch,
+                        before - data.len()
+                    );
+                }
+                // A replan (or a cancel, which lists none) replaces them.
+                let ranges = now
+                    .cleanups
+                    .iter()
+                    .filter_map(|r| r.parse())
+                    .map(|(start, end)| TokenRange::new(start, end))
+                    .collect();
+                seen = Some((now.epoch, ranges));
+            }
+            // Not a member yet (404) or the coordinator unreachable: what
+            // was seen stays until the next answer.
+            Err(ringleader_client::Error::Api { status: 404, .. }) => {}
+            Err(e) => eprintln!("shard {member}: reading its ranges failed: {e}"),
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// Runs the shard until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -247,6 +299,12 @@ pub async fn run(
         .route("/healthz", get(|| async { "ok" }))
         .with_state(data.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let cleaner = tokio::spawn(clean_up(
+        client.clone(),
+        config.member.clone(),
+        data.clone(),
+        Duration::from_millis(200),
+    ));
     let member = config.member.clone();
     let runner = Runner::new(
         client,
@@ -303,5 +361,6 @@ pub async fn run(
         )
         .await;
     server.abort();
+    cleaner.abort();
     Ok(())
 }

@@ -935,7 +935,9 @@ fn preview(
         // As the coordinator would run it: the first wave ready, the
         // expected number of waves at the pace.
         let leaving = |m: &ringleader_ring::MemberId| ring.member(m.as_str()).is_none();
-        ringleader_planner::pace(&mut plan, view.settings.pace, leaving);
+        // (Who is down now is not the preview's concern: it shows the
+        // plan as it starts with every member up.)
+        ringleader_planner::pace(&mut plan, view.settings.pace, leaving, |_| false);
         plan.summary.waves = Some(ringleader_planner::waves(
             &plan,
             view.settings.pace,
