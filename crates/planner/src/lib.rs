@@ -35,6 +35,7 @@
 //! ```
 
 mod holdings;
+mod ideal;
 mod plan;
 
 pub use holdings::Holdings;
