@@ -10,18 +10,15 @@
 use arbitrary::Arbitrary;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
-use futures::StreamExt;
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
-use ringleader::api::{AppState, Limits, WriteAuth, router};
-use ringleader::runtime::Driver;
-use ringleader::settings::{Mode, RingSettings, Timing};
-use ringleader::state::{FileStore, State};
+use ringleader::api::{Limits, WriteAuth};
+use ringleader::settings::{Mode, RingSettings};
+use ringleader::testing::{self, Running};
 use ringleader_ring::Strategy;
-use ringleader_watch::{Member, MemberId, MemberSet, SourceEvent};
+use ringleader_watch::SourceEvent;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 const TOKEN: &str = "fuzz-token";
@@ -33,28 +30,7 @@ struct Fixture {
     ring_etag: String,
     plan_etag: String,
     move_id: String,
-    _stop: watch::Sender<bool>,
-    _source: mpsc::UnboundedSender<SourceEvent>,
-    _dir: tempfile::TempDir,
-}
-
-fn member(id: &str, zone: &str) -> Member {
-    Member {
-        id: MemberId::new(id),
-        addresses: vec!["10.0.0.1".into()],
-        zone: Some(zone.into()),
-        node_name: None,
-        ports: Vec::new(),
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
-}
-
-fn members(n: usize) -> MemberSet {
-    (0..n)
-        .map(|i| member(&format!("db-{i}"), ["a", "b", "c"][i % 3]))
-        .collect()
+    _running: Running,
 }
 
 fn fixture() -> &'static Fixture {
@@ -64,31 +40,32 @@ fn fixture() -> &'static Fixture {
             .enable_all()
             .build()
             .expect("a runtime");
-        let dir = tempfile::tempdir().expect("a temporary directory");
         let settings = RingSettings {
             rf: 2,
             strategy: Strategy::Balanced,
             tokens_per_member: 8,
             zone_aware: true,
             mode: Mode::Ack,
+            ..RingSettings::default()
         };
-        let timing = Timing {
-            settle: Duration::ZERO,
-            settle_max: Duration::ZERO,
-            down_grace: Duration::ZERO,
-        };
-        let (tx, rx) = mpsc::unbounded_channel::<SourceEvent>();
-        let source =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-                .boxed();
-        let (driver, handle) = Driver::new(
-            State::fresh(settings).expect("valid settings"),
-            settings,
-            timing,
-            FileStore::new(dir.path().join("state.json")),
-            source,
-        );
-        let (stop, stop_rx) = watch::channel(false);
+        // Three members commit at once; a fourth makes a plan in flight.
+        let (running, view) = runtime.block_on(async {
+            let running = Running::start(
+                settings,
+                testing::no_settle(Duration::ZERO),
+                testing::members(3),
+            )
+            .await;
+            running.send(SourceEvent::Members(testing::members(4)));
+            let view = running
+                .wait_for("a plan in flight", |v| v.plan_in_progress().is_some())
+                .await;
+            (running, view)
+        });
+        let move_id = view
+            .plan_in_progress()
+            .and_then(|p| p.plan.moves.first().map(|m| m.id.as_str().to_owned()))
+            .unwrap_or_default();
         let limits = Limits {
             body_bytes: 16 << 10,
             concurrency: 64,
@@ -99,50 +76,16 @@ fn fixture() -> &'static Fixture {
             preview_tokens: 16 * 16 * 4,
             ..Limits::default()
         };
-        let state = |reads_need_token| {
-            AppState::new(
-                handle.clone(),
-                WriteAuth::Token(TOKEN.into()),
-                reads_need_token,
-                limits,
-                stop_rx.clone(),
-            )
-        };
-        let open = router(state(false));
-        let closed = router(state(true));
-        let mut view = handle.view.clone();
-        runtime.spawn(driver.run(stop_rx.clone()));
-        // Three members commit at once; a fourth makes a plan in flight.
-        tx.send(SourceEvent::Health(ringleader_watch::SourceHealth::Synced))
-            .expect("driver alive");
-        tx.send(SourceEvent::Members(members(3)))
-            .expect("driver alive");
-        runtime.block_on(async {
-            while view.borrow().epoch < 1 {
-                view.changed().await.expect("driver alive");
-            }
-            tx.send(SourceEvent::Members(members(4)))
-                .expect("driver alive");
-            while view.borrow().plan_in_progress().is_none() {
-                view.changed().await.expect("driver alive");
-            }
-        });
-        let move_id = view
-            .borrow()
-            .plan_in_progress()
-            .and_then(|p| p.plan.moves.first().map(|m| m.id.as_str().to_owned()))
-            .unwrap_or_default();
+        let open = running.app(WriteAuth::Token(TOKEN.into()), false, limits);
+        let closed = running.app(WriteAuth::Token(TOKEN.into()), true, limits);
         let etag = |path: &str| {
             runtime.block_on(async {
-                let response = open
-                    .clone()
-                    .oneshot(Request::get(path).body(Body::empty()).expect("a request"))
-                    .await
-                    .expect("infallible");
-                response.headers()[header::ETAG]
-                    .to_str()
-                    .expect("ASCII")
-                    .to_owned()
+                let (_, headers, _) = testing::call(
+                    &open,
+                    Request::get(path).body(Body::empty()).expect("a request"),
+                )
+                .await;
+                headers[header::ETAG].to_str().expect("ASCII").to_owned()
             })
         };
         Fixture {
@@ -152,9 +95,7 @@ fn fixture() -> &'static Fixture {
             open,
             closed,
             move_id,
-            _stop: stop,
-            _source: tx,
-            _dir: dir,
+            _running: running,
         }
     })
 }

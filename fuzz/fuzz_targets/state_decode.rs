@@ -9,10 +9,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringleader::coordinator::Coordinator;
-use ringleader::settings::Timing;
 use ringleader::state::State;
+use ringleader::testing::{no_settle, pod};
 use ringleader::view::{SourceStatus, View};
-use ringleader_watch::{Member, MemberId, MemberSet};
+use ringleader_watch::MemberSet;
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
@@ -36,26 +36,9 @@ fuzz_target!(|data: &[u8]| {
     run_coordinator(state);
 });
 
-fn member(id: &str) -> Member {
-    Member {
-        id: MemberId::new(id),
-        addresses: vec!["10.0.0.1".into()],
-        zone: None,
-        node_name: None,
-        ports: Vec::new(),
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
-}
-
 fn run_coordinator(state: State) {
     let settings = state.settings;
-    let timing = Timing {
-        settle: Duration::ZERO,
-        settle_max: Duration::ZERO,
-        down_grace: Duration::ZERO,
-    };
+    let timing = no_settle(Duration::ZERO);
     let move_ids: Vec<String> = state
         .plan
         .iter()
@@ -66,7 +49,7 @@ fn run_coordinator(state: State) {
         .committed
         .members()
         .iter()
-        .map(|m| member(m.id.as_str()))
+        .map(|m| pod(m.id.as_str(), true))
         .collect();
     let mut coordinator = Coordinator::new(state, settings, timing);
     let view = View::build(&coordinator, None, SourceStatus::default(), true, None);
@@ -77,7 +60,7 @@ fn run_coordinator(state: State) {
     let now = Instant::now();
     coordinator.observe(members.clone(), now);
     coordinator.tick(now);
-    members.insert(member("fuzz-joiner"));
+    members.insert(pod("fuzz-joiner", true));
     coordinator.observe(members, now);
     coordinator.tick(now);
     let view = View::build(

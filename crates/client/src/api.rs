@@ -25,6 +25,16 @@ pub struct SettingsView {
     pub zone_aware: bool,
     /// `ack` (shards report moves done) or `auto` (plans commit at once).
     pub mode: String,
+    /// At most this many moves in progress per member, sending or
+    /// receiving (`--max-moves-per-member`); `null`: no limit.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub max_moves_per_member: Option<u32>,
+    /// At most this many moves in progress in the cluster (`--max-moves`);
+    /// `null`: no limit.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub max_moves: Option<u32>,
 }
 
 /// A member's state as the coordinator sees it.
@@ -311,7 +321,8 @@ pub struct MoveView {
     pub from: String,
     /// Target member.
     pub to: String,
-    /// `pending`, `done`, `cancelled` or `source_lost`.
+    /// `pending` (waiting its turn), `ready` (its target should stream it
+    /// now), `done`, `cancelled` or `source_lost`.
     pub state: String,
 }
 
@@ -349,6 +360,26 @@ pub struct SummaryView {
     pub states: BTreeMap<String, usize>,
     /// Per-member inbound and outbound.
     pub members: BTreeMap<String, FlowView>,
+    /// How many waves the moves take at the pace (`--max-moves-per-member`,
+    /// `--max-moves`) if every move took the same time — a simulation, as
+    /// of when the plan was made or last replanned. Absent in `auto` mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<usize>,
+}
+
+/// How far a plan has come: its moves that are not cancelled, by where they
+/// stand.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProgressView {
+    /// Moves done.
+    pub done: usize,
+    /// Moves in progress (`ready`: their targets stream them now).
+    pub in_progress: usize,
+    /// Moves waiting their turn (`pending`).
+    pub waiting: usize,
+    /// Moves whose every holder is gone (`source_lost`).
+    pub source_lost: usize,
 }
 
 /// A plan.
@@ -379,6 +410,9 @@ pub struct PlanView {
     /// RFC 3339 (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_at: Option<String>,
+    /// Moves done, in progress and waiting.
+    #[serde(default)]
+    pub progress: ProgressView,
 }
 
 /// `GET /v1/plan`: `{"plan": null}` when nothing is pending.
@@ -409,6 +443,41 @@ pub struct MemberRangesResponse {
     pub handing_off: Vec<MoveView>,
     /// Ranges it may drop once the plan commits.
     pub cleanups: Vec<RangeView>,
+}
+
+/// A move a member should run now, with where to stream it from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkMove {
+    /// The move (state `ready`).
+    #[serde(flatten)]
+    pub r#move: MoveView,
+    /// The source's addresses, as its EndpointSlices give them (empty when
+    /// the coordinator does not see it right now: retry later).
+    pub source_addresses: Vec<String>,
+}
+
+/// `GET /v1/members/{id}/work`: the moves this member should run now, as
+/// their target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkResponse {
+    /// Committed epoch.
+    pub epoch: u64,
+    /// The member.
+    pub member: String,
+    /// The plan in progress, if any.
+    pub plan: Option<String>,
+    /// Moves to run now (`ready`, towards this member), in token order.
+    /// A move that was listed and is no longer was done or cancelled:
+    /// stop streaming it.
+    pub moves: Vec<WorkMove>,
+    /// Ids of the plan's moves towards this member that were cancelled (a
+    /// replan no longer needs them, or the whole plan was cancelled): stop
+    /// them if they run.
+    pub cancelled: Vec<String>,
+    /// Moves towards this member still waiting their turn (`pending`).
+    pub waiting: usize,
 }
 
 /// `POST /v1/plan/moves/{id}/done` response.
@@ -587,6 +656,11 @@ pub struct WatchEvent {
     pub revision: u64,
     /// The plan, if one is pending (or was just committed in auto mode).
     pub plan: Option<PlanView>,
+    /// Ids of the moves that became `ready` with this change: their
+    /// targets should start them (`GET /v1/members/{id}/work` lists them
+    /// with their sources' addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready: Vec<String>,
 }
 
 /// Why an endpoint the source sees is not (yet) a member of the committed

@@ -3,7 +3,7 @@
 use crate::api::{
     HealthResponse, LookupBatchRequest, LookupBatchResponse, LookupResponse, MemberRangesResponse,
     MoveDoneResponse, PlanResponse, PreviewRequest, PreviewResponse, RingResponse, StatusResponse,
-    WatchEvent,
+    WatchEvent, WorkResponse,
 };
 use crate::error::{Error, Result};
 use crate::sse::{SseEvent, SseParser};
@@ -209,6 +209,37 @@ impl Client {
     /// off.
     pub async fn member_ranges(&self, id: &str) -> Result<MemberRangesResponse> {
         self.get(self.url(&["v1", "members", id, "ranges"])).await
+    }
+
+    /// `GET /v1/members/{id}/work`: the moves this member should run now.
+    pub async fn member_work(&self, id: &str) -> Result<WorkResponse> {
+        self.get(self.url(&["v1", "members", id, "work"])).await
+    }
+
+    /// [`Client::member_work`] with `If-None-Match: etag`: `Ok(None)` when
+    /// the work is what that `ETag` names (304), else the work and its new
+    /// `ETag`. What a runner polls with.
+    pub async fn member_work_since(
+        &self,
+        id: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<(WorkResponse, Option<String>)>> {
+        let url = self.url(&["v1", "members", id, "work"]);
+        let mut request = self.request(Method::GET, url.clone()).timeout(self.timeout);
+        if let Some(etag) = etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        let response = send(request, &url).await?;
+        if response.status() == StatusCode::NOT_MODIFIED && etag.is_some() {
+            return Ok(None);
+        }
+        let etag = response
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let work: WorkResponse = decode(response, &url).await?;
+        Ok(Some((work, etag)))
     }
 
     /// `POST /v1/plan/moves/{id}/done`: reports a move finished.

@@ -12,6 +12,9 @@
 //!   the `GET /v1/watch` Server-Sent Events as a stream ([`sse`] parses them).
 //! - [`LocalRing`]: one epoch of the ring for local lookups;
 //!   [`LocalRing::sync`] keeps it current, reconnecting with backoff.
+//! - [`Runner`]: a shard's side of a plan — follows one member's work
+//!   (`GET /v1/members/{id}/work`), runs the shard's transfer function per
+//!   move with retries, reports each move done, stops cancelled ones.
 //! - [`render`]: the operator CLI's text tables.
 //!
 //! ```no_run
@@ -42,8 +45,10 @@ mod client;
 mod error;
 mod local;
 pub mod render;
+mod runner;
 pub mod sse;
 
 pub use client::{Client, DEFAULT_TIMEOUT, TokenForm};
 pub use error::{Error, Result};
 pub use local::{LocalRing, RingHandle, SyncOptions, SyncState, SyncedRing};
+pub use runner::{Progress, Runner, RunnerOptions, StopReason};

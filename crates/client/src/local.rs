@@ -438,7 +438,7 @@ fn accepts(held: u64, offered: u64) -> bool {
 }
 
 /// Exponential backoff with jitter, bounded by [`SyncOptions`].
-struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     max_retries: Option<u32>,
@@ -447,21 +447,36 @@ struct Backoff {
 
 impl Backoff {
     fn new(options: &SyncOptions) -> Self {
+        Self::between(
+            options.backoff_min,
+            options.backoff_max,
+            options.max_retries,
+        )
+    }
+
+    /// Delays from `min` doubling up to `max`; `None` after `max_retries`
+    /// failures in a row, if given.
+    pub(crate) fn between(min: Duration, max: Duration, max_retries: Option<u32>) -> Self {
         Self {
-            min: options.backoff_min,
-            max: options.backoff_max.max(options.backoff_min),
-            max_retries: options.max_retries,
+            min,
+            max: max.max(min),
+            max_retries,
             failures: 0,
         }
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
+    }
+
+    /// Failures in a row so far.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
     }
 
     /// Counts a failure; the delay before the next attempt, or `None` when
     /// the retries are used up.
-    fn next_delay(&mut self) -> Option<Duration> {
+    pub(crate) fn next_delay(&mut self) -> Option<Duration> {
         self.failures = self.failures.saturating_add(1);
         if self.max_retries.is_some_and(|max| self.failures > max) {
             return None;

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 fn settings_line(s: &crate::api::SettingsView) -> String {
-    format!(
+    let mut line = format!(
         "rf {}, {} tokens, {} per member, {}, mode {}",
         s.rf,
         s.strategy,
@@ -28,7 +28,17 @@ fn settings_line(s: &crate::api::SettingsView) -> String {
             "not zone-aware"
         },
         s.mode
-    )
+    );
+    if s.mode == "ack" && (s.max_moves_per_member.is_some() || s.max_moves.is_some()) {
+        let limit = |n: Option<u32>| n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+        let _ = write!(
+            line,
+            ", at most {} moves per member and {} in all at once",
+            limit(s.max_moves_per_member),
+            limit(s.max_moves)
+        );
+    }
+    line
 }
 
 /// `ringleader ring`: epoch, settings and balance, then one row per member.
@@ -429,6 +439,11 @@ fn summary_line(summary: &SummaryView) -> String {
         line.push_str(": ");
         line.push_str(&states.join(", "));
     }
+    if let Some(waves) = summary.waves.filter(|&w| w > 0) {
+        // A simulation with moves of equal length: an order of magnitude
+        // for operators, not a promise.
+        let _ = write!(line, "; about {} at the pace", count(waves, "wave"));
+    }
     line.push('\n');
     line
 }
@@ -614,6 +629,8 @@ mod tests {
                 tokens_per_member: 16,
                 zone_aware: true,
                 mode: "ack".into(),
+                max_moves_per_member: None,
+                max_moves: None,
             },
             members: vec![
                 member("db-0", MemberState::Up, Some("a"), 0.3334, 0.3333),
@@ -671,6 +688,7 @@ mod tests {
                 ),
             ]
             .into(),
+            waves: None,
         }
     }
 
@@ -700,6 +718,25 @@ db-10   down     -          1  10.0.0.5
 db-2    joining  b          1  -
 ";
         assert_eq!(members(&ring_response()), expected);
+    }
+
+    #[test]
+    fn the_summary_line_gives_the_expected_waves_and_the_settings_the_pace() {
+        let mut s = summary();
+        s.waves = Some(3);
+        assert!(
+            summary_line(&s).ends_with("; about 3 waves at the pace\n"),
+            "{}",
+            summary_line(&s)
+        );
+        let mut settings = ring_response().settings;
+        settings.max_moves_per_member = Some(1);
+        assert!(
+            settings_line(&settings)
+                .ends_with(", at most 1 moves per member and unlimited in all at once"),
+            "{}",
+            settings_line(&settings)
+        );
     }
 
     #[test]
@@ -734,6 +771,7 @@ db-2    joining  b          1  -
                 members: vec!["db-0".into(), "db-3".into()],
                 created_at: Some("2026-11-28T07:00:00Z".into()),
                 changed_at: None,
+                progress: Default::default(),
             }),
         };
         let expected = "\
@@ -765,6 +803,7 @@ db-3    25.00    0.00
                 ideal_fraction: 0.0,
                 states: BTreeMap::new(),
                 members: BTreeMap::new(),
+                waves: None,
             },
         };
         let expected = "\

@@ -332,6 +332,7 @@ async fn preview_route(axum::Json(body): axum::Json<PreviewRequest>) -> Response
             moves: 0,
             states: BTreeMap::new(),
             members: BTreeMap::new(),
+            waves: None,
         },
     })
     .into_response()
@@ -394,6 +395,8 @@ fn settings() -> SettingsView {
         tokens_per_member: 8,
         zone_aware: true,
         mode: "ack".into(),
+        max_moves_per_member: Some(2),
+        max_moves: None,
     }
 }
 
@@ -420,6 +423,7 @@ fn watch_event(kind: &str, epoch: u64) -> String {
         epoch,
         revision: 0,
         plan: None,
+        ready: Vec::new(),
     })
     .unwrap()
 }

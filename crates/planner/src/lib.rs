@@ -14,12 +14,13 @@
 //! and only to the members new to it. [`Summary`] reports the moved fraction
 //! next to the [`ideal_fraction`] for the change.
 //!
-//! Plans are tracked while they run: moves are pending, done, cancelled or
-//! source-lost, with ids derived from range, source and target, so they are
+//! Plans are tracked while they run: moves are pending, ready, done,
+//! cancelled or source-lost, with ids derived from range, source and target, so they are
 //! stable across restarts. [`replan`] plans again mid-flight from what is true
 //! now, keeping the ids and states of moves still needed. [`apply`] carries a
 //! plan out on paper; for a correct plan the result equals the target in every
-//! replica set ([`Holdings`]).
+//! replica set ([`Holdings`]). [`pace()`] decides when moves run (which are
+//! `ready`) so that no member streams more than a few at once.
 //!
 //! ```
 //! use ringleader_planner::{apply, plan, Holdings, Placement, PlanOptions};
@@ -34,11 +35,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bound;
 mod holdings;
 mod ideal;
+mod pace;
 mod plan;
 
+pub use bound::{zone_ideal_fraction, zone_ideal_from};
+
 pub use holdings::Holdings;
+pub use pace::{DEFAULT_MAX_MOVES_PER_MEMBER, Pace, in_progress, pace, turn_order, waves};
 pub use plan::{
     Cleanup, Flow, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply, holdings_with,
     ideal_fraction, ideal_from, plan, replan,

@@ -47,8 +47,12 @@ impl From<&str> for MoveId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MoveState {
-    /// Not reported done yet.
+    /// Waiting its turn: the pace ([`crate::Pace`]) lets it run once its
+    /// members have free slots.
     Pending,
+    /// Its turn has come: its target should stream it now. Counts as in
+    /// progress for the pace until it is done (or cancelled).
+    Ready,
     /// The target reported it has the range.
     Done,
     /// No longer needed: the membership changed again before it was done.
@@ -59,9 +63,19 @@ pub enum MoveState {
 }
 
 impl MoveState {
-    /// Whether the move still has to happen (pending or source lost).
+    /// Whether the move still has to happen (pending, ready or source
+    /// lost).
     pub fn is_open(self) -> bool {
-        matches!(self, MoveState::Pending | MoveState::SourceLost)
+        matches!(
+            self,
+            MoveState::Pending | MoveState::Ready | MoveState::SourceLost
+        )
+    }
+
+    /// Whether the move has a source and waits for or runs its transfer
+    /// (pending or ready).
+    pub fn is_runnable(self) -> bool {
+        matches!(self, MoveState::Pending | MoveState::Ready)
     }
 }
 
@@ -69,6 +83,7 @@ impl fmt::Display for MoveState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             MoveState::Pending => "pending",
+            MoveState::Ready => "ready",
             MoveState::Done => "done",
             MoveState::Cancelled => "cancelled",
             MoveState::SourceLost => "source_lost",
@@ -122,6 +137,11 @@ pub struct Summary {
     pub ideal_fraction: f64,
     /// Per-member inbound and outbound fractions of the token space.
     pub members: BTreeMap<MemberId, Flow>,
+    /// How many waves the moves take at the pace the plan runs with, if
+    /// every move took the same time ([`crate::waves`]), as of when it was
+    /// made or last replanned; `None` when it is not paced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<usize>,
 }
 
 /// A rebalance plan.
@@ -146,8 +166,10 @@ impl Plan {
         self.moves.iter().find(|m| m.id.as_str() == id)
     }
 
-    /// Marks a move done. Done again is fine (idempotent); a cancelled move
-    /// or an unknown id is an error.
+    /// Marks a move done. Done again is fine (idempotent); so is a move
+    /// still `pending` (its target did the work before its turn: the data
+    /// is there, and refusing would only make it stream again). A cancelled
+    /// move or an unknown id is an error.
     pub fn mark_done(&mut self, id: &str) -> Result<&Move, PlanError> {
         let m = self
             .moves
@@ -214,7 +236,8 @@ pub fn plan(from: &Placement, to: &Placement, options: &PlanOptions) -> Result<P
 ///
 /// - A move still needed as it is — its target still lacks its whole range
 ///   and needs it, its source still holds it and has not left
-///   (`options.unavailable`) — keeps its id, source and state. A source that
+///   (`options.unavailable`) — keeps its id, source and state (`ready` or
+///   `pending`; a cancelled one needed again comes back `pending`). A source that
 ///   is only down (within its grace) is not unavailable: its moves wait.
 /// - What else is missing gets fresh moves.
 /// - Open moves no longer needed come back `cancelled`; moves already
@@ -277,10 +300,14 @@ pub fn replan(
     }
     for m in kept.iter().copied() {
         if listed.insert(m.id.clone()) {
-            moves.push(Move {
-                state: MoveState::Pending,
-                ..m.clone()
-            });
+            // A ready move may be streaming: it stays ready (the pace never
+            // takes a turn back); anything else waits its turn again.
+            let state = if m.state == MoveState::Ready {
+                MoveState::Ready
+            } else {
+                MoveState::Pending
+            };
+            moves.push(Move { state, ..m.clone() });
         }
     }
     for m in fresh {
@@ -367,6 +394,7 @@ fn finish(moves: Vec<Move>, cleanups: Vec<Cleanup>, now: &Holdings, to: &Placeme
             moved_fraction: moved as f64 / (TOKEN_SPACE as f64 * rf),
             ideal_fraction: ideal_from(now, to),
             members,
+            waves: None,
         },
     }
 }

@@ -2,12 +2,14 @@
 //! changes: DESIGN §4's balance and moved/ideal stay within §8's table where
 //! the allocator meets it, and replica sets always match a linear scan.
 //!
-//! The settings the allocator does not yet hold to the table (rf 2 and 3
-//! without a zone per replica, see docs/benchmarks.md) are checked for
-//! correctness only.
+//! rf 2 over 3 zones is held to the table's balance; its movement is
+//! checked against the zone-aware lower bound
+//! (`ringleader_planner::zone_ideal_from`), since DESIGN §4's ideal cannot
+//! be reached there (docs/benchmarks.md). Rings of fewer than 12 members
+//! with replicas are checked for correctness only.
 
 use proptest::prelude::*;
-use ringleader_planner::{Placement, PlanOptions, plan};
+use ringleader_planner::{Placement, PlanOptions, plan, zone_ideal_fraction};
 use ringleader_ring::{
     MemberId, MemberSpec, MembershipChange, Replication, Ring, RingConfig, Token,
 };
@@ -53,6 +55,17 @@ fn walk_replicas(ring: &Ring, token: Token, replication: &Replication) -> Vec<Me
     picked
 }
 
+/// What a history must stay within at every step.
+#[derive(Clone, Copy)]
+struct Table {
+    /// Largest load / target.
+    balance: f64,
+    /// Largest moved / DESIGN §4's ideal.
+    movement: f64,
+    /// Largest moved / the zone-aware lower bound.
+    zone_movement: f64,
+}
+
 /// One step: joins, leaves (by position), weight changes (by position).
 type Step = (usize, Vec<usize>, Vec<(usize, u32)>);
 
@@ -69,7 +82,7 @@ fn run_history(
     rf: usize,
     zones: usize,
     steps: &[Step],
-    table: Option<(f64, f64)>,
+    table: Option<Table>,
 ) -> Result<(), TestCaseError> {
     let replication = Replication::new(rf, zones > 1);
     let member = |i: usize| {
@@ -148,12 +161,32 @@ fn run_history(
                 );
             }
         }
-        if let Some((balance, movement)) = table {
+        if let Some(table) = table {
             let b = after.replica_balance(&replication);
-            prop_assert!(b <= balance, "balance {b:.4} after {change:?}");
+            prop_assert!(b <= table.balance, "balance {b:.4} after {change:?}");
+            let moved = plan.summary.moved_fraction;
             if plan.summary.ideal_fraction > 0.0 {
-                let ratio = plan.summary.moved_fraction / plan.summary.ideal_fraction;
-                prop_assert!(ratio <= movement, "moved/ideal {ratio:.4} after {change:?}");
+                let ratio = moved / plan.summary.ideal_fraction;
+                prop_assert!(
+                    ratio <= table.movement,
+                    "moved/ideal {ratio:.4} after {change:?}"
+                );
+            }
+            let bound = zone_ideal_fraction(&from, &to);
+            // A bound for plans that reach the targets exactly; this one
+            // may stop a little short, so only the order of the two
+            // bounds is checked.
+            prop_assert!(
+                bound >= plan.summary.ideal_fraction,
+                "the zone-aware bound {bound} is below the ideal {}",
+                plan.summary.ideal_fraction
+            );
+            if bound > 0.0 {
+                let ratio = moved / bound;
+                prop_assert!(
+                    ratio <= table.zone_movement,
+                    "moved/zone-aware bound {ratio:.4} after {change:?}"
+                );
             }
         }
         ring = after;
@@ -161,21 +194,95 @@ fn run_history(
     Ok(())
 }
 
+/// DESIGN §8's table for rf 1 and rf 3 over 3 zones.
+const TIGHT: Table = Table {
+    balance: 1.05,
+    movement: 1.05,
+    zone_movement: 1.05,
+};
+
+/// rf 3 without zones: DESIGN §8's balance. Movement is within 1.10 of the
+/// ideal from N = 30 in long simulations but not every step of every
+/// history (a leaver's tokens next to the member short of data cannot go to
+/// it without moving others' data; docs/benchmarks.md), so the check is the
+/// worst seen with a margin.
+const THREE_WITHOUT_ZONES: Table = Table {
+    balance: 1.10,
+    movement: 1.4,
+    zone_movement: 1.4,
+};
+
+/// rf 2 over 3 zones: DESIGN §8's balance; movement within 1.10 of the
+/// zone-aware bound is not reached yet (docs/benchmarks.md), so the check
+/// is the worst seen in simulation with a margin.
+const TWO_OVER_THREE: Table = Table {
+    balance: 1.10,
+    movement: f64::INFINITY,
+    zone_movement: 1.6,
+};
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
     #[test]
     fn one_replica_stays_balanced_and_moves_the_ideal(n in 3usize..300, steps in prop::collection::vec(arb_step(), 1..6)) {
-        run_history(n, 1, 0, &steps, Some((1.05, 1.05)))?;
+        run_history(n, 1, 0, &steps, Some(TIGHT))?;
     }
 
     #[test]
     fn three_replicas_over_three_zones_stay_balanced_zone_by_zone(n in 12usize..300, steps in prop::collection::vec(arb_step(), 1..6)) {
-        run_history(n, 3, 3, &steps, Some((1.05, 1.05)))?;
+        run_history(n, 3, 3, &steps, Some(TIGHT))?;
+    }
+
+    #[test]
+    fn three_replicas_without_zones_stay_balanced_within_ten_percent(n in 12usize..150, steps in prop::collection::vec(arb_step(), 1..6)) {
+        run_history(n, 3, 0, &steps, Some(THREE_WITHOUT_ZONES))?;
+    }
+
+    #[test]
+    fn two_replicas_over_three_zones_stay_balanced(n in 12usize..150, steps in prop::collection::vec(arb_step(), 1..6)) {
+        run_history(n, 2, 3, &steps, Some(TWO_OVER_THREE))?;
     }
 
     #[test]
     fn replica_sets_match_a_linear_scan_for_every_setting(n in 3usize..60, rf in 1usize..4, zones in prop::sample::select(vec![0usize, 2, 3]), steps in prop::collection::vec(arb_step(), 1..6)) {
         run_history(n, rf, zones, &steps, None)?;
+    }
+}
+
+#[test]
+fn three_members_holding_three_replicas_are_exactly_balanced() {
+    // Every member holds everything: balance exactly 1 however the ring
+    // got there, and a join moves exactly the ideal.
+    let steps: Vec<Step> = vec![
+        (1, vec![0], vec![]),
+        (1, vec![5], vec![]),
+        (0, vec![], vec![]),
+    ];
+    run_history(3, 3, 0, &steps, None).unwrap();
+    let replication = Replication::new(3, false);
+    let mut ring = Ring::new(RingConfig::default())
+        .unwrap()
+        .apply_for(
+            &MembershipChange {
+                join: ["a", "b", "c"].map(MemberSpec::new).to_vec(),
+                ..Default::default()
+            },
+            &replication,
+        )
+        .unwrap();
+    for (join, leave) in [("d", "a"), ("e", "b"), ("f", "d")] {
+        ring = ring
+            .apply_for(
+                &MembershipChange {
+                    join: vec![MemberSpec::new(join)],
+                    leave: vec![leave.into()],
+                    ..Default::default()
+                },
+                &replication,
+            )
+            .unwrap();
+        assert_eq!(ring.len(), 3);
+        assert_eq!(ring.replica_balance(&replication), 1.0);
     }
 }

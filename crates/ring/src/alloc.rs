@@ -509,7 +509,7 @@ impl Layout {
         // Slivers below 1/64 of a nominal range are not worth a token.
         let sliver = (self.piece_size(slot) / 32).max(1);
         for k in 0..pieces {
-            if remaining < sliver {
+            if remaining < sliver || crate::cancel::cancelled() {
                 break;
             }
             let desired = (remaining / (pieces - k) as u128).max(1);
@@ -566,6 +566,9 @@ impl Layout {
     fn evacuate(&mut self, slot: usize) {
         let piece = self.piece_size(slot);
         while let Some(&(len, t)) = self.slots[slot].ranges.iter().next_back() {
+            if crate::cancel::cancelled() {
+                return;
+            }
             self.hand_off(slot, t, len, piece, u128::MAX);
         }
     }
@@ -574,6 +577,9 @@ impl Layout {
     fn shed(&mut self, slot: usize) {
         let piece = self.piece_size(slot);
         loop {
+            if crate::cancel::cancelled() {
+                return;
+            }
             let excess = (self.slots[slot].load as f64 - self.target(slot)).max(0.0) as u128;
             if excess == 0 || self.slots[slot].ranges.len() <= 1 && excess < 2 {
                 return;
@@ -819,6 +825,10 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
             merged.insert(t, id.clone());
         }
     }
+    // Cancelled (crate::cancel): the zones' rings came back unedited.
+    if crate::cancel::cancelled() {
+        return ring.clone();
+    }
     let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
     let index: HashMap<&MemberId, u32> = members
         .iter()
@@ -884,6 +894,11 @@ fn apply_balanced(ring: &Ring, change: &MembershipChange) -> Ring {
     for id in &change.leave {
         layout.evacuate(slot_of[id]);
     }
+    // Cancelled (crate::cancel): the steps above may have stopped half way;
+    // the result is dropped anyway, so the ring is handed back as it was.
+    if crate::cancel::cancelled() {
+        return ring.clone();
+    }
     if layout.tokens.is_empty() {
         // Everyone left; joiners (if any) start a fresh circle.
         layout.lay_out_fresh(&joiners);
@@ -900,6 +915,9 @@ fn apply_balanced(ring: &Ring, change: &MembershipChange) -> Ring {
         let nominal = 2.0 * layout.piece_size(slot) as f64;
         let pieces = (missing / nominal).ceil().max(1.0) as usize;
         layout.fill(slot, pieces);
+    }
+    if crate::cancel::cancelled() {
+        return ring.clone();
     }
     layout.polish((POLISH_SHARE * ideal) as u128);
     layout.merge_surplus();

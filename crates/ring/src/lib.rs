@@ -34,10 +34,12 @@
 //! - token allocation ([`Strategy`]): `hashed` (reproducible from ids) and
 //!   `balanced` (the default: joiners take from the most loaded, leavers give
 //!   to the least loaded; see [`alloc`](crate::MembershipChange) for the rules);
+//! - cooperative cancellation of long edits ([`cancellable`]);
 //! - a compact serialized form ([`RingSnapshot`]) that reads back to an
 //!   identical ring, since `balanced` depends on history.
 
 mod alloc;
+mod cancel;
 mod error;
 mod index;
 mod load;
@@ -48,6 +50,7 @@ mod snapshot;
 mod token;
 
 pub use alloc::MembershipChange;
+pub use cancel::{Cancelled, cancellable};
 pub use error::RingError;
 pub use member::{MemberId, MemberSpec};
 pub use ring::{

@@ -36,6 +36,17 @@ use crate::{MemberSpec, Replication, Ring, RingConfig, TOKEN_SPACE, Token};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
+/// Polishing stops once what a change moves (the greedy edits' hand-overs
+/// plus what transfers add to the plan) reaches this share of DESIGN §4's
+/// ideal (DESIGN §8 allows moved/ideal 1.10 here)...
+const POLISH_BUDGET: f64 = 1.07;
+
+/// ...or once every member is within this of its target...
+const POLISH_SLACK: f64 = 0.03;
+
+/// ...but goes on past the budget while a member is above this.
+const POLISH_FORCED: f64 = 1.09;
+
 /// One member while the layout is edited.
 struct Slot {
     spec: MemberSpec,
@@ -59,6 +70,15 @@ enum Op {
     Remove(Token),
     /// Hand a token to another slot.
     Reassign(Token, usize),
+    /// Move token `t` to `x` within its own gap (between the same
+    /// neighbours): the data between them passes from its owner to the
+    /// member the walks reach next, or back. A pure transfer between two
+    /// members, of any size up to the range.
+    Shift(Token, Token),
+    /// Drop token `t` and add `x` for the slot, `x` before `t` within the
+    /// `rf` ranges `t`'s owner holds through it: the slot takes over part
+    /// of what `t` held (from `x` back), the rest goes where a drop sends it.
+    Relocate(Token, Token, usize),
 }
 
 struct Layout {
@@ -67,6 +87,13 @@ struct Layout {
     tokens: BTreeMap<Token, usize>,
     slots: Vec<Slot>,
     joiners: Vec<usize>,
+    /// Data members that stay have received so far (an upper bound of what
+    /// the plan moves: data received twice counts twice).
+    received: f64,
+    /// The ring before the change and its replication: what members held
+    /// then, so a transfer of data that has only just arrived is known to
+    /// cost nothing.
+    before: Option<(Ring, Replication)>,
 }
 
 /// Adds `delta` for `slot` to a short list of per-slot deltas.
@@ -159,30 +186,41 @@ impl Layout {
     fn evaluate(&self, op: Op, out: &mut Vec<(usize, i128)>) {
         out.clear();
         let k = self.tokens.len();
-        let c = match op {
-            Op::Insert(p, _) => match self.successor(p) {
-                Some(c) => c,
+        // The edit touches the existing tokens from `lo` to `hi` (walking
+        // clockwise) and the gaps just before them.
+        let (lo, hi) = match op {
+            Op::Insert(p, slot) => match self.successor(p) {
+                Some(c) => (c, c),
                 None => {
                     // The first token: its owner holds everything, once.
-                    if let Op::Insert(_, slot) = op {
-                        out.push((slot, TOKEN_SPACE as i128));
-                    }
+                    out.push((slot, TOKEN_SPACE as i128));
                     return;
                 }
             },
-            Op::Remove(t) | Op::Reassign(t, _) => t,
+            Op::Remove(t) | Op::Reassign(t, _) | Op::Shift(t, _) => (t, t),
+            Op::Relocate(t, x, _) => (self.successor(x).unwrap_or(t), t),
         };
-        // Back: tokens before c until rf distinct keys are seen.
+        // Middle: the touched tokens, lo to hi.
+        let mut middle: Vec<(Token, usize)> = Vec::new();
+        for (&t, &s) in self.tokens.range(lo..).chain(self.tokens.range(..lo)) {
+            middle.push((t, s));
+            if t == hi || middle.len() >= k {
+                break;
+            }
+        }
+        // Back: tokens before lo until rf distinct keys are seen; forward:
+        // tokens after hi likewise. Ranges ending before the window keep
+        // their walks; rings too small for a window are evaluated whole.
         let mut back: Vec<(Token, usize)> = Vec::new();
         let mut keys: Vec<u32> = Vec::with_capacity(self.rf);
         let mut full = true;
         for (&t, &s) in self
             .tokens
-            .range(..c)
+            .range(..lo)
             .rev()
-            .chain(self.tokens.range(c..).rev())
+            .chain(self.tokens.range(lo..).rev())
         {
-            if back.len() + 1 >= k {
+            if back.len() + middle.len() + 1 >= k {
                 break;
             }
             back.push((t, s));
@@ -195,19 +233,19 @@ impl Layout {
                 }
             }
         }
-        // Forward: c, then tokens until rf distinct keys are seen.
         let mut fwd: Vec<(Token, usize)> = Vec::new();
         if !full {
             keys.clear();
             full = true;
-            for (&t, &s) in self.tokens.range(c..).chain(self.tokens.range(..c)) {
-                if back.len() + fwd.len() + 1 > k {
+            for (&t, &s) in self
+                .tokens
+                .range((Bound::Excluded(hi), Bound::Unbounded))
+                .chain(self.tokens.range(..=hi))
+            {
+                if back.len() + middle.len() + fwd.len() + 1 > k {
                     break;
                 }
                 fwd.push((t, s));
-                if fwd.len() == 1 {
-                    continue;
-                }
                 let key = self.slots[s].key;
                 if !keys.contains(&key) {
                     keys.push(key);
@@ -225,24 +263,27 @@ impl Layout {
         let at = back.len();
         back.reverse();
         let mut before = back;
+        before.extend_from_slice(&middle);
+        let end = before.len();
         before.extend_from_slice(&fwd);
         let mut after = before.clone();
-        let last = match op {
-            Op::Insert(p, slot) => {
-                after.insert(at, (p, slot));
-                at + 2
-            }
+        match op {
+            Op::Insert(p, slot) => after.insert(at, (p, slot)),
             Op::Remove(_) => {
                 after.remove(at);
-                at
             }
-            Op::Reassign(_, slot) => {
-                after[at].1 = slot;
-                at + 1
+            Op::Reassign(_, slot) => after[at].1 = slot,
+            Op::Shift(_, x) => after[at].0 = x,
+            Op::Relocate(_, x, slot) => {
+                after.remove(end - 1);
+                after.insert(at, (x, slot));
             }
-        };
-        self.contributions(&before, 1..at + 2, -1, out);
-        self.contributions(&after, 1..last + 1, 1, out);
+        }
+        // Ranges ending up to the first token past the window (whose range
+        // grows or shrinks with the last touched token).
+        let after_end = end + after.len() - before.len();
+        self.contributions(&before, 1..end + 1, -1, out);
+        self.contributions(&after, 1..after_end + 1, 1, out);
         out.retain(|&(_, d)| d != 0);
     }
 
@@ -251,16 +292,27 @@ impl Layout {
     fn evaluate_whole(&self, op: Op, out: &mut Vec<(usize, i128)>) {
         let before: Vec<(Token, usize)> = self.tokens.iter().map(|(&t, &s)| (t, s)).collect();
         let mut after = before.clone();
+        let insert = |after: &mut Vec<(Token, usize)>, p: Token, slot: usize| {
+            let at = after.partition_point(|&(t, _)| t < p);
+            after.insert(at, (p, slot));
+        };
         match op {
-            Op::Insert(p, slot) => {
-                let at = after.partition_point(|&(t, _)| t < p);
-                after.insert(at, (p, slot));
-            }
+            Op::Insert(p, slot) => insert(&mut after, p, slot),
             Op::Remove(t) => after.retain(|&(x, _)| x != t),
             Op::Reassign(t, slot) => {
                 if let Some(e) = after.iter_mut().find(|(x, _)| *x == t) {
                     e.1 = slot;
                 }
+            }
+            Op::Shift(t, x) => {
+                if let Some(&(_, slot)) = after.iter().find(|(y, _)| *y == t) {
+                    after.retain(|&(y, _)| y != t);
+                    insert(&mut after, x, slot);
+                }
+            }
+            Op::Relocate(t, x, slot) => {
+                after.retain(|&(y, _)| y != t);
+                insert(&mut after, x, slot);
             }
         }
         let mut dense = vec![0i128; self.slots.len()];
@@ -288,8 +340,25 @@ impl Layout {
                 }
                 self.slots[slot].tokens.insert(t);
             }
+            Op::Shift(t, x) => {
+                if let Some(slot) = self.tokens.remove(&t) {
+                    self.slots[slot].tokens.remove(&t);
+                    self.tokens.insert(x, slot);
+                    self.slots[slot].tokens.insert(x);
+                }
+            }
+            Op::Relocate(t, x, slot) => {
+                if let Some(old) = self.tokens.remove(&t) {
+                    self.slots[old].tokens.remove(&t);
+                }
+                self.tokens.insert(x, slot);
+                self.slots[slot].tokens.insert(x);
+            }
         }
         for &(slot, d) in delta {
+            if d > 0 && self.slots[slot].active {
+                self.received += d as f64;
+            }
             self.slots[slot].load += d;
         }
     }
@@ -360,6 +429,9 @@ impl Layout {
         let mut best_delta = Vec::new();
         let mut guard = self.slots[slot].tokens.len() + 1;
         while guard > 0 && !self.slots[slot].tokens.is_empty() {
+            if crate::cancel::cancelled() {
+                return;
+            }
             guard -= 1;
             if until_target && self.pressure(slot) <= 1.0 {
                 return;
@@ -389,14 +461,32 @@ impl Layout {
                 .copied()
                 .filter(|&j| j != slot && self.pressure(j) < 1.0)
                 .collect();
-            for r in self.least_loaded(6, slot) {
+            for r in self.least_loaded(32, slot) {
                 if !receivers.contains(&r) {
                     receivers.push(r);
                 }
             }
             let mut best: Option<(f64, Op)> = None;
             let mut candidates = vec![Op::Remove(t)];
-            candidates.extend(receivers.into_iter().map(|r| Op::Reassign(t, r)));
+            for &r in &receivers {
+                candidates.push(Op::Reassign(t, r));
+                // A whole token would take the receiver past its target: it
+                // takes the part up to its need instead (the token moves
+                // back by the excess) and the rest goes where a drop sends
+                // it. Each range still gains exactly one holder.
+                let need = self.slots[r].target - self.slots[r].load as f64;
+                if need <= 0.0 {
+                    continue;
+                }
+                self.evaluate(Op::Reassign(t, r), &mut delta);
+                let whole = gain_of(&delta, r);
+                if whole > need + 1.0 {
+                    let x = t.wrapping_sub((whole - need) as u64);
+                    if !self.tokens.contains_key(&x) {
+                        candidates.push(Op::Relocate(t, x, r));
+                    }
+                }
+            }
             for op in candidates {
                 self.evaluate(op, &mut delta);
                 let given = -gain_of(&delta, slot);
@@ -441,6 +531,9 @@ impl Layout {
         let tolerance = self.slots[slot].target * 0.004;
         let overshoot = self.slots[slot].target * 0.02;
         for _ in 0..4 * wanted + 8 {
+            if crate::cancel::cancelled() {
+                return;
+            }
             let need = self.slots[slot].target - self.slots[slot].load as f64;
             if need <= tolerance {
                 return;
@@ -529,6 +622,193 @@ impl Layout {
             match best {
                 Some((score, op)) if score < 0.0 => self.apply(op, &best_delta),
                 _ => return,
+            }
+        }
+    }
+
+    /// How much of `(a, b]` `slot` held before the change.
+    fn held_before(&self, slot: usize, a: Token, b: Token) -> u128 {
+        let Some((ring, replication)) = &self.before else {
+            return 0;
+        };
+        let tokens = ring.tokens();
+        if slot >= ring.len() || tokens.is_empty() || a == b {
+            return 0;
+        }
+        let span = b.wrapping_sub(a);
+        let mut pos = tokens.partition_point(|&t| t < a.wrapping_add(1)) % tokens.len();
+        let mut cur = a;
+        let mut held = 0u128;
+        let mut picked = Vec::with_capacity(replication.factor);
+        for _ in 0..=tokens.len() {
+            let end = tokens[pos];
+            let reach = end.wrapping_sub(a);
+            let stop = if reach == 0 || reach >= span { b } else { end };
+            ring.replica_indices_at(pos, replication, &mut picked);
+            if picked.contains(&(slot as u32)) {
+                held += stop.wrapping_sub(cur) as u128;
+            }
+            if stop == b {
+                break;
+            }
+            cur = stop;
+            pos = (pos + 1) % tokens.len();
+        }
+        held
+    }
+
+    /// The data `op`, a pure transfer of `(a, b]` from `from` to `to`, adds
+    /// to the plan's movement: nothing for data `from` has only just
+    /// received, less than nothing for data `to` held before.
+    fn transfer_cost(&self, from: usize, to: usize, a: Token, b: Token) -> f64 {
+        self.held_before(from, a, b) as f64 - self.held_before(to, a, b) as f64
+    }
+
+    /// Evens out what the greedy steps left, by pure transfers: a token of
+    /// the most loaded member moved back within its gap hands the data
+    /// between to the member the walks reach next, and a token moved
+    /// forward takes data from that member. Each transfer is sized to even
+    /// the two members out. Stops when the most loaded member is within
+    /// `slack` of its target, or when what the change moves reaches
+    /// `budget` (unless the most loaded member is above `forced`).
+    fn polish(&mut self, budget: f64, slack: f64, forced: f64) {
+        let mut delta = Vec::new();
+        let mut best_delta = Vec::new();
+        // What the change moves so far, at most (greedy steps count what
+        // they handed over; transfers what they add to the plan).
+        let mut spent = self.received;
+        for _ in 0..4 * self.breadth() {
+            let Some(high) = (0..self.slots.len())
+                .filter(|&s| self.slots[s].active && self.slots[s].target > 0.0)
+                .max_by(|&a, &b| {
+                    self.pressure(a)
+                        .total_cmp(&self.pressure(b))
+                        .then(b.cmp(&a))
+                })
+            else {
+                return;
+            };
+            let ph = self.pressure(high);
+            if ph <= 1.0 + slack {
+                return;
+            }
+            let left = if ph > forced {
+                f64::INFINITY
+            } else {
+                (budget - spent).max(0.0)
+            };
+            let mut candidates: Vec<Op> = Vec::new();
+            for t in self.largest_tokens(high, 2 * self.breadth()) {
+                let len = self.range_len(t);
+                if len >= 2 {
+                    candidates.push(Op::Shift(t, t.wrapping_sub((len - 1) as u64)));
+                }
+                // Tokens a few places back whose forward move takes from
+                // `high`.
+                let mut u = t;
+                for _ in 0..2 * self.rf {
+                    match self.predecessor(u) {
+                        Some(p) if p != t => u = p,
+                        _ => break,
+                    }
+                    if self.tokens[&u] == high {
+                        continue;
+                    }
+                    let Some(next) = self.successor(u) else { break };
+                    let gap = self.range_len(next);
+                    if gap >= 2 {
+                        candidates.push(Op::Shift(u, u.wrapping_add((gap - 1) as u64)));
+                    }
+                }
+            }
+            // (score, op, what it adds to the plan)
+            let mut best: Option<(f64, Op, f64)> = None;
+            for op in candidates {
+                self.evaluate(op, &mut delta);
+                // A pure transfer out of `high`.
+                if delta.len() != 2 {
+                    continue;
+                }
+                let Some(&(_, lost)) = delta.iter().find(|&&(s, _)| s == high) else {
+                    continue;
+                };
+                let Some(&(to, _)) = delta.iter().find(|&&(s, d)| s != high && d > 0) else {
+                    continue;
+                };
+                if !self.slots[to].active || self.slots[to].target <= 0.0 {
+                    continue;
+                }
+                let (th, tt) = (self.slots[high].target, self.slots[to].target);
+                let even = (ph - self.pressure(to)) / (1.0 / th + 1.0 / tt);
+                // In integers: a float's rounding could reach the neighbour.
+                let mut amount = (even.max(0.0) as u128).min((-lost).max(0) as u128);
+                let Op::Shift(t, x) = op else { continue };
+                let back = t.wrapping_sub(x) < x.wrapping_sub(t);
+                let interval = |amount: u128| {
+                    if back {
+                        (t.wrapping_sub(amount as u64), t)
+                    } else {
+                        (t, t.wrapping_add(amount as u64))
+                    }
+                };
+                let (a, b) = interval(amount);
+                let mut moves = self.transfer_cost(high, to, a, b);
+                if moves > left {
+                    // Within the budget: a smaller transfer (it costs at
+                    // most its size).
+                    amount = amount.min(left as u128);
+                    let (a, b) = interval(amount);
+                    moves = self.transfer_cost(high, to, a, b);
+                }
+                if amount < 1 || moves > left {
+                    continue;
+                }
+                let (a, b) = interval(amount);
+                let op = if back {
+                    Op::Shift(t, a)
+                } else {
+                    Op::Shift(t, b)
+                };
+                self.evaluate(op, &mut delta);
+                // Cheap transfers first: data that only just arrived moves
+                // on for nothing.
+                let score = self.cost(&delta) / (moves.max(0.0) + 0.05 * amount as f64);
+                if score < 0.0 && best.is_none_or(|(s, _, _)| score < s) {
+                    best = Some((score, op, moves));
+                    best_delta.clone_from(&delta);
+                }
+            }
+            match best {
+                Some((_, op, moves)) => {
+                    self.apply(op, &best_delta);
+                    spent += moves;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Drops tokens whose successor has the same owner: the walk from either
+    /// is the same, so no replica set changes, and the ring stays small.
+    fn merge_runs(&mut self) {
+        if self.tokens.len() < 2 {
+            return;
+        }
+        let runs: Vec<Token> = self
+            .tokens
+            .iter()
+            .filter(|&(&t, &s)| {
+                self.successor(t)
+                    .is_some_and(|n| n != t && self.tokens[&n] == s)
+            })
+            .map(|(&t, _)| t)
+            .collect();
+        for t in runs {
+            if self.tokens.len() < 2 {
+                return;
+            }
+            if let Some(slot) = self.tokens.remove(&t) {
+                self.slots[slot].tokens.remove(&t);
             }
         }
     }
@@ -789,6 +1069,8 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
         tokens: BTreeMap::new(),
         slots,
         joiners: joiners.clone(),
+        received: 0.0,
+        before: Some((ring.clone(), ring.effective(replication))),
     };
     for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
         layout.tokens.insert(t, o as usize);
@@ -801,6 +1083,13 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
         layout.slots[slot].load = load;
     }
 
+    // DESIGN §4's ideal for this change: what the staying members lack.
+    let ideal: f64 = layout
+        .slots
+        .iter()
+        .filter(|s| s.active)
+        .map(|s| (s.target - s.load as f64).max(0.0))
+        .sum();
     let leavers: Vec<usize> = (0..layout.slots.len()).filter(|&s| !active[s]).collect();
     for &slot in &leavers {
         layout.give_up(slot, false);
@@ -819,6 +1108,13 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
     for slot in takers {
         layout.fill(slot);
     }
+    // Cancelled (crate::cancel): the steps above may have stopped half way;
+    // the result is dropped anyway, so the ring is handed back as it was.
+    if crate::cancel::cancelled() {
+        return ring.clone();
+    }
+    layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, POLISH_FORCED);
+    layout.merge_runs();
     // Every member owns a token: one that got none takes half of the
     // largest range of the most loaded member.
     for slot in 0..layout.slots.len() {
@@ -906,6 +1202,8 @@ mod tests {
                 tokens: BTreeMap::new(),
                 slots,
                 joiners: vec![9],
+                received: 0.0,
+                before: None,
             };
             for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
                 layout.tokens.insert(t, o as usize);
@@ -919,10 +1217,20 @@ mod tests {
             }
             let mut delta = Vec::new();
             let tokens: Vec<Token> = layout.tokens.keys().copied().collect();
-            for (k, &t) in tokens.iter().enumerate().step_by(5) {
-                let op = match k % 3 {
+            for (k, &t) in tokens.iter().enumerate().step_by(3) {
+                let len = layout.range_len(t);
+                let next = layout.successor(t).unwrap();
+                let gap = layout.range_len(next);
+                let op = match k % 6 {
+                    5 => Op::Shift(t, t.wrapping_add((gap * 2 / 3) as u64)),
                     0 => Op::Insert(t.wrapping_sub(1000), 9),
                     1 => Op::Reassign(t, 9),
+                    2 => Op::Shift(t, t.wrapping_sub((len / 2) as u64)),
+                    3 => {
+                        // Into the range before t's predecessor.
+                        let p = layout.predecessor(t).unwrap();
+                        Op::Relocate(t, p.wrapping_sub((layout.range_len(p) / 3) as u64), 9)
+                    }
                     _ => Op::Remove(t),
                 };
                 layout.evaluate(op, &mut delta);

@@ -60,6 +60,7 @@ fn bench_event_to_plan(c: &mut Criterion) {
             tokens_per_member: tokens,
             zone_aware: false,
             mode: Mode::Auto,
+            ..RingSettings::default()
         };
         let timing = Timing {
             settle: Duration::ZERO,

@@ -37,12 +37,19 @@
 //! from there, moves still needed keep their id and state, the others stay
 //! listed as `cancelled`. A return to the committed member set cancels the
 //! plan and moves nothing (no new epoch).
+//!
+//! In mode `ack` a plan in progress is *paced* ([`ringleader_planner::pace`])
+//! after every change — made, replanned, a move done — so at most
+//! `--max-moves-per-member` moves per member and `--max-moves` in all are
+//! `ready`; a done move frees its slots in the same saved state. Pacing
+//! decides when moves run, never which moves exist.
 
 use crate::settings::{Mode, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, PlanTimes, State};
 use ringleader_client::api::{MemberState, OutsideReason};
 use ringleader_planner::{
-    Holdings, Move, MoveState, Placement, Plan, PlanError, PlanOptions, holdings_with, plan, replan,
+    Holdings, Move, MoveState, Pace, Placement, Plan, PlanError, PlanOptions, holdings_with, plan,
+    replan,
 };
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingError};
 use ringleader_watch::{Member, MemberSet};
@@ -212,11 +219,6 @@ pub struct Coordinator {
     /// Bumped on every change visible through the API.
     version: u64,
     plans_made: u64,
-    /// The done moves of the last plan committed by acks, by id: a repeated
-    /// ack of one of them answers as the first did (acks are idempotent,
-    /// also after the commit; DESIGN §5). In memory only: after a restart
-    /// such an ack answers like any ack without a plan.
-    last_committed: BTreeMap<String, Move>,
 }
 
 /// Whether a member can take part: serving and not terminating. Not
@@ -389,14 +391,42 @@ fn remaining(plan: &Plan) -> u128 {
         .sum()
 }
 
-/// The mode governs how plans progress, not where data is: a state made in
-/// another mode continues in the one asked for.
-fn in_mode(mut state: State, mode: Mode) -> State {
-    state.settings.mode = mode;
+/// The mode and the pace govern how plans progress, not where data is: a
+/// state made with others continues with the ones asked for (moves already
+/// `ready` stay so, even above a lowered limit: they may be streaming).
+fn in_mode(mut state: State, settings: RingSettings) -> State {
+    state.settings.mode = settings.mode;
+    state.settings.pace = settings.pace;
     if let Some(plan) = &mut state.plan {
-        plan.settings.mode = mode;
+        plan.settings.mode = settings.mode;
+        plan.settings.pace = settings.pace;
     }
     state
+}
+
+/// Paces the state's plan if it is in progress in mode `ack` (in `auto`
+/// mode plans commit at once and nothing is paced). Returns the moves made
+/// ready.
+fn pace_plan(state: &mut State) -> Vec<ringleader_planner::MoveId> {
+    match &mut state.plan {
+        Some(record)
+            if record.state == PlanState::InProgress && record.settings.mode == Mode::Ack =>
+        {
+            let target = &record.target;
+            ringleader_planner::pace(&mut record.plan, record.settings.pace, |id| {
+                target.member(id.as_str()).is_none()
+            })
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Paces a plan just made towards `target` and sets its expected waves.
+fn paced(mut plan: Plan, target: &Ring, pace: Pace) -> Plan {
+    let leaving = |id: &ringleader_ring::MemberId| target.member(id.as_str()).is_none();
+    ringleader_planner::pace(&mut plan, pace, leaving);
+    plan.summary.waves = Some(ringleader_planner::waves(&plan, pace, leaving));
+    plan
 }
 
 impl Coordinator {
@@ -405,13 +435,23 @@ impl Coordinator {
     /// the caller has checked that `--reconfigure` was given, and the change
     /// is planned at the next opportunity.
     pub fn new(state: State, settings: RingSettings, timing: Timing) -> Self {
-        let state = in_mode(state, settings.mode);
+        let shown = in_mode(state, settings);
+        let mut state = shown.clone();
+        // A plan stored by a build without pace (every move pending), or
+        // with another pace, is paced now: a change to store, shown once
+        // stored.
+        let change = if pace_plan(&mut state).is_empty() {
+            0
+        } else {
+            state.revision += 1;
+            1
+        };
         Self {
             settings,
             timing,
-            stored: Arc::new(state.clone()),
+            stored: Arc::new(shown),
             working: state,
-            change: 0,
+            change,
             stored_change: 0,
             store_health: StoreHealth::Saved,
             observed: None,
@@ -421,7 +461,6 @@ impl Coordinator {
             phase: Phase::Starting,
             version: 1,
             plans_made: 0,
-            last_committed: BTreeMap::new(),
         }
     }
 
@@ -498,7 +537,7 @@ impl Coordinator {
     /// Someone else wrote the store (a save conflicted): their state is
     /// taken over, ours is dropped — never written over theirs.
     pub fn adopt(&mut self, stored: State, now: Instant) {
-        let stored = in_mode(stored, self.settings.mode);
+        let stored = in_mode(stored, self.settings);
         info!(
             epoch = stored.epoch,
             revision = stored.revision,
@@ -508,6 +547,11 @@ impl Coordinator {
         self.working = stored;
         self.stored_change = self.change;
         self.store_health = StoreHealth::Saved;
+        if !pace_plan(&mut self.working).is_empty() {
+            // Taken over with another pace: ours applies, stored as a change.
+            self.working.revision += 1;
+            self.change += 1;
+        }
         if !matches!(self.phase, Phase::Starting) {
             self.phase = Phase::Steady;
         }
@@ -866,6 +910,11 @@ impl Coordinator {
             warn!(error = %e, members = target.len(), "the ring allocator made a ring that cannot be stored; not planning it");
             return Err(CoordinatorError::Ring(e));
         }
+        let new_plan = if revert || self.settings.mode == Mode::Auto {
+            new_plan
+        } else {
+            paced(new_plan, &target, self.settings.pace)
+        };
         let lost: Vec<Move> = new_plan
             .moves
             .iter()
@@ -890,8 +939,14 @@ impl Coordinator {
             // Stamped by the runtime (crate::plan_times), which reads the clock.
             times: PlanTimes::default(),
         };
-        if self.working.plan.as_ref() == Some(&record) {
-            return Ok(());
+        if let Some(current) = &self.working.plan {
+            // The same plan again (its expected waves aside, which count
+            // from where it stands now): nothing to do.
+            let mut same = record.clone();
+            same.plan.summary.waves = current.plan.summary.waves;
+            if *current == same {
+                return Ok(());
+            }
         }
         let s = &record.plan.summary;
         if revert {
@@ -921,6 +976,12 @@ impl Coordinator {
                 moved_fraction = format_args!("{:.4}", s.moved_fraction),
                 ideal_fraction = format_args!("{:.4}", s.ideal_fraction),
                 source_lost = lost.len(),
+                waves = s.waves.map_or_else(|| "-".to_owned(), |w| w.to_string()),
+                max_moves_per_member = %self
+                    .settings
+                    .pace
+                    .max_moves_per_member
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
                 "plan made"
             );
         }
@@ -956,9 +1017,16 @@ impl Coordinator {
         let Ok(to) = Placement::new(record.target.clone(), record.settings.replication()) else {
             return;
         };
-        match replan(&self.committed(), &record.plan, &to, &options) {
-            Ok(revised) if revised != record.plan => {
+        let revised = replan(&self.committed(), &record.plan, &to, &options).map(|mut p| {
+            p.summary.waves = record.plan.summary.waves;
+            p
+        });
+        match revised {
+            Ok(mut revised) if revised != record.plan => {
                 info!(plan = %record.id, "a range whose holders were all gone is held again: its move has a source now");
+                if record.settings.mode == Mode::Ack {
+                    revised = paced(revised, &record.target, record.settings.pace);
+                }
                 if let Some(p) = self.working.plan.as_mut() {
                     p.plan = revised;
                 }
@@ -975,12 +1043,12 @@ impl Coordinator {
         self.working.epoch = record.to_epoch;
         self.working.revision = 0;
         info!(plan = %record.id, epoch = self.working.epoch, members = self.working.committed.len(), "plan committed");
-        self.last_committed = record
+        self.working.last_committed = record
             .plan
             .moves
             .iter()
             .filter(|m| m.state == MoveState::Done)
-            .map(|m| (m.id.to_string(), m.clone()))
+            .cloned()
             .collect();
         if self.settings.mode == Mode::Auto {
             record.state = PlanState::Committed;
@@ -990,8 +1058,9 @@ impl Coordinator {
     }
 
     /// A shard reports a move done. Reporting a done move again is fine,
-    /// also once its plan committed (the last committed plan's moves are
-    /// remembered): the answer is the one that committed it.
+    /// also once its plan committed, across restarts and leader changes (the
+    /// last committed plan's done moves are stored with the state): the
+    /// answer is the one that committed it.
     pub fn move_done(&mut self, id: &str) -> Result<MoveReport, CoordinatorError> {
         let in_flight = self
             .working
@@ -999,7 +1068,12 @@ impl Coordinator {
             .as_ref()
             .filter(|p| p.state == PlanState::InProgress);
         let known_in_flight = in_flight.is_some_and(|p| p.plan.get(id).is_some());
-        if !known_in_flight && let Some(done) = self.last_committed.get(id) {
+        let committed_before = self
+            .working
+            .last_committed
+            .iter()
+            .find(|m| m.id.as_str() == id);
+        if !known_in_flight && let Some(done) = committed_before {
             return Ok(MoveReport {
                 done: done.clone(),
                 remaining: 0,
@@ -1033,6 +1107,9 @@ impl Coordinator {
         info!(plan = %record.id, r#move = %done.id, from = %done.from, to = %done.to, remaining, "move done");
         self.working.revision += 1;
         self.resource_lost_moves();
+        // Its slots are free: the next moves in line are ready in the same
+        // saved state as the ack.
+        pace_plan(&mut self.working);
         let remaining = self.working.in_flight().map_or(0, |p| {
             p.plan.moves.iter().filter(|m| m.state.is_open()).count()
         });
@@ -1225,30 +1302,13 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringleader_watch::MemberId as WatchId;
-
-    fn member(id: &str, ready: bool) -> Member {
-        Member {
-            id: WatchId::new(id),
-            addresses: vec![format!("10.0.0.{}", id.len())],
-            zone: None,
-            node_name: None,
-            ports: Vec::new(),
-            ready,
-            serving: ready,
-            terminating: false,
-        }
-    }
+    use crate::testing::{pod as member, pods};
 
     fn set(members: &[(&str, bool)]) -> MemberSet {
         members
             .iter()
             .map(|&(id, ready)| member(id, ready))
             .collect()
-    }
-
-    fn pods(n: usize) -> MemberSet {
-        (0..n).map(|i| member(&format!("db-{i}"), true)).collect()
     }
 
     /// A coordinator whose source is synced from `t0`.
@@ -1325,6 +1385,152 @@ mod tests {
             c.move_done("0123456789abcdef"),
             Err(CoordinatorError::NoPlan)
         ));
+    }
+
+    /// A coordinator in ack mode at `pace`, its source synced from `t0`.
+    fn paced_at(pace: Pace, t0: Instant) -> Coordinator {
+        let settings = RingSettings {
+            pace,
+            ..RingSettings::default()
+        };
+        let mut c = Coordinator::new(State::fresh(settings).unwrap(), settings, Timing::default());
+        c.source_synced(true, t0);
+        c
+    }
+
+    fn ready(c: &Coordinator) -> Vec<String> {
+        c.state()
+            .plan
+            .iter()
+            .flat_map(|p| &p.plan.moves)
+            .filter(|m| m.state == MoveState::Ready)
+            .map(|m| m.id.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_ack_makes_the_next_move_ready_in_the_same_saved_state() {
+        let t0 = Instant::now();
+        let mut c = paced_at(Pace::new(Some(1), None), t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        store(&mut c);
+        let record = c.state().plan.clone().expect("a plan");
+        let moves = record.plan.moves.len();
+        assert!(moves > 1, "db-3 receives several moves");
+        // db-3 receives every move: one at a time.
+        assert_eq!(ready(&c).len(), 1);
+        assert_eq!(record.plan.summary.waves, Some(moves));
+        for left in (0..moves).rev() {
+            let running = ready(&c);
+            assert_eq!(running.len(), 1, "one move at a time");
+            let report = c.move_done(&running[0]).unwrap();
+            let save = c.to_save().expect("the ack is a change to save");
+            if left > 0 {
+                let next: Vec<_> = save
+                    .state
+                    .plan
+                    .iter()
+                    .flat_map(|p| &p.plan.moves)
+                    .filter(|m| m.state == MoveState::Ready)
+                    .collect();
+                assert_eq!(next.len(), 1, "the next move is ready in the saved state");
+                assert_ne!(next[0].id.as_str(), running[0]);
+            } else {
+                assert!(report.committed);
+            }
+            c.saved(save);
+            if report.committed {
+                break;
+            }
+        }
+        assert_eq!(c.state().epoch, 2);
+    }
+
+    #[test]
+    fn a_pending_move_reported_done_is_accepted() {
+        let t0 = Instant::now();
+        let mut c = paced_at(Pace::new(Some(1), None), t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        let waiting = c
+            .state()
+            .plan
+            .iter()
+            .flat_map(|p| &p.plan.moves)
+            .find(|m| m.state == MoveState::Pending)
+            .expect("a move waits its turn")
+            .id
+            .to_string();
+        let running = ready(&c);
+        let report = c.move_done(&waiting).unwrap();
+        assert_eq!(report.done.state, MoveState::Done);
+        assert_eq!(ready(&c), running, "the running move keeps its slot");
+    }
+
+    #[test]
+    fn auto_mode_paces_nothing() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Auto, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        let record = c.state().plan.clone().expect("the committed plan, kept");
+        assert_eq!(record.state, PlanState::Committed);
+        assert!(
+            record
+                .plan
+                .moves
+                .iter()
+                .all(|m| m.state == MoveState::Pending)
+        );
+        assert_eq!(record.plan.summary.waves, None);
+    }
+
+    /// A plan stored before the pace existed has every move pending: a
+    /// coordinator that loads it paces it, and stores that before showing
+    /// it.
+    #[test]
+    fn a_plan_stored_without_pace_is_paced_on_load_and_saved_before_shown() {
+        let t0 = Instant::now();
+        let mut c = paced_at(Pace::UNLIMITED, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        store(&mut c);
+        let mut old = c.state().clone();
+        for m in &mut old.plan.as_mut().expect("a plan").plan.moves {
+            m.state = MoveState::Pending;
+        }
+        let settings = RingSettings {
+            pace: Pace::new(Some(1), None),
+            ..RingSettings::default()
+        };
+        let mut c = Coordinator::new(old.clone(), settings, Timing::default());
+        assert_eq!(ready(&c).len(), 1);
+        assert!(
+            c.shown()
+                .plan
+                .iter()
+                .flat_map(|p| &p.plan.moves)
+                .all(|m| m.state == MoveState::Pending)
+        );
+        let save = c.to_save().expect("the paced plan is saved");
+        assert!(
+            save.state.revision > old.revision,
+            "a new revision: announced"
+        );
+        c.saved(save);
+        assert_eq!(
+            c.shown().plan.as_ref().map(|p| p.settings.pace),
+            Some(settings.pace)
+        );
     }
 
     /// Regression (issue 12): re-acking the last move after the plan

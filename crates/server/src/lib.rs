@@ -20,4 +20,6 @@ pub mod simulate;
 pub mod state;
 #[cfg(test)]
 mod test_logs;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod view;

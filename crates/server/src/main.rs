@@ -13,7 +13,7 @@ use ringleader::http::ConnLimits;
 use ringleader::lease::LeaseConfig;
 use ringleader::runtime::{SourceSpec, StoreSpec};
 use ringleader::serve::{AuthSpec, ServeOptions, run, shutdown_signal};
-use ringleader::settings::{Mode, RingSettings, Timing, parse_duration};
+use ringleader::settings::{Mode, Pace, RingSettings, Timing, parse_duration};
 use ringleader::simulate;
 use ringleader_client::Client;
 use ringleader_client::api::{PreviewRequest, RingResponse};
@@ -178,6 +178,14 @@ enum LogFormat {
     Json,
 }
 
+/// A limit of the pace: a number of moves, or none.
+#[derive(Clone, Copy, Debug)]
+struct PaceLimit(Option<u32>);
+
+fn parse_pace_limit(text: &str) -> Result<PaceLimit, String> {
+    ringleader::settings::parse_limit(text).map(PaceLimit)
+}
+
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// Where members come from: `file:PATH` (EndpointSlices in YAML or JSON,
@@ -219,6 +227,14 @@ struct ServeArgs {
     /// `ack`: shards report moves done; `auto`: plans commit at once.
     #[arg(long, env = "RINGLEADER_MODE", default_value = "ack")]
     mode: Mode,
+    /// At most this many moves in progress per member, sending or
+    /// receiving (`--mode ack`): a whole number, or `unlimited`.
+    #[arg(long, env = "RINGLEADER_MAX_MOVES_PER_MEMBER", default_value = "2", value_parser = parse_pace_limit)]
+    max_moves_per_member: PaceLimit,
+    /// At most this many moves in progress in the whole cluster (`--mode
+    /// ack`): a whole number, or `unlimited`.
+    #[arg(long, env = "RINGLEADER_MAX_MOVES", default_value = "unlimited", value_parser = parse_pace_limit)]
+    max_moves: PaceLimit,
     /// Quiet time before a membership change is planned.
     #[arg(long, env = "RINGLEADER_SETTLE", default_value = "5s", value_parser = parse_duration)]
     settle: Duration,
@@ -437,6 +453,11 @@ fn init_logging(format: LogFormat) {
 
 /// The effective settings, once at startup, and warnings for the ones that
 /// leave the coordinator crippled or open.
+/// A pace limit as typed.
+fn limit(n: Option<std::num::NonZeroU32>) -> String {
+    n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+}
+
 fn log_settings(args: &ServeArgs, options: &ServeOptions) {
     let auth = match &options.auth {
         AuthSpec::Ready(WriteAuth::Disabled) => "disabled (no --auth-token-file)".to_owned(),
@@ -463,6 +484,8 @@ fn log_settings(args: &ServeArgs, options: &ServeOptions) {
         strategy = %options.settings.strategy,
         zone_aware = options.settings.zone_aware,
         mode = %options.settings.mode,
+        max_moves_per_member = %limit(options.settings.pace.max_moves_per_member),
+        max_moves = %limit(options.settings.pace.max_moves),
         settle = ?options.timing.settle,
         settle_max = ?options.timing.settle_max,
         down_grace = ?options.timing.down_grace,
@@ -535,6 +558,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         tokens_per_member: args.tokens_per_member,
         zone_aware: args.zone_aware,
         mode: args.mode,
+        pace: Pace::new(args.max_moves_per_member.0, args.max_moves.0),
     };
     settings.validate().map_err(anyhow::Error::msg)?;
     let timing = Timing {
@@ -684,7 +708,7 @@ fn serve_options(args: &ServeArgs) -> anyhow::Result<ServeOptions> {
         service_filter,
         advertise_url,
         leader_election,
-        follower_poll: std::time::Duration::from_secs(1),
+        follower_resync: std::time::Duration::from_secs(30),
         kube: None,
     })
 }
@@ -886,15 +910,21 @@ fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let reports = simulate::run(&scenario)?;
-    let (balance, ratio) = simulate::worst(&reports);
+    let simulate::Worst {
+        balance,
+        moved_over_ideal: ratio,
+        moved_over_zone_ideal: zone_ratio,
+    } = simulate::worst(&reports);
     match (args.output.as_str(), args.summary) {
         ("json", _) => println!("{}", serde_json::to_string_pretty(&reports)?),
         ("table", false) => {
             print!("{}", simulate::table(&reports));
-            println!("worst balance {balance:.4}, worst moved/ideal {ratio:.3}");
+            println!(
+                "worst balance {balance:.4}, worst moved/ideal {ratio:.3}, worst moved/zone-aware bound {zone_ratio:.3}"
+            );
         }
         ("table", true) => println!(
-            "members={} tokens={} strategy={} rf={} zones={} steps={}: start balance {:.4}, worst balance {balance:.4}, worst moved/ideal {ratio:.3}",
+            "members={} tokens={} strategy={} rf={} zones={} steps={}: start balance {:.4}, worst balance {balance:.4}, worst moved/ideal {ratio:.3}, worst moved/zone-aware bound {zone_ratio:.3}",
             args.members,
             args.tokens,
             args.strategy,

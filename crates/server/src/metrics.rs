@@ -62,6 +62,9 @@ pub struct Metrics {
     pub state_write_errors: Counter,
     /// Requests refused because a limit was reached.
     pub overload_rejections: Counter,
+    /// Previews whose work stopped because their request was dropped or
+    /// timed out.
+    pub previews_cancelled: Counter,
     /// Largest load / target of the committed ring, in replica units
     /// (DESIGN §4).
     pub balance: FloatGauge,
@@ -75,8 +78,12 @@ pub struct Metrics {
     pub member_replica_ownership: Family<MemberLabel, FloatGauge>,
     /// Tokens per member of the committed ring.
     pub member_tokens: Family<MemberLabel, Gauge>,
+    /// Moves in progress (`ready`) per member, sending or receiving.
+    pub member_moves_in_progress: Family<MemberLabel, Gauge>,
     /// Members that have per-member series now (to drop those that left).
     member_series: Mutex<BTreeSet<String>>,
+    /// Members that have a moves-in-progress series now.
+    moves_series: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,13 +114,16 @@ impl Metrics {
             plans: Counter::default(),
             state_write_errors: Counter::default(),
             overload_rejections: Counter::default(),
+            previews_cancelled: Counter::default(),
             balance: FloatGauge::default(),
             is_leader: Gauge::default(),
             build_info: Family::default(),
             member_ownership: Family::default(),
             member_replica_ownership: Family::default(),
             member_tokens: Family::default(),
+            member_moves_in_progress: Family::default(),
             member_series: Mutex::new(BTreeSet::new()),
+            moves_series: Mutex::new(BTreeSet::new()),
         };
         metrics
             .build_info
@@ -150,6 +160,11 @@ impl Metrics {
             "member_tokens",
             "Tokens a member has in the committed ring",
             metrics.member_tokens.clone(),
+        );
+        registry.register(
+            "member_moves_in_progress",
+            "Moves in progress (ready) per member of the ring or the plan, sending or receiving; at most --max-moves-per-member",
+            metrics.member_moves_in_progress.clone(),
         );
         registry.register("epoch", "Committed placement epoch", metrics.epoch.clone());
         registry.register("members", "Members by state", metrics.members.clone());
@@ -189,6 +204,11 @@ impl Metrics {
             "Requests refused with 503 because a concurrency or subscriber limit was reached",
             metrics.overload_rejections.clone(),
         );
+        registry.register(
+            "previews_cancelled",
+            "Previews stopped because their request was dropped or timed out",
+            metrics.previews_cancelled.clone(),
+        );
         *metrics.registry.lock().expect("fresh lock") = registry;
         metrics
     }
@@ -213,7 +233,7 @@ impl Metrics {
             .as_deref()
             .map(|p| p.plan.counts())
             .unwrap_or_default();
-        for state in ["pending", "done", "cancelled", "source_lost"] {
+        for state in ["pending", "ready", "done", "cancelled", "source_lost"] {
             let n = counts
                 .iter()
                 .find(|(s, _)| s.to_string() == state)
@@ -230,6 +250,42 @@ impl Metrics {
         self.balance.set(view.figures.balance);
         self.is_leader.set(i64::from(!view.follower));
         self.observe_members(view);
+        self.observe_moves(view);
+    }
+
+    /// Moves in progress per member of the committed ring and of the
+    /// plan's target (0 when none); members in neither lose their series.
+    fn observe_moves(&self, view: &View) {
+        let mut series = self.moves_series.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = view.plan_in_progress();
+        let running = plan
+            .map(|p| ringleader_planner::in_progress(&p.plan))
+            .unwrap_or_default();
+        let mut now: BTreeSet<String> = view
+            .ring
+            .members()
+            .iter()
+            .chain(plan.iter().flat_map(|p| p.target.members()))
+            .map(|m| m.id.to_string())
+            .collect();
+        now.extend(running.keys().map(ToString::to_string));
+        for member in &now {
+            let n = running
+                .get(&ringleader_ring::MemberId::new(member.as_str()))
+                .copied()
+                .unwrap_or(0);
+            self.member_moves_in_progress
+                .get_or_create(&MemberLabel {
+                    member: member.clone(),
+                })
+                .set(n as i64);
+        }
+        for gone in series.difference(&now) {
+            self.member_moves_in_progress.remove(&MemberLabel {
+                member: gone.clone(),
+            });
+        }
+        *series = now;
     }
 
     /// Per-member series of the committed ring; members that left lose
@@ -281,24 +337,9 @@ mod tests {
     use crate::coordinator::Coordinator;
     use crate::settings::{Mode, RingSettings, Timing};
     use crate::state::State;
+    use crate::testing::pods;
     use crate::view::SourceStatus;
-    use ringleader_watch::{Member, MemberId, MemberSet};
     use std::time::{Duration, Instant};
-
-    fn pods(n: usize) -> MemberSet {
-        (0..n)
-            .map(|i| Member {
-                id: MemberId::new(format!("db-{i}")),
-                addresses: vec![format!("10.0.0.{i}")],
-                zone: None,
-                node_name: None,
-                ports: Vec::new(),
-                ready: true,
-                serving: true,
-                terminating: false,
-            })
-            .collect()
-    }
 
     /// The view once the store took what changed (views show stored
     /// states only).
@@ -307,6 +348,34 @@ mod tests {
             c.saved(save);
         }
         View::build(c, None, SourceStatus::default(), true, None)
+    }
+
+    #[test]
+    fn moves_in_progress_per_member_stay_within_the_pace() {
+        let settings = RingSettings {
+            mode: Mode::Ack,
+            pace: crate::settings::Pace::new(Some(1), None),
+            ..RingSettings::default()
+        };
+        let timing = Timing::default();
+        let mut c = Coordinator::new(State::fresh(settings).unwrap(), settings, timing);
+        let t0 = Instant::now();
+        c.source_synced(true, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + timing.settle);
+        c.observe(pods(4), t0 + timing.settle);
+        c.tick(t0 + timing.settle * 2);
+        let metrics = Metrics::new();
+        metrics.observe_view(&view_of(&mut c));
+        let text = metrics.encode();
+        assert!(
+            text.contains("ringleader_member_moves_in_progress{member=\"db-3\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringleader_plan_moves{state=\"ready\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

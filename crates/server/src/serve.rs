@@ -72,8 +72,9 @@ pub struct ServeOptions {
     pub advertise_url: Option<String>,
     /// Leader election (`--leader-election`), or `None` to run alone.
     pub leader_election: Option<LeaseConfig>,
-    /// How often a follower reads the state store.
-    pub follower_poll: Duration,
+    /// How often a follower reads the whole state besides watching it (a
+    /// safety net against a wedged watch or a missed event).
+    pub follower_resync: Duration,
     /// The Kubernetes client; `None`: `Client::try_default()` when one is
     /// needed.
     pub kube: Option<KubeClient>,
@@ -95,7 +96,7 @@ impl ServeOptions {
             service_filter: None,
             advertise_url: None,
             leader_election: None,
-            follower_poll: Duration::from_secs(1),
+            follower_resync: Duration::from_secs(30),
             kube: None,
         }
     }
@@ -264,7 +265,7 @@ pub async fn run(
                     let sources = sources.clone();
                     async move { open_source(&spec, &sources, Some(client)).await }
                 },
-                poll: options.follower_poll,
+                resync: options.follower_resync,
             };
             let stop = stop_rx.clone();
             let task = tokio::spawn(async move { replica.run(outlets, stop).await });

@@ -1,6 +1,9 @@
 //! What the coordinator runs with, validated: ring settings (persisted with
 //! the state, since changing them moves data) and timing (not persisted).
+//! The mode and the pace are persisted with them but move no data: a
+//! coordinator started with others applies its own to the stored plan.
 
+pub use ringleader_planner::Pace;
 use ringleader_ring::{Replication, RingConfig, Strategy};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -54,6 +57,10 @@ pub struct RingSettings {
     pub zone_aware: bool,
     /// Plan mode.
     pub mode: Mode,
+    /// How many moves run at once (mode `ack`); absent from states stored
+    /// before it existed (the default then).
+    #[serde(default)]
+    pub pace: Pace,
 }
 
 impl Default for RingSettings {
@@ -64,6 +71,7 @@ impl Default for RingSettings {
             tokens_per_member: 16,
             zone_aware: false,
             mode: Mode::Ack,
+            pace: Pace::default(),
         }
     }
 }
@@ -127,6 +135,23 @@ impl RingSettings {
     }
 }
 
+/// Parses a limit of `--max-moves-per-member` or `--max-moves`: a whole
+/// number from 1, or `unlimited`.
+pub fn parse_limit(text: &str) -> Result<Option<u32>, String> {
+    match text.trim() {
+        "unlimited" | "none" => Ok(None),
+        t => match t.parse::<u32>() {
+            Ok(0) => Err(
+                "a limit of 0 would never let a move run: give 1 or more, or `unlimited`".into(),
+            ),
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(format!(
+                "bad limit {text:?}: give a whole number from 1, or `unlimited`"
+            )),
+        },
+    }
+}
+
 /// Flap damping and batching.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -184,6 +209,24 @@ mod tests {
         for bad in ["", "s", "5x", "-1s", "1e999"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn limits_parse_as_numbers_or_unlimited() {
+        assert_eq!(parse_limit("2"), Ok(Some(2)));
+        assert_eq!(parse_limit("unlimited"), Ok(None));
+        assert!(parse_limit("0").unwrap_err().contains("never"));
+        assert!(parse_limit("-1").is_err());
+    }
+
+    #[test]
+    fn settings_stored_before_the_pace_existed_read_with_the_default_pace() {
+        let old = r#"{"rf":1,"strategy":"balanced","tokens_per_member":16,"zone_aware":false,"mode":"ack"}"#;
+        let settings: RingSettings = serde_json::from_str(old).unwrap();
+        assert_eq!(settings.pace, Pace::default());
+        let again: RingSettings =
+            serde_json::from_str(&serde_json::to_string(&settings).unwrap()).unwrap();
+        assert_eq!(again, settings);
     }
 
     #[test]

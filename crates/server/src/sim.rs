@@ -26,7 +26,7 @@
 //! `RINGLEADER_SIM_SEEDS=1 RINGLEADER_SIM_FIRST_SEED=<seed>`).
 
 use crate::coordinator::{Coordinator, StoreHealth};
-use crate::settings::{Mode, RingSettings, Timing};
+use crate::settings::{Mode, Pace, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, Resolution, State, resolve_conflict};
 use ringleader_planner::{Holdings, MoveState, Placement, holdings_with, ideal_from};
 use ringleader_ring::{Strategy, TOKEN_SPACE};
@@ -211,6 +211,14 @@ impl Sim {
             } else {
                 Mode::Auto
             },
+            // Pacing on: 1, 2 (the default) or 3 moves per member, and a
+            // cluster-wide cap on every fifth seed. Taken from the seed, not
+            // the generator, so each seed's history is the same whatever
+            // the pace (only which moves are ready differs).
+            pace: Pace::new(
+                Some(1 + (seed % 3) as u32),
+                seed.is_multiple_of(5).then_some(3),
+            ),
         };
         let timing = Timing {
             settle: SETTLE,
@@ -888,6 +896,48 @@ impl Sim {
         }
     }
 
+    /// The pace (constant in a run): no member has more moves in progress
+    /// than its limit, nor the cluster, and every free slot a pending move
+    /// could take is taken (a done move frees its slots at once).
+    fn check_pace(&self, record: &PlanRecord) {
+        let pace = record.settings.pace;
+        let limit = pace
+            .max_moves_per_member
+            .map_or(usize::MAX, |n| n.get() as usize);
+        for (member, n) in ringleader_planner::in_progress(&record.plan) {
+            if n > limit {
+                self.fail(format_args!(
+                    "{member} has {n} moves in progress, above the limit of {limit}; plan {}",
+                    record.id
+                ));
+            }
+        }
+        let running = record
+            .plan
+            .moves
+            .iter()
+            .filter(|m| m.state == MoveState::Ready)
+            .count();
+        if pace
+            .max_moves
+            .is_some_and(|max| running > max.get() as usize)
+        {
+            self.fail(format_args!(
+                "{running} moves in progress, above --max-moves"
+            ));
+        }
+        let mut again = record.plan.clone();
+        let target = &record.target;
+        let more =
+            ringleader_planner::pace(&mut again, pace, |id| target.member(id.as_str()).is_none());
+        if !more.is_empty() {
+            self.fail(format_args!(
+                "moves {more:?} could run but wait: the plan {} was not paced after its last change",
+                record.id
+            ));
+        }
+    }
+
     /// Stability, between consecutive revisions a coordinator makes (shown
     /// or not): moves still needed keep id, source and state.
     fn check_stability(&self, old: &PlanRecord, now: &State) {
@@ -904,12 +954,7 @@ impl Sim {
         let held = holdings_with(&from, &record.plan);
         let old_held = holdings_with(&from, &old.plan);
         let target = Holdings::of(&to);
-        for m in old
-            .plan
-            .moves
-            .iter()
-            .filter(|m| m.state == MoveState::Pending)
-        {
+        for m in old.plan.moves.iter().filter(|m| m.state.is_runnable()) {
             let needed = record.target.member(m.from.as_str()).is_some()
                 && old_held.holds_all(&m.from, m.range)
                 && held.holds_none(&m.to, m.range)
@@ -917,7 +962,7 @@ impl Sim {
             let kept = record
                 .plan
                 .get(m.id.as_str())
-                .is_some_and(|n| n.state == MoveState::Pending && n.from == m.from && n.to == m.to);
+                .is_some_and(|n| n.state.is_runnable() && n.from == m.from && n.to == m.to);
             if needed && !kept {
                 self.fail(format_args!(
                     "move {} ({} → {}) is still needed but was not kept: now {:?}; plan {} -> {}",
@@ -977,6 +1022,9 @@ impl Sim {
         }
         if record.state == PlanState::Committed {
             return;
+        }
+        if record.state == PlanState::InProgress && record.settings.mode == Mode::Ack {
+            self.check_pace(record);
         }
         let from = Placement::new(now.committed.clone(), now.settings.replication())
             .expect("valid settings");

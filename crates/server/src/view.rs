@@ -15,10 +15,10 @@ use crate::plan_times::{rfc3339, unix_ms};
 use crate::settings::RingSettings;
 use crate::state::{PlanRecord, PlanState};
 use ringleader_client::api::{
-    CleanupView, FlowView, MemberState, MemberView, MoveView, PlanView, RangeView, SettingsView,
-    SourceState, SummaryView, TokenView,
+    CleanupView, FlowView, MemberState, MemberView, MoveView, PlanView, ProgressView, RangeView,
+    SettingsView, SourceState, SummaryView, TokenView,
 };
-use ringleader_planner::{Move, Placement, Plan};
+use ringleader_planner::{Move, MoveState, Placement, Plan};
 use ringleader_ring::{MemberId, Ownership, Replication, Ring, TokenRange, balance_of};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -326,6 +326,8 @@ pub fn settings_view(s: &RingSettings) -> SettingsView {
         tokens_per_member: s.tokens_per_member,
         zone_aware: s.zone_aware,
         mode: s.mode.to_string(),
+        max_moves_per_member: s.pace.max_moves_per_member.map(|n| n.get()),
+        max_moves: s.pace.max_moves.map(|n| n.get()),
     }
 }
 
@@ -373,7 +375,23 @@ pub fn summary_view(plan: &Plan) -> SummaryView {
                 )
             })
             .collect(),
+        waves: s.waves,
     }
+}
+
+/// How far a plan has come.
+pub fn progress_view(plan: &Plan) -> ProgressView {
+    let mut progress = ProgressView::default();
+    for m in &plan.moves {
+        match m.state {
+            MoveState::Done => progress.done += 1,
+            MoveState::Ready => progress.in_progress += 1,
+            MoveState::Pending => progress.waiting += 1,
+            MoveState::SourceLost => progress.source_lost += 1,
+            MoveState::Cancelled => {}
+        }
+    }
+    progress
 }
 
 /// A plan record as shown.
@@ -402,5 +420,6 @@ pub fn plan_view(p: &PlanRecord) -> PlanView {
             .collect(),
         created_at: p.times.created_ms.map(rfc3339),
         changed_at: p.times.changed_ms.map(rfc3339),
+        progress: progress_view(&p.plan),
     }
 }

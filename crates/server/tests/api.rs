@@ -8,128 +8,32 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::StreamExt;
-use http_body_util::BodyExt;
 use ringleader::api::{AppState, Limits, ReviewPolicy, TokenReviewer, WriteAuth, router};
-use ringleader::http::{ConnLimits, serve};
-use ringleader::runtime::{Driver, Handle};
-use ringleader::settings::{Mode, RingSettings, Timing};
-use ringleader::state::{FileStore, State};
-use ringleader_client::api::{CompactTokens, ErrorResponse, PreviewResponse, RingResponse};
-use ringleader_ring::Strategy;
+use ringleader::http::ConnLimits;
+use ringleader::settings::RingSettings;
+use ringleader::testing::{self, Running, call};
+use ringleader_client::api::{
+    CompactTokens, ErrorResponse, MoveDoneResponse, PreviewResponse, RingResponse,
+};
 use ringleader_testkit::{TestApiServer, Verb};
-use ringleader_watch::{Member, MemberId, SourceEvent, SourceHealth};
+use ringleader_watch::{SourceEvent, SourceHealth};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 const TOKEN: &str = "a-write-token-of-some-length";
 
-fn member(i: usize) -> Member {
-    Member {
-        id: MemberId::new(format!("db-{i}")),
-        addresses: vec![format!("10.0.0.{}", i + 1)],
-        zone: Some(["a", "b", "c"][i % 3].to_owned()),
-        node_name: None,
-        ports: Vec::new(),
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
+/// A coordinator with `members` members committed (ack mode, no settle).
+async fn coordinator(members: usize) -> Running {
+    let timing = testing::no_settle(Duration::from_secs(60));
+    Running::start(RingSettings::default(), timing, testing::members(members)).await
 }
 
-/// A coordinator with three members committed, and what keeps it running.
-struct Coordinator {
-    handle: Handle,
-    _source: mpsc::UnboundedSender<SourceEvent>,
-    _stop: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
-    _dir: tempfile::TempDir,
-}
-
-async fn coordinator(members: usize) -> Coordinator {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let settings = RingSettings {
-        rf: 1,
-        strategy: Strategy::Balanced,
-        tokens_per_member: 16,
-        zone_aware: false,
-        mode: Mode::Ack,
-    };
-    let timing = Timing {
-        settle: Duration::ZERO,
-        settle_max: Duration::ZERO,
-        down_grace: Duration::from_secs(60),
-    };
-    let (source, rx) = mpsc::unbounded_channel::<SourceEvent>();
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed();
-    let (driver, handle) = Driver::new(
-        State::fresh(settings).expect("valid settings"),
-        settings,
-        timing,
-        FileStore::new(dir.path().join("state.json")),
-        stream,
-    );
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(driver.run(stop_rx.clone()));
-    source
-        .send(SourceEvent::Health(SourceHealth::Synced))
-        .expect("driver alive");
-    source
-        .send(SourceEvent::Members((0..members).map(member).collect()))
-        .expect("driver alive");
-    let mut view = handle.view.clone();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while view.borrow().epoch < 1 {
-            view.changed().await.expect("driver alive");
-        }
-    })
-    .await
-    .expect("the first members commit");
-    Coordinator {
-        handle,
-        _source: source,
-        _stop: stop,
-        stop_rx,
-        _dir: dir,
-    }
-}
-
-impl Coordinator {
-    fn app(&self, auth: WriteAuth, reads: bool, limits: Limits) -> Router {
-        router(AppState::new(
-            self.handle.clone(),
-            auth,
-            reads,
-            limits,
-            self.stop_rx.clone(),
-        ))
-    }
-
-    fn open_app(&self) -> Router {
-        self.app(WriteAuth::Token(TOKEN.into()), false, Limits::default())
-    }
-}
-
-async fn call(
-    app: &Router,
-    request: Request<Body>,
-) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes()
-        .to_vec();
-    (status, headers, body)
+/// The router with the write token, reads open, default limits.
+fn open_app(c: &Running) -> Router {
+    c.app(WriteAuth::Token(TOKEN.into()), false, Limits::default())
 }
 
 fn get(uri: &str) -> Request<Body> {
@@ -162,7 +66,7 @@ fn error(status: StatusCode, body: &[u8], want: StatusCode, code: &str) -> Strin
 #[tokio::test]
 async fn every_read_route_answers_in_process() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     for uri in [
         "/v1/ring",
         "/v1/ring?tokens=true",
@@ -203,7 +107,7 @@ async fn every_read_route_answers_in_process() {
 #[tokio::test]
 async fn the_watch_stream_starts_with_the_current_state() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let response = app.oneshot(get("/v1/watch")).await.expect("infallible");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -224,7 +128,7 @@ async fn the_watch_stream_starts_with_the_current_state() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let (status, _, body) = call(&app, get("/v2/nothing")).await;
     error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, _, body) = call(
@@ -257,7 +161,7 @@ async fn openapi_declares_query_parameters_in_the_query() {
     // openapi-spec-validator: "Path parameter 'key' for 'get' operation in
     // '/v1/lookup' was not resolved"; `tokens` was declared in the path.
     let c = coordinator(3).await;
-    let (_, _, body) = call(&c.open_app(), get("/openapi.json")).await;
+    let (_, _, body) = call(&open_app(&c), get("/openapi.json")).await;
     let doc: Value = serde_json::from_slice(&body).expect("JSON");
     for (path, name) in [
         ("/v1/lookup", "key"),
@@ -286,7 +190,7 @@ async fn openapi_declares_query_parameters_in_the_query() {
 #[tokio::test]
 async fn openapi_documents_every_error_status_the_routes_answer() {
     let c = coordinator(3).await;
-    let (_, _, body) = call(&c.open_app(), get("/openapi.json")).await;
+    let (_, _, body) = call(&open_app(&c), get("/openapi.json")).await;
     let doc: Value = serde_json::from_slice(&body).expect("JSON");
     for (path, method, statuses) in [
         (
@@ -316,7 +220,7 @@ async fn openapi_documents_every_error_status_the_routes_answer() {
 async fn metrics_are_served_as_the_media_type_documented() {
     // Served as application/openmetrics-text, documented as text/plain.
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let (_, headers, _) = call(&app, get("/metrics")).await;
     let served = headers[header::CONTENT_TYPE].to_str().expect("ASCII");
     let (_, _, body) = call(&app, get("/openapi.json")).await;
@@ -339,7 +243,7 @@ async fn metrics_are_served_as_the_media_type_documented() {
 #[tokio::test]
 async fn lookup_errors_name_what_to_fix() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let (status, _, body) = call(&app, get("/v1/lookup")).await;
     error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     let (status, _, body) = call(&app, get("/v1/lookup?key=a&rf=0")).await;
@@ -357,7 +261,7 @@ async fn lookup_errors_name_what_to_fix() {
 async fn a_schema_valid_rf_beyond_the_ring_size_is_a_conflict_not_a_bad_request() {
     // Schemathesis: schema-valid values rejected with 400.
     let c = coordinator(3).await;
-    let (status, _, body) = call(&c.open_app(), get("/v1/lookup?key=a&rf=5")).await;
+    let (status, _, body) = call(&open_app(&c), get("/v1/lookup?key=a&rf=5")).await;
     let message = error(status, &body, StatusCode::CONFLICT, "conflict");
     assert!(message.contains("only 3 members"), "{message}");
 }
@@ -367,13 +271,13 @@ async fn integral_numbers_are_integers() {
     // JSON Schema calls 2.0 an integer; so must the server.
     let c = coordinator(3).await;
     let (status, _, body) = call(
-        &c.open_app(),
+        &open_app(&c),
         post_json("/v1/lookup", &json!({"keys": ["a"], "rf": 2.0})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let (status, _, body) = call(
-        &c.open_app(),
+        &open_app(&c),
         post_json("/v1/lookup", &json!({"keys": ["a"], "rf": 1.5})),
     )
     .await;
@@ -424,7 +328,7 @@ async fn bodies_without_json_content_type_get_415_and_oversized_ones_413_naming_
 #[tokio::test]
 async fn compact_tokens_are_the_same_tokens_as_the_full_list() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let (_, _, full) = call(&app, get("/v1/ring?tokens=true")).await;
     let (_, _, compact) = call(&app, get("/v1/ring?tokens=compact")).await;
     let full: RingResponse = serde_json::from_slice(&full).expect("a ring");
@@ -458,7 +362,7 @@ async fn compact_tokens_are_the_same_tokens_as_the_full_list() {
 #[tokio::test]
 async fn ring_etags_differ_by_token_form_and_answer_304() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let mut etags = Vec::new();
     for uri in [
         "/v1/ring",
@@ -494,7 +398,7 @@ async fn the_token_list_of_an_epoch_is_shared_between_requests() {
     // 32 slow readers held 32 copies of 13 MB. Each answer now carries the
     // same bytes: the body of a second request is the very same buffer.
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let first = app
         .clone()
         .oneshot(get("/v1/ring?tokens=true"))
@@ -554,7 +458,7 @@ async fn preview_bounds_are_400s_naming_the_bound() {
     // 60 members of weight 4096 (the issue's 3 KB bomb) never reaches the
     // allocator.
     let (status, _, answer) =
-        call(&c.open_app(), post_json("/v1/preview", &members(60, 4096))).await;
+        call(&open_app(&c), post_json("/v1/preview", &members(60, 4096))).await;
     error(status, &answer, StatusCode::BAD_REQUEST, "bad_request");
     // Within the bounds it works.
     let (status, _, answer) = call(&app, post_json("/v1/preview", &members(3, 2))).await;
@@ -569,7 +473,7 @@ async fn preview_bounds_are_400s_naming_the_bound() {
 #[tokio::test]
 async fn preview_refuses_duplicates_empty_and_both_forms() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     for body in [
         json!({"members": [{"id": "a"}, {"id": "a"}]}),
         json!({"members": []}),
@@ -617,6 +521,56 @@ async fn previews_beyond_the_concurrency_bound_get_503() {
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
 }
 
+/// Issue 12: a preview went on computing after its request was gone (it
+/// was cancelled only between stages, and the allocator is one long stage).
+/// Dropped while the allocator runs, the largest preview the default bounds
+/// allow stops there and frees its slot, counted as cancelled.
+#[tokio::test]
+async fn a_dropped_preview_stops_computing_within_the_allocator() {
+    let c = coordinator(3).await;
+    let limits = Limits::default();
+    let state = AppState::new(
+        c.handle.clone(),
+        WriteAuth::Open,
+        false,
+        limits,
+        c.stop_rx.clone(),
+    );
+    let slots = Arc::clone(&state.previews);
+    let app = router(state);
+    // 1,024 members × weight 16 × 16 tokens: 262,144 tokens, the default
+    // --max-preview-tokens.
+    let members = (0..limits.preview_members)
+        .map(|i| json!({"id": format!("m-{i:04}"), "weight": limits.preview_weight}))
+        .collect::<Vec<_>>();
+    let body = json!({ "members": members });
+    let request = tokio::spawn(async move { call(&app, post_json("/v1/preview", &body)).await });
+    let wait_until = async |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..2_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("timed out waiting until {what}");
+    };
+    wait_until("the preview takes its slot", &|| {
+        slots.available_permits() < limits.previews
+    })
+    .await;
+    request.abort();
+    assert!(request.await.is_err_and(|e| e.is_cancelled()));
+    wait_until("the abandoned preview frees its slot", &|| {
+        slots.available_permits() == limits.previews
+    })
+    .await;
+    assert_eq!(
+        c.handle.metrics.previews_cancelled.get(),
+        1,
+        "the work stopped because its request was gone, not because it was done"
+    );
+}
+
 #[tokio::test]
 async fn a_request_timeout_is_a_timeout_not_overloaded() {
     let c = coordinator(3).await;
@@ -653,7 +607,7 @@ async fn writes_without_a_configured_writer_are_refused_saying_how_to_enable_the
 #[tokio::test]
 async fn writes_check_the_token_and_the_move_id() {
     let c = coordinator(3).await;
-    let app = c.open_app();
+    let app = open_app(&c);
     let done = |token: Option<&str>, id: &str| {
         let mut request = Request::post(format!("/v1/plan/moves/{id}/done"));
         if let Some(token) = token {
@@ -669,6 +623,66 @@ async fn writes_check_the_token_and_the_move_id() {
     error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     // No plan in flight: nothing to report done.
     let (status, _, body) = call(&app, done(Some(TOKEN), "abc")).await;
+    error(status, &body, StatusCode::CONFLICT, "conflict");
+}
+
+/// Regression (issue 12): re-acking a done move after the commit answered
+/// 409 "no plan" once the coordinator had restarted (or the lead had
+/// moved): the committed plan's done moves were kept in memory only.
+#[tokio::test]
+async fn reacking_a_done_move_after_a_restart_answers_200_not_409() {
+    let done = |id: &str| {
+        Request::post(format!("/v1/plan/moves/{id}/done"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("a request")
+    };
+    let c = coordinator(3).await;
+    c.send(SourceEvent::Members(testing::members(4)));
+    let view = c
+        .wait_for("a plan", |v| v.plan_in_progress().is_some())
+        .await;
+    let ids: Vec<String> = view
+        .plan_in_progress()
+        .map(|p| p.plan.moves.iter().map(|m| m.id.as_str().to_owned()))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(!ids.is_empty());
+    let app = open_app(&c);
+    let mut last = Vec::new();
+    for id in &ids {
+        let (status, _, body) = call(&app, done(id)).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        last = body;
+    }
+    let committing: MoveDoneResponse = serde_json::from_slice(&last).expect("an ack answer");
+    assert!(committing.committed && committing.epoch == 2);
+
+    let c = c.restart().await;
+    c.send(SourceEvent::Health(SourceHealth::Synced));
+    c.send(SourceEvent::Members(testing::members(4)));
+    let app = open_app(&c);
+    for id in &ids {
+        let (status, _, body) = call(&app, done(id)).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let again: MoveDoneResponse = serde_json::from_slice(&body).expect("an ack answer");
+        assert_eq!(
+            (again.move_.id.as_str(), again.move_.state.as_str()),
+            (id.as_str(), "done")
+        );
+        assert_eq!(
+            (again.remaining, again.epoch, again.committed),
+            (0, 2, true)
+        );
+    }
+    let (_, _, again) = call(&app, done(ids.last().expect("a move"))).await;
+    assert_eq!(
+        again, last,
+        "the committing ack answers as it did the first time"
+    );
+    // Not every id is taken for done: one the plan never had is still refused.
+    let (status, _, body) = call(&app, done("0123456789abcdef")).await;
     error(status, &body, StatusCode::CONFLICT, "conflict");
 }
 
@@ -785,18 +799,10 @@ async fn a_bogus_token_costs_one_token_review_not_one_per_request() {
 // ---------------------------------------------------------------------------
 // Connection bounds (sockets on 127.0.0.1).
 
-async fn served(limits: ConnLimits) -> (std::net::SocketAddr, Coordinator, watch::Sender<bool>) {
+async fn served(limits: ConnLimits) -> (std::net::SocketAddr, Running) {
     let c = coordinator(3).await;
-    let app = c.open_app();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    let (stop, mut stopped) = watch::channel(false);
-    tokio::spawn(serve(listener, app, limits, async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
-    (addr, c, stop)
+    let (addr, _) = c.serve(open_app(&c), limits).await;
+    (addr, c)
 }
 
 /// Reads until the peer closes (true) or `within` passes (false).
@@ -821,7 +827,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         header_read_timeout: Duration::from_millis(300),
         ..ConnLimits::default()
     };
-    let (addr, _c, _stop) = served(limits).await;
+    let (addr, _c) = served(limits).await;
     let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
     slow.write_all(b"GET /v1/ring HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -835,7 +841,7 @@ async fn an_idle_connection_is_closed() {
         idle_timeout: Duration::from_millis(300),
         ..ConnLimits::default()
     };
-    let (addr, _c, _stop) = served(limits).await;
+    let (addr, _c) = served(limits).await;
     let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -851,7 +857,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         idle_timeout: Duration::from_secs(30),
         ..ConnLimits::default()
     };
-    let (addr, _c, _stop) = served(limits).await;
+    let (addr, _c) = served(limits).await;
     let ask = |mut s: tokio::net::TcpStream| async move {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await

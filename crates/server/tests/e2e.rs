@@ -161,7 +161,8 @@ fn check_join_plan(plan: &Value, joining: &[&str]) {
             joining.contains(&m["to"].as_str().expect("to")),
             "move to an old member: {m}"
         );
-        assert_eq!(m["state"], "pending");
+        // Waiting its turn or running: the pace decides (DESIGN §4).
+        assert!(m["state"] == "pending" || m["state"] == "ready", "{m}");
     }
     let moved = plan["summary"]["moved_fraction"].as_f64().expect("moved");
     let ideal = plan["summary"]["ideal_fraction"].as_f64().expect("ideal");

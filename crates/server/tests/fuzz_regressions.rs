@@ -2,44 +2,27 @@
 //! behaviour it should have had.
 
 use ringleader::coordinator::Coordinator;
-use ringleader::settings::Timing;
 use ringleader::state::State;
-use ringleader_watch::{Member, MemberId, MemberSet};
+use ringleader::testing::{no_settle, pod};
+use ringleader_watch::MemberSet;
 use std::time::{Duration, Instant};
 
 /// A state the coordinator wrote: epoch 1 committed (db-0..2), a plan to
 /// add db-3 in flight. fuzz/corpus/state_decode/state-plan.json.
 const STATE_WITH_PLAN: &str = r#"{"format":1,"settings":{"rf":2,"strategy":"balanced","tokens_per_member":4,"zone_aware":true,"mode":"ack"},"epoch":1,"revision":1,"committed":{"format":1,"strategy":"balanced","tokens_per_member":4,"members":[{"id":"db-0","zone":"eu-west-1a","weight":1,"tokens":"/////////z9UVVVVVVVVVamqqqqqqqqqqaqqqqqqquo="},{"id":"db-1","zone":"eu-west-1b","weight":1,"tokens":"VFVVVVVVVRX/////////f1RVVVVVVVWVVFVVVVVVVdU="},{"id":"db-2","zone":"eu-west-1c","weight":1,"tokens":"qaqqqqqqqiqpqqqqqqqqav////////+///////////8="}]},"plan":{"id":"e1-52d9e1cf9ab2","from_epoch":1,"to_epoch":2,"state":"in_progress","target":{"format":1,"strategy":"balanced","tokens_per_member":4,"members":[{"id":"db-0","zone":"eu-west-1a","weight":1,"tokens":"/////////z9UVVVVVVVVVamqqqqqqqqqqaqqqqqqquo="},{"id":"db-1","zone":"eu-west-1b","weight":1,"tokens":"VFVVVVVVVRX/////////f1RVVVVVVVWVVFVVVVVVVdU="},{"id":"db-2","zone":"eu-west-1c","weight":1,"tokens":"qaqqqqqqqiqpqqqqqqqqav////////+///////////8="},{"id":"db-3","zone":"eu-west-1a","weight":1,"tokens":"qf7//////z+p/v//////f6n+////////"}]},"settings":{"rf":2,"strategy":"balanced","tokens_per_member":4,"zone_aware":true,"mode":"ack"},"moves":[{"id":"810fd8453601b665","range":{"start":1537228672809129300,"end":4611686018427387561},"from":"db-0","to":"db-3","state":"pending"},{"id":"63b16bd9594a3e67","range":{"start":6148914691236517204,"end":7686143364045646505},"from":"db-1","to":"db-3","state":"pending"},{"id":"592cf8384e04a712","range":{"start":7686143364045646505,"end":9223372036854775465},"from":"db-0","to":"db-3","state":"pending"},{"id":"4bd724eedddf7895","range":{"start":16909515400900422313,"end":18446744073709551273},"from":"db-1","to":"db-3","state":"pending"}],"cleanups":[{"member":"db-0","range":{"start":1537228672809129300,"end":4611686018427387561}},{"member":"db-1","range":{"start":6148914691236517204,"end":7686143364045646505}},{"member":"db-0","range":{"start":7686143364045646505,"end":9223372036854775465}},{"member":"db-1","range":{"start":16909515400900422313,"end":18446744073709551273}}],"summary":{"moves":4,"moved_fraction":0.20833333333333331,"ideal_fraction":0.25,"members":{"db-0":{"inbound":0.0,"outbound":0.24999999999999997},"db-1":{"inbound":0.0,"outbound":0.16666666666666663},"db-3":{"inbound":0.41666666666666663,"outbound":0.0}}}}}"#;
 
-fn member(id: &str) -> Member {
-    Member {
-        id: MemberId::new(id),
-        addresses: vec!["10.0.0.1".into()],
-        zone: None,
-        node_name: None,
-        ports: Vec::new(),
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
-}
-
 /// Starts a coordinator on `state`, feeds it a member set with one more
 /// member and lets it plan.
 fn run_coordinator(state: State) {
     let settings = state.settings;
-    let timing = Timing {
-        settle: Duration::ZERO,
-        settle_max: Duration::ZERO,
-        down_grace: Duration::ZERO,
-    };
+    let timing = no_settle(Duration::ZERO);
     let mut members: MemberSet = state
         .committed
         .members()
         .iter()
-        .map(|m| member(m.id.as_str()))
+        .map(|m| pod(m.id.as_str(), true))
         .collect();
-    members.insert(member("db-new"));
+    members.insert(pod("db-new", true));
     let mut coordinator = Coordinator::new(state, settings, timing);
     let now = Instant::now();
     coordinator.observe(members, now);

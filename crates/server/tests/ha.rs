@@ -25,6 +25,9 @@ const STATE: &str = "ringleader-state";
 const LEASE: &str = "ringleader-leader";
 const LEASE_DURATION: Duration = Duration::from_secs(2);
 const WRITER: &str = "system:serviceaccount:default:db";
+/// Followers read the whole state this seldom: in these tests, what they
+/// show comes from their watch of the ConfigMap.
+const FOLLOWER_RESYNC: Duration = Duration::from_secs(120);
 
 /// EndpointSlices with `n` ready pods `db-0…`, as a file source reads them.
 fn slices(n: usize) -> String {
@@ -76,6 +79,14 @@ struct Replica {
 
 impl Replica {
     async fn start(name: &str, kit: &TestApiServer, members: &Path, auth: AuthSpec) -> Self {
+        let mut options = Self::options(name, kit, members, FOLLOWER_RESYNC);
+        options.auth = auth;
+        Self::spawn(name, options).await
+    }
+
+    /// Ack mode, a file source on `members`, the state in the ConfigMap,
+    /// leader election on the Lease, writes open.
+    fn options(name: &str, kit: &TestApiServer, members: &Path, resync: Duration) -> ServeOptions {
         let settings = RingSettings {
             rf: 1,
             mode: Mode::Ack,
@@ -94,23 +105,32 @@ impl Replica {
             settle_max: Duration::from_millis(500),
             down_grace: Duration::from_secs(60),
         };
-        options.auth = auth;
+        options.auth = AuthSpec::Ready(WriteAuth::Open);
         options.leader_election = Some(LeaseConfig {
             namespace: NS.into(),
             name: LEASE.into(),
             identity: name.into(),
             duration: LEASE_DURATION,
         });
-        options.follower_poll = Duration::from_millis(200);
+        options.follower_resync = resync;
         options.kube = Some(KubeClient(kit.client()));
-        Self::spawn(name, options).await
+        options
     }
 
     async fn spawn(name: &str, options: ServeOptions) -> Self {
+        Self::spawn_advertising(name, options, false).await
+    }
+
+    /// [`Replica::spawn`]; with `advertise`, its URL goes on the Lease while
+    /// it leads (`--advertise-url`).
+    async fn spawn_advertising(name: &str, mut options: ServeOptions, advertise: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
+        if advertise {
+            options.advertise_url = Some(url.clone());
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(options, listener, async move {
             let _ = stopped.await;
@@ -178,32 +198,18 @@ fn move_ids(plan: &ringleader_client::api::PlanView) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves() {
-    let kit = TestApiServer::start().await.expect("testkit");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let members = dir.path().join("slices.yaml");
-    write_members(&members, 3);
-    let open = AuthSpec::Ready(WriteAuth::Open);
-    let a = Replica::start("a", &kit, &members, open.clone()).await;
-    let b = Replica::start("b", &kit, &members, open).await;
-
     // Exactly one leads, and both say which; the first ring is committed
     // and the follower serves it from the ConfigMap.
-    let leader = eventually(
-        "both replicas to agree on a leader",
-        Duration::from_secs(10),
-        || async {
-            let (la, lb) = (a.leader().await, b.leader().await);
-            let epochs = (
-                a.client.ring(false).await.ok()?.epoch,
-                b.client.ring(false).await.ok()?.epoch,
-            );
-            (la.is_some() && la == lb && epochs == (1, 1)).then_some(la?)
-        },
-    )
-    .await;
+    let Pair {
+        kit,
+        _dir,
+        members,
+        leading,
+        following,
+    } = Pair::start(FOLLOWER_RESYNC).await;
+    let leader = leading.name.clone();
     assert!(leader == "a" || leader == "b", "{leader}");
     assert_eq!(lease_holder(&kit).0.as_deref(), Some(leader.as_str()));
-    let (leading, following) = if leader == "a" { (a, b) } else { (b, a) };
     let ready = following.client.ready().await.expect("readyz");
     assert!(
         ready.is_ok(),
@@ -213,17 +219,7 @@ async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves
     assert_eq!(ready.source, ringleader_client::api::SourceState::Standby);
 
     // A scale-up: the leader plans; the follower shows the same plan.
-    write_members(&members, 5);
-    let plan = eventually("a plan on the leader", Duration::from_secs(10), || async {
-        leading
-            .client
-            .plan()
-            .await
-            .ok()?
-            .plan
-            .filter(|p| p.moves.len() >= 3)
-    })
-    .await;
+    let plan = scaled_plan(&leading, &members, 5, 3).await;
     eventually(
         "the same plan on the follower",
         Duration::from_secs(5),
@@ -299,7 +295,11 @@ async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves
     );
     // …and commits it with the remaining acks.
     let mut committed = false;
-    for m in continued.moves.iter().filter(|m| m.state == "pending") {
+    for m in continued
+        .moves
+        .iter()
+        .filter(|m| m.state == "pending" || m.state == "ready")
+    {
         committed = following
             .client
             .move_done(&m.id)
@@ -308,6 +308,14 @@ async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves
             .committed;
     }
     assert!(committed, "the last ack commits");
+    // The move acked at the crashed leader, acked again after the commit at
+    // its successor: answered as done (issue 12: 409 "no plan" before).
+    let again = following
+        .client
+        .move_done(&first)
+        .await
+        .expect("a repeated ack after failover and commit");
+    assert!(again.committed && again.remaining == 0);
     let ring = following.client.ring(false).await.expect("ring");
     assert_eq!((ring.epoch, ring.members.len()), (2, 5));
     assert_eq!(
@@ -322,6 +330,185 @@ async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves
     kit.shutdown().await;
 }
 
+/// `a` and `b` as (leader, follower), once they agree on a leader and both
+/// show epoch 1.
+async fn agreed(a: Replica, b: Replica) -> (Replica, Replica) {
+    let leader = eventually(
+        "both replicas to agree on a leader",
+        Duration::from_secs(10),
+        || async {
+            let (la, lb) = (a.leader().await, b.leader().await);
+            let epochs = (
+                a.client.ring(false).await.ok()?.epoch,
+                b.client.ring(false).await.ok()?.epoch,
+            );
+            (la.is_some() && la == lb && epochs == (1, 1)).then_some(la?)
+        },
+    )
+    .await;
+    if leader == a.name { (a, b) } else { (b, a) }
+}
+
+/// A testkit, and two replicas on 3 pods once they agree on a leader and
+/// both show epoch 1.
+struct Pair {
+    kit: TestApiServer,
+    _dir: tempfile::TempDir,
+    members: PathBuf,
+    leading: Replica,
+    following: Replica,
+}
+
+impl Pair {
+    /// Followers read the whole state every `resync`.
+    async fn start(resync: Duration) -> Self {
+        let kit = TestApiServer::start().await.expect("testkit");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members = dir.path().join("slices.yaml");
+        write_members(&members, 3);
+        let a = Replica::spawn("a", Replica::options("a", &kit, &members, resync)).await;
+        let b = Replica::spawn("b", Replica::options("b", &kit, &members, resync)).await;
+        let (leading, following) = agreed(a, b).await;
+        Self {
+            kit,
+            _dir: dir,
+            members,
+            leading,
+            following,
+        }
+    }
+
+    /// Waits until the follower shows `epoch`.
+    async fn follower_shows(&self, epoch: u64, within: Duration) {
+        eventually("the follower to show the epoch", within, || async {
+            (self.following.client.ring(false).await.ok()?.epoch == epoch).then_some(())
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.kit.clear_faults();
+        self.following.stop().await;
+        self.leading.stop().await;
+        self.kit.shutdown().await;
+    }
+}
+
+/// Requests of `verb` for the state ConfigMap (by its path, or by a
+/// fieldSelector on its name).
+fn state_requests(kit: &TestApiServer, verb: Verb) -> Vec<String> {
+    kit.requests()
+        .into_iter()
+        .filter(|r| r.verb == verb)
+        .map(|r| r.path)
+        .filter(|p| {
+            p.starts_with(&format!("/api/v1/namespaces/{NS}/configmaps/{STATE}"))
+                || p.starts_with(&format!("/api/v1/namespaces/{NS}/configmaps?"))
+                    && p.contains(&format!("fieldSelector=metadata.name%3D{STATE}"))
+        })
+        .collect()
+}
+
+/// Scales to `n` pods; returns the plan `replica` shows once it has at
+/// least `moves` moves.
+async fn scaled_plan(
+    replica: &Replica,
+    members: &Path,
+    n: usize,
+    moves: usize,
+) -> ringleader_client::api::PlanView {
+    write_members(members, n);
+    eventually(
+        &format!("a plan on {}", replica.name),
+        Duration::from_secs(10),
+        || async { (replica.client.plan().await.ok()?.plan).filter(|p| p.moves.len() >= moves) },
+    )
+    .await
+}
+
+/// Scales to `n` pods and acks the leader's plan until it commits; returns
+/// the committed epoch.
+async fn scale_and_commit(leading: &Replica, members: &Path, n: usize) -> u64 {
+    let plan = scaled_plan(leading, members, n, 1).await;
+    let mut epoch = 0;
+    for m in &plan.moves {
+        let done = leading.client.move_done(&m.id).await.expect("an ack");
+        epoch = done.epoch;
+    }
+    epoch
+}
+
+/// Issue 12: followers read the whole ConfigMap every second. Now they
+/// watch that one object (list + watch by `fieldSelector=metadata.name`,
+/// what the Role's `resourceNames` allows): the leader's new epoch shows on
+/// the follower at once, with the full re-read far off (FOLLOWER_RESYNC)
+/// and no GET of the ConfigMap at all meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sees_the_leaders_new_epoch_through_its_watch_without_reading() {
+    let pair = Pair::start(FOLLOWER_RESYNC).await;
+    let watches = state_requests(&pair.kit, Verb::Watch);
+    assert!(
+        !watches.is_empty(),
+        "the follower watches the state ConfigMap by name: {:?}",
+        pair.kit.requests()
+    );
+    let reads_before = state_requests(&pair.kit, Verb::Get).len();
+
+    let epoch = scale_and_commit(&pair.leading, &pair.members, 4).await;
+    assert_eq!(epoch, 2);
+    let started = tokio::time::Instant::now();
+    pair.follower_shows(2, Duration::from_secs(5)).await;
+    eprintln!(
+        "the follower showed epoch 2 {:?} after the commit",
+        started.elapsed()
+    );
+    assert_eq!(
+        state_requests(&pair.kit, Verb::Get).len(),
+        reads_before,
+        "nobody read the ConfigMap: the follower's new state came from its watch"
+    );
+    pair.stop().await;
+}
+
+/// The follower's watch fails (its stream ends, re-watches are refused with
+/// 500s meanwhile the leader commits, then history is compacted so the
+/// resume gets 410 Expired): the
+/// watcher backs off, re-lists, and the follower converges on the epoch
+/// the leader committed meanwhile — still without its periodic full read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_converges_after_its_state_watch_fails() {
+    let pair = Pair::start(FOLLOWER_RESYNC).await;
+    let kit = &pair.kit;
+    let lists_before = state_requests(kit, Verb::List).len();
+    // Every re-watch is refused with a 500 until the leader has committed
+    // and history is compacted; the resume then gets 410 Expired.
+    kit.fail_next_verb(Verb::Watch, 1_000, 500);
+    kit.close_all_watches();
+    let epoch = scale_and_commit(&pair.leading, &pair.members, 4).await;
+    kit.compact();
+    kit.clear_faults();
+    pair.follower_shows(epoch, Duration::from_secs(20)).await;
+    assert!(
+        state_requests(kit, Verb::List).len() > lists_before,
+        "the follower's watcher listed again after the 410"
+    );
+    pair.stop().await;
+}
+
+/// A wedged watch (open, silent) is what the periodic full read is for:
+/// with it every second here, the follower converges while its watch
+/// stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_wedged_watch_converges_by_its_full_read() {
+    let pair = Pair::start(Duration::from_secs(1)).await;
+    pair.kit.stall_watches(Duration::from_secs(60));
+    let reads_before = state_requests(&pair.kit, Verb::Get).len();
+    let epoch = scale_and_commit(&pair.leading, &pair.members, 4).await;
+    pair.follower_shows(epoch, Duration::from_secs(5)).await;
+    assert!(state_requests(&pair.kit, Verb::Get).len() > reads_before);
+    pair.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_written_behind_the_leaders_back_is_not_overwritten() {
     let kit = TestApiServer::start().await.expect("testkit");
@@ -333,17 +520,7 @@ async fn a_state_written_behind_the_leaders_back_is_not_overwritten() {
         (leader.client.ring(false).await.ok()?.epoch == 1).then_some(())
     })
     .await;
-    write_members(&members, 5);
-    let plan = eventually("a plan", Duration::from_secs(10), || async {
-        leader
-            .client
-            .plan()
-            .await
-            .ok()?
-            .plan
-            .filter(|p| p.moves.len() >= 3)
-    })
-    .await;
+    let plan = scaled_plan(&leader, &members, 5, 3).await;
     eventually("the plan stored", Duration::from_secs(5), || async {
         let s = stored_state(&kit).await;
         s.plan.filter(|p| p.id == plan.id).map(|_| ())
@@ -620,47 +797,9 @@ async fn writes_are_checked_with_token_reviews_and_refused_when_they_cannot_be()
 impl Replica {
     /// As [`Replica::start`], advertising its own URL (`--advertise-url`).
     async fn start_advertised(name: &str, kit: &TestApiServer, members: &Path) -> Self {
-        let mut options = ServeOptions::new(
-            SourceSpec::File(members.to_path_buf()),
-            StoreSpec::ConfigMap {
-                namespace: NS.into(),
-                name: STATE.into(),
-            },
-            RingSettings {
-                rf: 1,
-                mode: Mode::Ack,
-                ..RingSettings::default()
-            },
-        );
-        options.timing = Timing {
-            settle: Duration::from_millis(100),
-            settle_max: Duration::from_millis(500),
-            down_grace: Duration::from_secs(60),
-        };
+        let mut options = Replica::options(name, kit, members, FOLLOWER_RESYNC);
         options.auth = AuthSpec::Ready(WriteAuth::Token(FORWARD_TOKEN.into()));
-        options.leader_election = Some(LeaseConfig {
-            namespace: NS.into(),
-            name: LEASE.into(),
-            identity: name.into(),
-            duration: LEASE_DURATION,
-        });
-        options.follower_poll = Duration::from_millis(200);
-        options.kube = Some(KubeClient(kit.client()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        options.advertise_url = Some(url.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(options, listener, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            name: name.into(),
-            client: Client::new(&url).expect("client"),
-            stop: Some(stop),
-            task,
-        }
+        Self::spawn_advertising(name, options, true).await
     }
 }
 
@@ -674,20 +813,7 @@ async fn a_follower_forwards_writes_to_the_leader() {
     write_members(&members, 3);
     let a = Replica::start_advertised("a", &kit, &members).await;
     let b = Replica::start_advertised("b", &kit, &members).await;
-    let leader = eventually(
-        "a leader and the first epoch on both",
-        Duration::from_secs(10),
-        || async {
-            let (la, lb) = (a.leader().await, b.leader().await);
-            let epochs = (
-                a.client.ring(false).await.ok()?.epoch,
-                b.client.ring(false).await.ok()?.epoch,
-            );
-            (la.is_some() && la == lb && epochs == (1, 1)).then_some(la?)
-        },
-    )
-    .await;
-    let (leading, following) = if leader == "a" { (a, b) } else { (b, a) };
+    let (leading, following) = agreed(a, b).await;
     // The advertised URL is on the Lease.
     let lease: Lease = kit.get(NS, LEASE).expect("get").expect("a lease");
     let advertised = lease
@@ -702,21 +828,7 @@ async fn a_follower_forwards_writes_to_the_leader() {
         leading.client.base_url().as_str().trim_end_matches('/')
     );
 
-    write_members(&members, 5);
-    let plan = eventually(
-        "a plan on the follower",
-        Duration::from_secs(10),
-        || async {
-            following
-                .client
-                .plan()
-                .await
-                .ok()?
-                .plan
-                .filter(|p| p.moves.len() >= 2)
-        },
-    )
-    .await;
+    let plan = scaled_plan(&following, &members, 5, 2).await;
     // Without the token the leader refuses it (the follower passes the
     // answer on); with it, the ack sent to the follower is applied.
     let (status, code, message) = api_error(following.client.move_done(&plan.moves[0].id).await);

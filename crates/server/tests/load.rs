@@ -8,21 +8,19 @@
 //! finish a body. Every loop is bounded in count and in time; the whole file
 //! runs in a few seconds.
 
-use futures::StreamExt;
-use ringleader::api::{AppState, Limits, WriteAuth, router};
-use ringleader::runtime::Driver;
-use ringleader::settings::{Mode, RingSettings, Timing};
-use ringleader::state::{FileStore, State};
+use ringleader::api::{Limits, WriteAuth};
+use ringleader::http::ConnLimits;
+use ringleader::settings::{Mode, RingSettings};
+use ringleader::testing::{self, Running};
 use ringleader_ring::Strategy;
-use ringleader_watch::{Member, MemberId, SourceEvent, SourceHealth};
+use ringleader_watch::SourceEvent;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpStream;
 
 /// Requests handled at once before the server answers 503.
 const CONCURRENCY: usize = 8;
@@ -31,57 +29,29 @@ const WATCHERS: usize = 4;
 /// Longest a single request may take, even in the storm.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
-fn member(i: usize) -> Member {
-    Member {
-        id: MemberId::new(format!("db-{i}")),
-        addresses: vec![format!("10.0.0.{}", i + 1)],
-        zone: Some(["a", "b", "c"][i % 3].to_owned()),
-        node_name: None,
-        ports: Vec::new(),
-        ready: true,
-        serving: true,
-        terminating: false,
-    }
-}
-
 struct Server {
     addr: SocketAddr,
-    source: mpsc::UnboundedSender<SourceEvent>,
-    stop: watch::Sender<bool>,
+    running: Running,
     served: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
 }
 
 /// The coordinator and API, wired as `ringleader serve` wires them, on an
 /// ephemeral loopback port; returns once the first epoch is committed.
 async fn start() -> Server {
-    let dir = tempfile::tempdir().expect("a temporary directory");
     let settings = RingSettings {
         rf: 2,
         strategy: Strategy::Balanced,
         tokens_per_member: 16,
         zone_aware: true,
         mode: Mode::Auto,
+        ..RingSettings::default()
     };
-    let timing = Timing {
-        settle: Duration::ZERO,
-        settle_max: Duration::ZERO,
-        down_grace: Duration::ZERO,
-    };
-    let (source, rx) = mpsc::unbounded_channel::<SourceEvent>();
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed();
-    let (driver, handle) = Driver::new(
-        State::fresh(settings).expect("valid settings"),
+    let running = Running::start(
         settings,
-        timing,
-        FileStore::new(dir.path().join("state.json")),
-        stream,
-    );
-    let (stop, stop_rx) = watch::channel(false);
-    let mut view = handle.view.clone();
-    tokio::spawn(driver.run(stop_rx.clone()));
+        testing::no_settle(Duration::ZERO),
+        testing::members(6),
+    )
+    .await;
     let limits = Limits {
         body_bytes: 64 << 10,
         concurrency: CONCURRENCY,
@@ -89,49 +59,18 @@ async fn start() -> Server {
         batch_keys: 100,
         ..Limits::default()
     };
-    let app = router(AppState::new(
-        handle,
-        WriteAuth::Open,
-        false,
-        limits,
-        stop_rx.clone(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    let mut stopped = stop_rx;
-    let served = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-            .expect("the server runs");
-    });
-    source
-        .send(SourceEvent::Health(SourceHealth::Synced))
-        .expect("driver alive");
-    source
-        .send(SourceEvent::Members((0..6).map(member).collect()))
-        .expect("driver alive");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while view.borrow().epoch < 1 {
-            view.changed().await.expect("driver alive");
-        }
-    })
-    .await
-    .expect("the first members commit");
+    let app = running.app(WriteAuth::Open, false, limits);
+    let (addr, served) = running.serve(app, ConnLimits::default()).await;
     Server {
         addr,
-        source,
-        stop,
+        running,
         served,
-        _dir: dir,
     }
 }
 
 impl Server {
     async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        let _ = self.running.stop.send(true);
         // Slow and vanished clients must not hold the shutdown up for long.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.served).await;
     }
@@ -476,9 +415,8 @@ async fn a_storm_of_clients_gets_answers_and_limits_answer_503_json() {
     assert_eq!(Answer { status, body }.error_code(), "unavailable");
     // A member change reaches the held watchers.
     server
-        .source
-        .send(SourceEvent::Members((0..7).map(member).collect()))
-        .expect("driver alive");
+        .running
+        .send(SourceEvent::Members(testing::members(7)));
     for stream in &mut held {
         let mut buf = [0u8; 4096];
         let n = tokio::time::timeout(ANSWER_WITHIN, stream.read(&mut buf))

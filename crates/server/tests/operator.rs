@@ -8,29 +8,21 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures::StreamExt;
-use http_body_util::BodyExt;
-use ringleader::api::{AppState, Limits, WriteAuth, router};
-use ringleader::runtime::{Driver, Handle};
-use ringleader::settings::{Mode, RingSettings, Timing};
-use ringleader::state::{FileStore, State};
+use ringleader::api::{Limits, WriteAuth};
+use ringleader::settings::{RingSettings, Timing};
+use ringleader::testing::{self, Running, call};
 use ringleader_client::api::{OutsideReason, StatusResponse};
-use ringleader_watch::{Member, MemberId, MemberSet, SourceEvent, SourceHealth};
+use ringleader_watch::{Member, MemberSet, SourceEvent};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 const SETTLE: Duration = Duration::from_millis(300);
 
 fn member(id: &str, ready: bool, terminating: bool) -> Member {
     Member {
-        id: MemberId::new(id),
-        addresses: vec![format!("10.0.0.{}", id.len())],
         zone: Some("a".into()),
-        node_name: None,
-        ports: Vec::new(),
-        ready,
-        serving: ready,
         terminating,
+        ..testing::pod(id, ready)
     }
 }
 
@@ -43,96 +35,38 @@ fn set(members: &[(&str, bool, bool)]) -> MemberSet {
 
 struct Coordinator {
     app: Router,
-    handle: Handle,
-    source: mpsc::UnboundedSender<SourceEvent>,
-    _stop: watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    running: Running,
 }
 
 /// A coordinator (ack mode, short settle, long grace) over three members,
 /// once their first epoch is committed.
 async fn start() -> Coordinator {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let settings = RingSettings {
-        mode: Mode::Ack,
-        ..RingSettings::default()
-    };
     let timing = Timing {
         settle: SETTLE,
         settle_max: SETTLE * 3,
         down_grace: Duration::from_secs(60),
     };
-    let (source, rx) = mpsc::unbounded_channel::<SourceEvent>();
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed();
-    let (driver, handle) = Driver::new(
-        State::fresh(settings).expect("valid settings"),
-        settings,
-        timing,
-        FileStore::new(dir.path().join("state.json")),
-        stream,
-    );
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(driver.run(stop_rx.clone()));
-    let app = router(AppState::new(
-        handle.clone(),
-        WriteAuth::Open,
-        false,
-        Limits::default(),
-        stop_rx,
-    ));
-    source
-        .send(SourceEvent::Health(SourceHealth::Synced))
-        .expect("driver alive");
-    source
-        .send(SourceEvent::Members(set(&[
-            ("db-0", true, false),
-            ("db-1", true, false),
-            ("db-2", true, false),
-        ])))
-        .expect("driver alive");
-    let coordinator = Coordinator {
-        app,
-        handle,
-        source,
-        _stop: stop,
-        _dir: dir,
-    };
-    coordinator
-        .wait_for("the first epoch", |v| v.epoch == 1)
-        .await;
-    coordinator
+    let first = set(&[
+        ("db-0", true, false),
+        ("db-1", true, false),
+        ("db-2", true, false),
+    ]);
+    let running = Running::start(RingSettings::default(), timing, first).await;
+    let app = running.app(WriteAuth::Open, false, Limits::default());
+    Coordinator { app, running }
 }
 
 impl Coordinator {
     async fn wait_for(&self, what: &str, done: impl Fn(&ringleader::view::View) -> bool) {
-        let mut view = self.handle.view.clone();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while !done(&view.borrow_and_update()) {
-                view.changed().await.expect("driver alive");
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        self.running.wait_for(what, done).await;
     }
 
     async fn get(&self, path: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let response = self
-            .app
-            .clone()
-            .oneshot(Request::get(path).body(Body::empty()).expect("a request"))
-            .await
-            .expect("an answer");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (status, headers, body.to_vec())
+        call(
+            &self.app,
+            Request::get(path).body(Body::empty()).expect("a request"),
+        )
+        .await
     }
 
     async fn status(&self) -> StatusResponse {
@@ -147,16 +81,14 @@ async fn status_says_which_endpoints_the_ring_lacks_and_why() {
     let c = start().await;
     // db-1 turns not ready (down, in grace); db-3 is new and ready
     // (settling); db-4 is new and not ready; db-5 is terminating.
-    c.source
-        .send(SourceEvent::Members(set(&[
-            ("db-0", true, false),
-            ("db-1", false, false),
-            ("db-2", true, false),
-            ("db-3", true, false),
-            ("db-4", false, false),
-            ("db-5", true, true),
-        ])))
-        .expect("driver alive");
+    c.running.send(SourceEvent::Members(set(&[
+        ("db-0", true, false),
+        ("db-1", false, false),
+        ("db-2", true, false),
+        ("db-3", true, false),
+        ("db-4", false, false),
+        ("db-5", true, true),
+    ])));
     c.wait_for("the change to be seen", |v| v.outside.len() == 3)
         .await;
     let status = c.status().await;
@@ -250,13 +182,11 @@ async fn the_watch_stream_says_when_member_states_move_without_a_new_epoch() {
     read_until("event: state", &mut text).await;
     read_until("\n\n", &mut text).await;
     text.clear();
-    c.source
-        .send(SourceEvent::Members(set(&[
-            ("db-0", true, false),
-            ("db-1", false, false),
-            ("db-2", true, false),
-        ])))
-        .expect("driver alive");
+    c.running.send(SourceEvent::Members(set(&[
+        ("db-0", true, false),
+        ("db-1", false, false),
+        ("db-2", true, false),
+    ])));
     read_until("event: members", &mut text).await;
     read_until("\n\n", &mut text).await;
     assert!(

@@ -202,6 +202,46 @@ async fn watch_replays_history_then_follows_live_changes() {
     );
 }
 
+/// How a follower watches one ConfigMap (and what RBAC's `resourceNames`
+/// allows for list and watch): `fieldSelector=metadata.name=NAME` on the
+/// collection; other ConfigMaps' changes never show.
+#[tokio::test]
+async fn a_list_and_watch_by_name_see_only_that_object() {
+    let server = TestApiServer::start().await.unwrap();
+    server.create(&config_map("other", "1")).unwrap();
+    let first = server.create(&config_map("state", "1")).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(server.client(), NS);
+    let listed = api
+        .list(&ListParams::default().fields("metadata.name=state"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|m| m.metadata.name.as_deref())
+            .collect::<Vec<_>>(),
+        [Some("state")]
+    );
+    let params = WatchParams::default()
+        .fields("metadata.name=state")
+        .disable_bookmarks();
+    let from = first.metadata.resource_version.unwrap();
+    let mut stream = api.watch(&params, &from).await.unwrap().boxed();
+    server.apply(&config_map("other", "2")).unwrap();
+    server.apply(&config_map("state", "2")).unwrap();
+    let WatchEvent::Modified(modified) = next_event(&mut stream).await else {
+        panic!("expected the state ConfigMap's MODIFIED event first");
+    };
+    assert_eq!(modified.metadata.name.as_deref(), Some("state"));
+    assert_eq!(modified.data.unwrap()["k"], "2");
+    server.delete::<ConfigMap>(NS, "other").unwrap();
+    server.delete::<ConfigMap>(NS, "state").unwrap();
+    assert!(
+        matches!(next_event(&mut stream).await, WatchEvent::Deleted(m) if m.metadata.name.as_deref() == Some("state"))
+    );
+}
+
 #[tokio::test]
 async fn watch_from_compacted_history_gets_410_expired() {
     let server = TestApiServer::start().await.unwrap();

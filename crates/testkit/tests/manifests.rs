@@ -92,7 +92,12 @@ const ROLE_RULES: &[(&str, &str, &str, &[&str])] = &[
         &["get", "update"],
     ),
     ("coordination.k8s.io", "leases", "*", &["create"]),
-    ("", "configmaps", "ringleader-state", &["get", "update"]),
+    (
+        "",
+        "configmaps",
+        "ringleader-state",
+        &["get", "list", "watch", "update"],
+    ),
     ("", "configmaps", "*", &["create"]),
 ];
 

@@ -6,6 +6,7 @@ use super::tokenreview::Review;
 use super::{AppState, WriteAuth};
 use crate::coordinator::CoordinatorError;
 use crate::runtime::{Command, CommandError, not_leader_message};
+use crate::state::PlanState;
 use crate::view::{View, move_view, range_view, summary_view};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use ringleader_client::api::{
     ErrorResponse, HealthResponse, LookupBatchRequest, LookupBatchResponse, LookupResponse,
     MemberRangesResponse, MemberState, MemberView, MoveDoneResponse, PlanResponse, PreviewRequest,
-    PreviewResponse, RingResponse,
+    PreviewResponse, RingResponse, WorkMove, WorkResponse,
 };
 use ringleader_planner::{Holdings, MoveState, Placement, PlanError, PlanOptions};
 use ringleader_ring::{MemberSpec, Replication, hash_key};
@@ -478,6 +479,95 @@ pub async fn get_member_ranges(
     }))
 }
 
+/// `GET /v1/members/{id}/work`.
+#[utoipa::path(get, path = "/v1/members/{id}/work", params(("id" = String, Path, description = "member id", example = "db-3")),
+    security((), ("bearer" = [])),
+    responses((status = 200, body = WorkResponse,
+            headers(("ETag" = String, description = "changes whenever the body does; send it back in If-None-Match"))),
+        (status = 304, description = "not modified: the If-None-Match ETag is current"),
+        (status = 401, description = "reads are authenticated (--auth-reads) and no valid token was sent", body = ErrorResponse),
+        (status = 403, description = "the token's user may not read", body = ErrorResponse),
+        (status = 404, description = "no such member", body = ErrorResponse),
+        (status = 503, description = "overloaded, timed out, or the token could not be checked", body = ErrorResponse)))]
+pub async fn get_member_work(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    check_read(&state, &headers).await?;
+    let view = current(&state);
+    if view.member_state(&id).is_none() {
+        return Err(ApiError::not_found(format!(
+            "no member {id:?}; GET /v1/ring lists the members"
+        )));
+    }
+    let directory = state.directory.as_ref().map(|d| d.borrow().clone());
+    let addresses = |member: &str| -> Vec<String> {
+        let own = view
+            .members
+            .iter()
+            .find(|m| m.id.as_str() == member)
+            .map(|m| m.addresses.clone())
+            .unwrap_or_default();
+        match directory
+            .as_deref()
+            .filter(|_| view.follower && own.is_empty())
+        {
+            Some(d) => d.addresses.get(member).cloned().unwrap_or_default(),
+            None => own,
+        }
+    };
+    let record = view.plan_in_progress();
+    let towards = || {
+        record
+            .into_iter()
+            .flat_map(|p| &p.plan.moves)
+            .filter(|m| m.to.as_str() == id)
+    };
+    let work = WorkResponse {
+        epoch: view.epoch,
+        member: id.clone(),
+        plan: record.map(|p| p.id.clone()),
+        moves: towards()
+            .filter(|m| m.state == MoveState::Ready)
+            .map(|m| WorkMove {
+                r#move: move_view(m),
+                source_addresses: addresses(m.from.as_str()),
+            })
+            .collect(),
+        // Also those of a plan cancelled as a whole (the members went back
+        // to the committed set): nothing of it runs any more.
+        cancelled: view
+            .plan
+            .as_deref()
+            .filter(|p| p.state != PlanState::Committed)
+            .into_iter()
+            .flat_map(|p| &p.plan.moves)
+            .filter(|m| m.to.as_str() == id && m.state == MoveState::Cancelled)
+            .map(|m| m.id.to_string())
+            .collect(),
+        waiting: towards().filter(|m| m.state == MoveState::Pending).count(),
+    };
+    let body = serde_json::to_vec(&work).map_err(internal)?;
+    let etag = format!("\"{:016x}w\"", xxhash_rust::xxh3::xxh3_64(&body));
+    let etag_value = HeaderValue::from_str(&etag).expect("hex in quotes is a valid header");
+    if etag_matches(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag_value),
+        ],
+        body,
+    )
+        .into_response())
+}
+
 /// `GET /v1/plan`.
 #[utoipa::path(get, path = "/v1/plan",
     security((), ("bearer" = [])),
@@ -766,9 +856,14 @@ pub async fn post_preview(
     let cancel = Cancel::default();
     let _guard = cancel.guard();
     let work = cancel.clone();
+    let metrics = state.handle.metrics.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        preview(&view, &desired, &work)
+        let answer = preview(&view, &desired, &work);
+        if work.is_set() {
+            metrics.previews_cancelled.inc();
+        }
+        answer
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
@@ -780,6 +875,10 @@ pub async fn post_preview(
 pub(super) struct Cancel(Arc<std::sync::atomic::AtomicBool>);
 
 impl Cancel {
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Sets the flag when dropped (the request future was dropped, or
     /// finished).
     fn guard(&self) -> CancelOnDrop {
@@ -788,14 +887,20 @@ impl Cancel {
 
     fn check(&self) -> Result<(), ApiError> {
         if self.0.load(std::sync::atomic::Ordering::Relaxed) {
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cancelled",
-                "the request was cancelled",
-            ))
+            Err(self.error())
         } else {
             Ok(())
         }
+    }
+
+    /// What the work answers once cancelled (nobody reads it: the request
+    /// is gone).
+    fn error(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cancelled",
+            "the request was cancelled",
+        )
     }
 }
 
@@ -813,13 +918,30 @@ fn preview(
     cancel: &Cancel,
 ) -> Result<PreviewResponse, ApiError> {
     cancel.check()?;
-    let ring = crate::coordinator::next_ring(view.target_ring(), &view.settings, desired)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The allocator looks at the flag inside its loops: the one stage whose
+    // time grows faster than the ring.
+    let ring = ringleader_ring::cancellable(&cancel.0, || {
+        crate::coordinator::next_ring(view.target_ring(), &view.settings, desired)
+    })
+    .map_err(|_| cancel.error())?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     cancel.check()?;
     let to = Placement::new(ring.clone(), view.settings.replication())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let plan = ringleader_planner::plan(&view.placement(), &to, &PlanOptions::default())
+    let mut plan = ringleader_planner::plan(&view.placement(), &to, &PlanOptions::default())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    cancel.check()?;
+    if view.settings.mode == crate::settings::Mode::Ack {
+        // As the coordinator would run it: the first wave ready, the
+        // expected number of waves at the pace.
+        let leaving = |m: &ringleader_ring::MemberId| ring.member(m.as_str()).is_none();
+        ringleader_planner::pace(&mut plan, view.settings.pace, leaving);
+        plan.summary.waves = Some(ringleader_planner::waves(
+            &plan,
+            view.settings.pace,
+            leaving,
+        ));
+    }
     cancel.check()?;
     let figures = crate::view::RingFigures::of(&ring, view.settings.replication());
     let members = ring

@@ -182,6 +182,7 @@ pub fn router(state: AppState) -> Router {
             get(handlers::get_lookup).post(handlers::post_lookup),
         )
         .route("/v1/members/{id}/ranges", get(handlers::get_member_ranges))
+        .route("/v1/members/{id}/work", get(handlers::get_member_work))
         .route("/v1/plan", get(handlers::get_plan))
         .route("/v1/plan/moves/{id}/done", post(handlers::post_move_done))
         .route("/v1/preview", post(handlers::post_preview))

@@ -28,6 +28,7 @@ fn state_event(state: &AppState) -> (String, WatchEvent) {
             epoch: view.epoch,
             revision: view.revision,
             plan: view.plan_view().cloned(),
+            ready: Vec::new(),
         },
     )
 }

@@ -6,6 +6,8 @@ use crate::coordinator::Coordinator;
 use crate::metrics::Metrics;
 use crate::view::{SourceStatus, View};
 use ringleader_client::api::WatchEvent;
+use ringleader_planner::MoveState;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::error;
@@ -134,6 +136,7 @@ impl Outlets {
                 epoch: view.epoch,
                 revision: view.revision,
                 plan: view.plan_view().cloned(),
+                ready: newly_ready(&previous, &view),
             };
             let _ = self.events.send((view.event_id(), event));
         } else if view.members != previous.members || view.outside != previous.outside {
@@ -145,10 +148,32 @@ impl Outlets {
                 epoch: view.epoch,
                 revision: view.revision,
                 plan: view.plan_view().cloned(),
+                ready: Vec::new(),
             };
             let _ = self.events.send((String::new(), event));
         }
         self.published = Some(key);
         self.view_tx.send_replace(view);
     }
+}
+
+/// The ids of the moves `ready` in `now`'s plan that were not in
+/// `before`'s: the watch stream announces them.
+fn newly_ready(before: &View, now: &View) -> Vec<String> {
+    let Some(plan) = now.plan_in_progress() else {
+        return Vec::new();
+    };
+    let was_ready: HashSet<&str> = before
+        .plan_in_progress()
+        .into_iter()
+        .flat_map(|p| &p.plan.moves)
+        .filter(|m| m.state == MoveState::Ready)
+        .map(|m| m.id.as_str())
+        .collect();
+    plan.plan
+        .moves
+        .iter()
+        .filter(|m| m.state == MoveState::Ready && !was_ready.contains(m.id.as_str()))
+        .map(|m| m.id.to_string())
+        .collect()
 }

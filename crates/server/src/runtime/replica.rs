@@ -2,8 +2,11 @@
 //! writes) until it leads, leads (a [`Driver`]) until it loses the lead, and
 //! so on until shutdown.
 //!
-//! A follower serves the state it reads from the store every `poll`. The
-//! leader loads the latest stored state, opens the membership source and
+//! A follower serves the stored state: it watches the store (a ConfigMap:
+//! one list, then a watch on that one object, so a new epoch shows within
+//! moments and costs no reads), and reads it whole every `resync` as a
+//! safety net against a watch that is wedged or missed an event. The leader
+//! loads the latest stored state, opens the membership source and
 //! runs a [`Driver`], which stops planning and writing the moment the lead
 //! ends (its deadline passes, or the elector says so). A replica that stops
 //! leading goes on showing the last state it stored — never the older one it
@@ -16,11 +19,16 @@ use crate::settings::{RingSettings, Timing};
 use crate::state::{Refreshed, State, Store};
 use crate::view::SourceStatus;
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use ringleader_watch::MembershipStream;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
+
+/// How soon a replica that took the lead but could not read the state
+/// tries again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Leader election as the driver sees it.
 #[derive(Clone, Debug)]
@@ -63,8 +71,9 @@ pub struct Replica<F> {
     pub lead: Lead,
     /// Opens the membership source (each time this replica takes the lead).
     pub open_source: F,
-    /// How often a follower reads the state store.
-    pub poll: Duration,
+    /// How often a follower reads the whole state store besides watching
+    /// it (a safety net: the watch brings changes).
+    pub resync: Duration,
 }
 
 impl<F, Fut> Replica<F>
@@ -107,7 +116,7 @@ where
                 Ok(loaded) => adopt_state(loaded, &self.store, self.settings, self.reconfigure)?,
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, "took the lead but could not read the state; will try again");
-                    tokio::time::sleep(self.poll).await;
+                    tokio::time::sleep(RETRY).await;
                     continue;
                 }
                 Err(e) => return Err(anyhow::Error::new(e).context("loading the state to lead")),
@@ -139,8 +148,8 @@ where
         }
     }
 
-    /// Serves the stored state, read every `poll`, until this replica leads
-    /// or shuts down.
+    /// Serves the stored state — watched, and read whole every `resync` —
+    /// until this replica leads or shuts down.
     async fn follow(
         &mut self,
         outlets: &mut Outlets,
@@ -150,11 +159,12 @@ where
         mut shutdown: watch::Receiver<bool>,
     ) -> Followed {
         let mut leadership = self.lead.leadership.clone();
-        let mut next_read = tokio::time::Instant::now();
         // The first read is a full one: after leading, the store's
         // resourceVersion is our own last write, which may be newer than
         // what was shown.
-        let mut full_read = true;
+        let mut next_read = tokio::time::Instant::now();
+        let mut changes = self.store.watch();
+        let mut watch_failing = false;
         let mut shown = Coordinator::new(last_read.clone(), self.settings, self.timing);
         loop {
             if self.lead.leading() {
@@ -162,6 +172,12 @@ where
             }
             outlets.heartbeat.beat();
             outlets.publish(&shown, standby, *loaded, self.lead.leader(), true);
+            let change = async {
+                match changes.as_mut() {
+                    Some(changes) => changes.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 changed = shutdown.changed() => {
@@ -181,21 +197,37 @@ where
                         let _ = reply.send(Err(CommandError::NotLeader { leader: self.lead.leader() }));
                     }
                 },
+                Some(change) = change => match change {
+                    Ok(change) => {
+                        if watch_failing {
+                            info!("following: the state watch works again");
+                            watch_failing = false;
+                        }
+                        // A full read may have shown a newer state than an
+                        // event the watch delivers late: never step back.
+                        let newer = |s: &State| s.position() > shown.state().position();
+                        match change {
+                            Refreshed::Changed(Some(state)) if newer(&state) => {
+                                debug!(epoch = state.epoch, revision = state.revision, "watched a new stored state");
+                                self.show(*state, last_read, &mut shown, loaded);
+                            }
+                            _ => *loaded = true,
+                        }
+                    }
+                    // Once per streak: the watcher retries with backoff, and
+                    // would otherwise log every attempt.
+                    Err(e) if watch_failing => debug!(error = %e, "following: the state watch still fails"),
+                    Err(e) => {
+                        warn!(error = %e, resync = ?self.resync, "following: the state watch failed; serving the last state read, which is read whole every resync until the watch works again");
+                        watch_failing = true;
+                    }
+                },
                 () = tokio::time::sleep_until(next_read) => {
-                    next_read = tokio::time::Instant::now() + self.poll;
-                    let read = if full_read {
-                        self.store
-                            .load()
-                            .await
-                            .map(|s| Refreshed::Changed(s.map(Box::new)))
-                    } else {
-                        self.store.refresh().await
-                    };
-                    match read {
-                        Ok(Refreshed::Unchanged) => *loaded = true,
-                        Ok(Refreshed::Changed(state)) => {
-                            let state = match state {
-                                Some(s) => *s,
+                    next_read = tokio::time::Instant::now() + self.resync;
+                    match self.store.load().await {
+                        Ok(stored) => {
+                            let state = match stored {
+                                Some(s) => s,
                                 None => match State::fresh(self.settings) {
                                     Ok(s) => s,
                                     Err(e) => {
@@ -205,10 +237,7 @@ where
                                 },
                             };
                             debug!(epoch = state.epoch, revision = state.revision, "read the stored state");
-                            *last_read = state.clone();
-                            shown = Coordinator::new(state, self.settings, self.timing);
-                            *loaded = true;
-                            full_read = false;
+                            self.show(state, last_read, &mut shown, loaded);
                         }
                         Err(e) => warn!(error = %e, "following: could not read the state; serving the last one read"),
                     }
@@ -217,5 +246,18 @@ where
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Makes `state` what the follower serves.
+    fn show(
+        &self,
+        state: State,
+        last_read: &mut State,
+        shown: &mut Coordinator,
+        loaded: &mut bool,
+    ) {
+        *last_read = state.clone();
+        *shown = Coordinator::new(state, self.settings, self.timing);
+        *loaded = true;
     }
 }

@@ -4,36 +4,10 @@
 use super::*;
 use crate::settings::Timing;
 use crate::state::{ConfigMapStore, FileStore, StoreError};
+use crate::testing::{Running, channel_source, pods, wait_for};
 use futures::StreamExt;
-use ringleader_watch::{Member, MemberId, MemberSet, SourceEvent};
+use ringleader_watch::SourceEvent;
 use std::time::Duration;
-use tokio::sync::mpsc;
-
-fn pods(n: usize) -> MemberSet {
-    (0..n)
-        .map(|i| Member {
-            id: MemberId::new(format!("db-{i}")),
-            addresses: vec![format!("10.0.0.{i}")],
-            zone: None,
-            node_name: None,
-            ports: Vec::new(),
-            ready: true,
-            serving: true,
-            terminating: false,
-        })
-        .collect()
-}
-
-fn source() -> (
-    mpsc::UnboundedSender<SourceEvent>,
-    ringleader_watch::MembershipStream,
-) {
-    let (tx, rx) = mpsc::unbounded_channel::<SourceEvent>();
-    let stream =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed();
-    (tx, stream)
-}
 
 fn timing(settle: Duration) -> Timing {
     Timing {
@@ -43,55 +17,26 @@ fn timing(settle: Duration) -> Timing {
     }
 }
 
-async fn wait_for(handle: &Handle, what: &str, check: impl Fn(&View) -> bool) -> Arc<View> {
-    let mut views = handle.view.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let view = views.borrow_and_update().clone();
-        if check(&view) {
-            return view;
-        }
-        assert!(
-            tokio::time::timeout_at(deadline, views.changed())
-                .await
-                .is_ok(),
-            "timed out waiting for {what}"
-        );
-    }
-}
-
 /// Regression (issue 10, item 4): for the first `--settle` after start,
 /// `/readyz` said 200 while lookups answered 503 "the ring has no members
 /// yet".
 #[tokio::test]
 async fn not_ready_until_lookups_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = RingSettings::default();
-    let (tx, stream) = source();
-    let (driver, handle) = Driver::new(
-        State::fresh(settings).unwrap(),
-        settings,
-        timing(Duration::from_millis(600)),
-        FileStore::new(dir.path().join("state.json")),
-        stream,
-    );
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(driver.run(stopped));
-    tx.send(SourceEvent::Members(pods(3))).unwrap();
-    let settling = wait_for(&handle, "the member set", |v| v.members.len() == 3).await;
+    let c = Running::idle(RingSettings::default(), timing(Duration::from_millis(600)));
+    c.send(SourceEvent::Members(pods(3)));
+    let settling = c.wait_for("the member set", |v| v.members.len() == 3).await;
     assert!(settling.ring.is_empty());
     let reason = settling
         .readiness()
         .expect_err("lookups cannot be answered yet");
     assert!(reason.contains("not been committed"), "{reason}");
-    let ready = wait_for(&handle, "readiness", |v| v.readiness().is_ok()).await;
+    let ready = c.wait_for("readiness", |v| v.readiness().is_ok()).await;
     assert_eq!(
         (ready.epoch, ready.ring.len()),
         (1, 3),
         "ready ⇒ lookups answer"
     );
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    c.shut_down().await;
 }
 
 /// Regression (issue 10, item 5): the runtime published a new epoch, then
@@ -105,7 +50,7 @@ async fn a_failed_save_keeps_the_previous_state_shown_and_is_retried() {
     std::fs::write(&blocker, "not a directory").unwrap();
     let path = blocker.join("state.json");
     let settings = RingSettings::default();
-    let (tx, stream) = source();
+    let (tx, stream) = channel_source();
     let (driver, handle) = Driver::new(
         State::fresh(settings).unwrap(),
         settings,
@@ -152,7 +97,7 @@ async fn a_replica_that_loses_the_lease_never_shows_an_older_state() {
         timing(Duration::from_millis(50)),
     );
     let (outlets, handle) = Outlets::new(&coordinator);
-    let (tx, stream) = source();
+    let (tx, stream) = channel_source();
     let stream = std::sync::Mutex::new(Some(stream));
     let replica = Replica {
         store,
@@ -167,7 +112,7 @@ async fn a_replica_that_loses_the_lease_never_shows_an_older_state() {
             let s = stream.lock().unwrap().take();
             async move { Ok(s.unwrap_or_else(|| futures::stream::pending().boxed())) }
         },
-        poll: Duration::from_secs(3600),
+        resync: Duration::from_secs(3600),
     };
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(replica.run(outlets, stopped));
@@ -251,26 +196,14 @@ async fn the_heartbeat_says_when_the_loop_stalls() {
 #[tokio::test]
 async fn a_member_set_change_logs_total_and_eligible_counts() {
     let logs = crate::test_logs::LogCapture::start();
-    let dir = tempfile::tempdir().unwrap();
-    let settings = RingSettings::default();
-    let (tx, stream) = source();
-    let (driver, handle) = Driver::new(
-        State::fresh(settings).unwrap(),
-        settings,
-        timing(Duration::from_millis(600)),
-        FileStore::new(dir.path().join("state.json")),
-        stream,
-    );
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(driver.run(stopped));
+    let c = Running::idle(RingSettings::default(), timing(Duration::from_millis(600)));
     let mut members = pods(5);
     let mut unprobed = members.get("db-4").unwrap().clone();
     unprobed.serving = false;
     members.insert(unprobed);
-    tx.send(SourceEvent::Members(members)).unwrap();
-    wait_for(&handle, "the member set", |v| v.members.len() == 4).await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    c.send(SourceEvent::Members(members));
+    c.wait_for("the member set", |v| v.members.len() == 4).await;
+    c.shut_down().await;
     let text = logs.text();
     let line = text
         .lines()

@@ -18,6 +18,10 @@
 //!   the stored state to the caller, which re-checks its leadership and
 //!   takes it over.
 //!
+//! Followers watch the ConfigMap ([`ConfigMapStore::watch`]: kube's watcher
+//! on the one object, by `fieldSelector=metadata.name=NAME`, which a Role
+//! with `resourceNames` allows) rather than reading it again and again.
+//!
 //! Every call to the API server has a time limit ([`ConfigMapStore::timeout`]),
 //! so a hung request cannot stall the coordinator. A state larger than a
 //! ConfigMap can hold (1 MiB of data) is refused before any request, with
@@ -28,10 +32,13 @@ use super::{Refreshed, State, StoreError};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{Read as _, Write as _};
@@ -121,8 +128,18 @@ pub(crate) struct Encoded {
 fn kube_hint(e: &kube::Error) -> &'static str {
     match e {
         kube::Error::Api(s) if s.is_forbidden() => {
-            "; the Role needs get, create and update on configmaps (deploy/kubernetes/rbac.yaml)"
+            "; the Role needs get, list, watch, create and update on configmaps (deploy/kubernetes/rbac.yaml)"
         }
+        _ => "",
+    }
+}
+
+fn watch_hint(e: &watcher::Error) -> &'static str {
+    match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => kube_hint(e),
+        watcher::Error::WatchError(s) if s.code == 403 => kube_hint(&kube::Error::Api(s.clone())),
         _ => "",
     }
 }
@@ -278,22 +295,65 @@ impl ConfigMapStore {
         Ok(Some(state))
     }
 
-    /// Reads the state if its resourceVersion moved since the last read or
-    /// write.
-    pub async fn refresh(&self) -> Result<Refreshed, StoreError> {
-        let map = self.get().await?;
-        let rv = map
-            .as_ref()
-            .and_then(|m| m.metadata.resource_version.clone());
-        if map.is_some() && rv == self.seen() {
-            return Ok(Refreshed::Unchanged);
+    /// Watches the ConfigMap: kube's watcher (list, then watch, both with
+    /// `fieldSelector=metadata.name=NAME`; a 410 re-lists; errors are
+    /// retried with jittered backoff) turned into the states it holds, one
+    /// item per change of `resourceVersion` (`Changed(None)`: it is gone),
+    /// and the watcher's errors. Never ends. Keeps its own place: it does
+    /// not move the resourceVersion [`save`](Self::save) writes on.
+    pub fn watch(&self) -> BoxStream<'static, Result<Refreshed, StoreError>> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let events = watcher(self.api.clone(), config).default_backoff().boxed();
+        let location = self.location();
+        /// Where the stream is: the resourceVersion last yielded, and
+        /// whether the list in progress found the ConfigMap.
+        struct Place {
+            last: Option<String>,
+            listed: bool,
         }
-        let state = map
-            .as_ref()
-            .map(|m| decode(m, &self.location()))
-            .transpose()?;
-        self.set_seen(rv);
-        Ok(Refreshed::Changed(state.map(Box::new)))
+        let place = Place {
+            last: None,
+            listed: false,
+        };
+        futures::stream::unfold((events, place), move |(mut events, mut place)| {
+            let location = location.clone();
+            async move {
+                loop {
+                    let item = match events.next().await? {
+                        Ok(watcher::Event::Init) => {
+                            place.listed = false;
+                            continue;
+                        }
+                        Ok(watcher::Event::InitApply(map) | watcher::Event::Apply(map)) => {
+                            place.listed = true;
+                            let rv = map.metadata.resource_version.clone();
+                            if rv.is_some() && rv == place.last {
+                                Ok(Refreshed::Unchanged)
+                            } else {
+                                decode(&map, &location).map(|state| {
+                                    place.last = rv;
+                                    Refreshed::Changed(Some(Box::new(state)))
+                                })
+                            }
+                        }
+                        // A re-list that found it: already yielded.
+                        Ok(watcher::Event::InitDone) if place.listed => continue,
+                        // Deleted, or the list did not find it.
+                        Ok(watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                            place.last = None;
+                            Ok(Refreshed::Changed(None))
+                        }
+                        Err(source) => Err(StoreError::Watch {
+                            location: location.clone(),
+                            hint: watch_hint(&source),
+                            source,
+                        }),
+                    };
+                    return Some((item, (events, place)));
+                }
+            }
+        })
+        .boxed()
     }
 
     fn object(&self, encoded: &Encoded, resource_version: Option<String>) -> ConfigMap {

@@ -108,6 +108,12 @@ pub struct State {
     pub committed: Ring,
     /// The current plan.
     pub plan: Option<PlanRecord>,
+    /// The done moves of the last plan committed in ack mode, kept until
+    /// the next commit so that a shard repeating its report (its answer was
+    /// lost, the coordinator restarted, the lead moved) is answered as the
+    /// first time, not 409 (DESIGN §5: acks are idempotent, also after the
+    /// commit). No larger than the plan the state held just before.
+    pub last_committed: Vec<Move>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,6 +143,8 @@ struct StoredState {
     revision: u64,
     committed: RingSnapshot,
     plan: Option<StoredPlan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    last_committed: Vec<Move>,
 }
 
 /// Why a state could not be read or written.
@@ -228,6 +236,18 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    /// The watch on the store failed; the watcher retries it with backoff
+    /// (and re-lists after a 410).
+    #[error("watching {location}: {source}{hint}")]
+    Watch {
+        /// Where the state is.
+        location: String,
+        /// Advice, if there is any (starts with "; ").
+        hint: &'static str,
+        /// The cause.
+        #[source]
+        source: kube::runtime::watcher::Error,
+    },
     /// A call to the store did not answer in time.
     #[error("{what} {location}: no answer within {after:?}; will retry")]
     Timeout {
@@ -264,6 +284,7 @@ impl StoreError {
             self,
             StoreError::Io { .. }
                 | StoreError::Kube { .. }
+                | StoreError::Watch { .. }
                 | StoreError::Contended { .. }
                 | StoreError::Timeout { .. }
         )
@@ -291,10 +312,10 @@ impl From<ConfigMapStore> for Store {
     }
 }
 
-/// What a [`Store::refresh`] found.
+/// What a [`Store::watch`] saw.
 #[derive(Debug)]
 pub enum Refreshed {
-    /// Nothing was written since the last read or write.
+    /// The ConfigMap again, unchanged (a re-list).
     Unchanged,
     /// The stored state now (`None`: there is none yet).
     Changed(Option<Box<State>>),
@@ -322,15 +343,14 @@ impl Store {
         }
     }
 
-    /// Reads the state again if it changed since it was last read or
-    /// written (a file is always read again).
-    pub async fn refresh(&self) -> Result<Refreshed, StoreError> {
+    /// The stored state as it changes, when the store can be watched (a
+    /// ConfigMap; see [`ConfigMapStore::watch`]); `None` for a file.
+    pub fn watch(
+        &self,
+    ) -> Option<futures::stream::BoxStream<'static, Result<Refreshed, StoreError>>> {
         match self {
-            Store::File(_) => self
-                .load()
-                .await
-                .map(|s| Refreshed::Changed(s.map(Box::new))),
-            Store::ConfigMap(c) => c.refresh().await,
+            Store::File(_) => None,
+            Store::ConfigMap(c) => Some(c.watch()),
         }
     }
 
@@ -399,6 +419,7 @@ impl State {
             revision: 0,
             committed: Ring::new(settings.ring_config())?,
             plan: None,
+            last_committed: Vec::new(),
         })
     }
 
@@ -423,6 +444,7 @@ impl State {
                 created_ms: p.times.created_ms,
                 changed_ms: p.times.changed_ms,
             }),
+            last_committed: self.last_committed.clone(),
         };
         let mut bytes =
             serde_json::to_vec(&stored).map_err(|e| StoreError::Encode(e.to_string()))?;
@@ -510,6 +532,7 @@ impl State {
             revision: stored.revision,
             committed,
             plan,
+            last_committed: stored.last_committed,
         })
     }
 }
