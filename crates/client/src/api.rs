@@ -66,6 +66,44 @@ impl MemberState {
     }
 }
 
+/// How the membership source is doing, as `/healthz`, `/readyz` and
+/// `/v1/status` say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// No member set yet.
+    Starting,
+    /// The member set is current.
+    Synced,
+    /// Re-listing after the watch expired or reconnected; the last member
+    /// set stands meanwhile.
+    Resyncing,
+    /// Failing (see the detail); the last member set stands meanwhile.
+    Failing,
+    /// A follower: the source runs on the leader only.
+    Standby,
+}
+
+impl SourceState {
+    /// The state's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Synced => "synced",
+            SourceState::Resyncing => "resyncing",
+            SourceState::Failing => "failing",
+            SourceState::Standby => "standby",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One member in `GET /v1/ring`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -571,9 +609,8 @@ pub struct PreviewResponse {
 pub struct HealthResponse {
     /// `ok`, or what is not ready.
     pub status: String,
-    /// The membership source's state: `starting`, `synced`, `resyncing`,
-    /// `failing`.
-    pub source: String,
+    /// The membership source's state.
+    pub source: SourceState,
     /// The source's last error, if failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_error: Option<String>,
@@ -745,9 +782,8 @@ pub struct StatusResponse {
     /// planned (at the latest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_in_seconds: Option<f64>,
-    /// The membership source's state: `starting`, `synced`, `resyncing`,
-    /// `failing`, `standby` (a follower).
-    pub source: String,
+    /// The membership source's state (`standby` on a follower).
+    pub source: SourceState,
     /// The source's last error or re-sync reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_detail: Option<String>,

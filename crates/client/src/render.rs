@@ -233,7 +233,7 @@ pub fn status(response: &StatusResponse) -> String {
             "source",
             match &response.source_detail {
                 Some(detail) => format!("{} ({detail})", response.source),
-                None => response.source.clone(),
+                None => response.source.to_string(),
             },
         ),
     ];
@@ -603,7 +603,7 @@ impl Table {
 mod tests {
     use super::*;
     use crate::api::{
-        CleanupView, OutsideEndpoint, PlanView, SettingsView, StatusMember, StatusPlan,
+        CleanupView, OutsideEndpoint, PlanView, SettingsView, SourceState, StatusMember, StatusPlan,
     };
 
     fn member(id: &str, state: MemberState, zone: Option<&str>, own: f64, rep: f64) -> MemberView {
@@ -955,7 +955,7 @@ owns  (9223372036854775808, 13835058055282163712]     25.00  -
                 idle_seconds: Some(20.0),
             }),
             planned_in_seconds: None,
-            source: "synced".into(),
+            source: SourceState::Synced,
             source_detail: None,
             leader: Some("coord-1".into()),
             now: "2026-11-28T07:03:12Z".into(),

@@ -341,7 +341,7 @@ async fn preview_route(axum::Json(body): axum::Json<PreviewRequest>) -> Response
 fn health(status: &str) -> HealthResponse {
     HealthResponse {
         status: status.into(),
-        source: "resyncing".into(),
+        source: ringleader_client::api::SourceState::Resyncing,
         source_error: None,
         state_loaded: true,
         epoch: 1,

@@ -37,6 +37,7 @@
 
 mod bound;
 mod holdings;
+mod ideal;
 mod pace;
 mod plan;
 

@@ -365,30 +365,12 @@ pub fn ideal_fraction(from: &Placement, to: &Placement) -> f64 {
 }
 
 /// [`ideal_fraction`] from what members hold now (`now`, e.g. a committed
-/// placement plus the moves already done).
+/// placement plus the moves already done). Where holdings overlap (mid-plan:
+/// a done move's source keeps its copy), a range counts for at most `rf` of
+/// its holders, chosen to keep the most: the sum of what members lack alone
+/// would be too low a bound (see the `ideal` module).
 pub fn ideal_from(now: &Holdings, to: &Placement) -> f64 {
-    if now.is_empty() || to.ring().is_empty() {
-        return 0.0;
-    }
-    let replication = to.effective_replication();
-    let loads = now.loads();
-    let targets = to.ring().replica_targets(&replication);
-    // Summed in member order, so the figure is the same to the last bit
-    // every time.
-    let lacking: f64 = to
-        .ring()
-        .members()
-        .iter()
-        .zip(targets)
-        .map(|(m, target)| {
-            let held = now
-                .roster()
-                .binary_search(&m.id)
-                .map_or(0.0, |i| loads[i] as f64);
-            (target - held).max(0.0)
-        })
-        .sum();
-    lacking / (TOKEN_SPACE as f64 * replication.factor as f64)
+    crate::ideal::least_moved(now, to)
 }
 
 fn finish(moves: Vec<Move>, cleanups: Vec<Cleanup>, now: &Holdings, to: &Placement) -> Plan {

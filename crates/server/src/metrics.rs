@@ -244,8 +244,9 @@ impl Metrics {
                 })
                 .set(n as i64);
         }
-        self.source_synced
-            .set(i64::from(view.source.state == "synced"));
+        self.source_synced.set(i64::from(
+            view.source.state == ringleader_client::api::SourceState::Synced,
+        ));
         self.balance.set(view.figures.balance);
         self.is_leader.set(i64::from(!view.follower));
         self.observe_members(view);

@@ -143,8 +143,11 @@ pub(crate) struct Figures {
     /// Plans and revisions checked for minimality, by replication factor
     /// and whether some of their moves were done already.
     pub plans: BTreeMap<(usize, bool), u64>,
-    /// The worst moved / ideal, by the same.
+    /// The worst moved / ideal, by the same, over plans whose ideal is at
+    /// least 1 % of the replicas (below, ratios of tiny numbers say little).
     pub worst: BTreeMap<(usize, bool), f64>,
+    /// The worst moved − ideal, as a fraction of all replicas, by the same.
+    pub excess: BTreeMap<(usize, bool), f64>,
     /// Plans cancelled by a return to the committed member set.
     pub cancels: u64,
     /// Epochs committed.
@@ -1171,8 +1174,9 @@ impl Sim {
             .map(|m| m.range.len())
             .sum();
         let ideal = ideal_from(&held, &to) * TOKEN_SPACE as f64 * rf as f64;
-        let ratio = if ideal < 1.0 {
-            if moved == 0 { 1.0 } else { f64::INFINITY }
+        let replicas = TOKEN_SPACE as f64 * rf as f64;
+        let ratio = if ideal < 0.01 * replicas {
+            1.0
         } else {
             moved as f64 / ideal
         };
@@ -1186,11 +1190,49 @@ impl Sim {
         *self.figures.plans.entry(key).or_default() += 1;
         let worst = self.figures.worst.entry(key).or_insert(0.0);
         *worst = worst.max(ratio);
+        if std::env::var("RINGLEADER_SIM_SHOW_RATIO")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|show| ratio > show)
+        {
+            eprintln!(
+                "sim seed {} step {}: moved/ideal {ratio:.3} ({:.4} / {:.4} of replicas), rf {rf}, {:?}, {} moves done; members {:?} -> {:?}",
+                self.seed,
+                self.step,
+                moved as f64 / replicas,
+                ideal / replicas,
+                self.settings.strategy,
+                record
+                    .plan
+                    .moves
+                    .iter()
+                    .filter(|m| m.state == MoveState::Done)
+                    .count(),
+                now.committed
+                    .members()
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>(),
+                record
+                    .target
+                    .members()
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let excess = self.figures.excess.entry(key).or_insert(0.0);
+        *excess = excess.max((moved as f64 - ideal) / replicas);
         // Asserted where today's allocator can reach it: rf 1, balanced
         // tokens (hashed ones are only as even as their count allows), from
-        // the committed placement. With moves done, the rings tried (from the
-        // committed ring, from the in-flight target) may waste some of
-        // them: measured and reported (the allocator's business).
+        // the committed placement (or a revision before any move is done):
+        // within 5 % of the ideal. A revision after moves are done takes the
+        // least-moving of the edits of the in-flight target, of the
+        // committed ring and of the ring of the holdings; the allocator
+        // edits rings, it does not build them from holdings, and with few
+        // tokens per member its whole-range hand-offs overshoot small
+        // ideals (3.5× at seed 101,972, 4 tokens per member): measured and
+        // reported, like the other factors (issue 11's business).
         if self.settings.rf == 1
             && self.settings.strategy == Strategy::Balanced
             && !progressed
@@ -1254,6 +1296,10 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
                             let e = total.worst.entry(rf).or_insert(0.0);
                             *e = e.max(w);
                         }
+                        for (rf, w) in f.excess {
+                            let e = total.excess.entry(rf).or_insert(0.0);
+                            *e = e.max(w);
+                        }
                         seed += threads;
                         let done = (seed - first) / threads;
                         if done.is_multiple_of(5000) {
@@ -1282,11 +1328,15 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
                 let e = all.worst.entry(rf).or_insert(0.0);
                 *e = e.max(w);
             }
+            for (rf, w) in f.excess {
+                let e = all.excess.entry(rf).or_insert(0.0);
+                *e = e.max(w);
+            }
         }
         all
     });
     eprintln!(
-        "sim: seeds {first}..{} × {steps} steps in {:?}: {} steps, {} commits, {} cancels, {} take-overs; plans checked by rf {:?}; worst moved/ideal by rf {:?}",
+        "sim: seeds {first}..{} × {steps} steps in {:?}: {} steps, {} commits, {} cancels, {} take-overs; plans checked by (rf, moves done) {:?}; worst moved/ideal (ideal ≥ 1 %) {:?}; worst moved − ideal (of all replicas) {:?}",
         first + seeds,
         started.elapsed(),
         totals.steps,
@@ -1294,6 +1344,7 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
         totals.cancels,
         totals.takeovers,
         totals.plans,
-        totals.worst
+        totals.worst,
+        totals.excess
     );
 }

@@ -16,7 +16,7 @@ use crate::settings::RingSettings;
 use crate::state::{PlanRecord, PlanState};
 use ringleader_client::api::{
     CleanupView, FlowView, MemberState, MemberView, MoveView, PlanView, ProgressView, RangeView,
-    SettingsView, SummaryView, TokenView,
+    SettingsView, SourceState, SummaryView, TokenView,
 };
 use ringleader_planner::{Move, MoveState, Placement, Plan};
 use ringleader_ring::{MemberId, Ownership, Replication, Ring, TokenRange, balance_of};
@@ -27,8 +27,8 @@ use std::time::{Instant, SystemTime};
 /// How the membership source is doing, for readiness and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceStatus {
-    /// `starting`, `synced`, `resyncing` or `failing`.
-    pub state: &'static str,
+    /// Its state (`standby` on a follower).
+    pub state: SourceState,
     /// The last error or re-sync reason.
     pub detail: Option<String>,
     /// Whether a member set has ever arrived.
@@ -38,7 +38,7 @@ pub struct SourceStatus {
 impl Default for SourceStatus {
     fn default() -> Self {
         Self {
-            state: "starting",
+            state: SourceState::Starting,
             detail: None,
             ever_synced: false,
         }

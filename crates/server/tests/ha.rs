@@ -216,7 +216,7 @@ async fn one_replica_leads_and_a_follower_takes_over_a_crash_with_the_same_moves
         "a follower that read the state is ready: {ready:?}"
     );
     assert_eq!(ready.leader.as_deref(), Some(leader.as_str()));
-    assert_eq!(ready.source, "standby");
+    assert_eq!(ready.source, ringleader_client::api::SourceState::Standby);
 
     // A scale-up: the leader plans; the follower shows the same plan.
     let plan = scaled_plan(&leading, &members, 5, 3).await;

@@ -983,7 +983,7 @@ fn preview(
 fn health(view: &View, status: &str) -> HealthResponse {
     HealthResponse {
         status: status.to_owned(),
-        source: view.source.state.to_owned(),
+        source: view.source.state,
         source_error: view.source.detail.clone(),
         state_loaded: view.state_loaded,
         epoch: view.epoch,

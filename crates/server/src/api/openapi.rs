@@ -30,7 +30,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         status::get_status,
     ),
     components(schemas(
-        api::RingResponse, api::SettingsView, api::MemberView, api::MemberState, api::TokenView,
+        api::RingResponse, api::SettingsView, api::MemberView, api::MemberState, api::SourceState, api::TokenView,
         api::CompactTokens, super::ring_body::TokenForm,
         api::LookupResponse, api::LookupBatchRequest, api::LookupBatchResponse, api::RangeView,
         api::MemberRangesResponse, api::WorkResponse, api::WorkMove, api::ProgressView, api::PlanResponse, api::PlanView, api::MoveView, api::SummaryView,

@@ -107,7 +107,7 @@ pub fn status(
         outside,
         plan,
         planned_in_seconds,
-        source: view.source.state.to_owned(),
+        source: view.source.state,
         source_detail: view.source.detail.clone(),
         leader: view.leader.clone(),
         now: rfc3339(now_ms),

@@ -16,13 +16,13 @@ use crate::settings::{RingSettings, Timing};
 use crate::state::{State, Store, StoreError};
 use crate::view::{SourceStatus, move_view};
 use futures::StreamExt;
-use ringleader_client::api::MoveDoneResponse;
+use ringleader_client::api::{MoveDoneResponse, SourceState};
 use ringleader_watch::{MembershipStream, SourceEvent, SourceHealth};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{Span, error, info, instrument, warn};
 
 /// The longest wait between two attempts of a failing save.
 const SAVE_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -48,10 +48,10 @@ enum Persisted {
 
 fn source_status(health: &SourceHealth, ever_synced: bool) -> SourceStatus {
     let (state, detail) = match health {
-        SourceHealth::Starting => ("starting", None),
-        SourceHealth::Synced => ("synced", None),
-        SourceHealth::Resyncing { reason } => ("resyncing", Some(reason.clone())),
-        SourceHealth::Failing { error, .. } => ("failing", Some(error.clone())),
+        SourceHealth::Starting => (SourceState::Starting, None),
+        SourceHealth::Synced => (SourceState::Synced, None),
+        SourceHealth::Resyncing { reason } => (SourceState::Resyncing, Some(reason.clone())),
+        SourceHealth::Failing { error, .. } => (SourceState::Failing, Some(error.clone())),
     };
     SourceStatus {
         state,
@@ -174,7 +174,7 @@ impl Driver {
                         );
                         // A source that sends members without a word on its
                         // health (tests, simple sources) is taken as synced.
-                        let synced = self.source_status.state == "starting" || self.source_status.state == "synced";
+                        let synced = matches!(self.source_status.state, SourceState::Starting | SourceState::Synced);
                         self.source_status.ever_synced = true;
                         self.step(|c| {
                             c.observe(members, now());
@@ -215,6 +215,13 @@ impl Driver {
     }
 
     /// Runs one input through the coordinator, timing any plan it makes.
+    /// The span names the position the input found (a plan made or
+    /// committed logs inside it).
+    #[instrument(level = "info", name = "coordinator", skip_all, fields(
+        epoch = self.coordinator.state().epoch,
+        revision = self.coordinator.state().revision,
+        plan = self.coordinator.state().plan.as_ref().map(|p| p.id.as_str()),
+    ))]
     fn step(&mut self, input: impl FnOnce(&mut Coordinator)) {
         let started = std::time::Instant::now();
         input(&mut self.coordinator);
@@ -232,6 +239,12 @@ impl Driver {
         self.lead.as_ref().is_none_or(Lead::leading)
     }
 
+    #[instrument(level = "info", name = "command", skip_all, fields(
+        r#move = match &command { Command::MoveDone { id, .. } => id.as_str() },
+        epoch = self.coordinator.state().epoch,
+        revision = self.coordinator.state().revision,
+        plan = self.coordinator.state().plan.as_ref().map(|p| p.id.as_str()),
+    ))]
     async fn handle(&mut self, command: Command) {
         match command {
             Command::MoveDone { id, reply } => {
@@ -261,13 +274,21 @@ impl Driver {
     }
 
     /// Stores the working state if it changed. `immediately`: even while a failed
-    /// save waits for its retry (a shard waits for the answer).
+    /// save waits for its retry (a shard waits for the answer). The span
+    /// names the position being saved.
+    #[instrument(level = "info", name = "save", skip_all, fields(epoch, revision, plan))]
     async fn persist(&mut self, immediately: bool) -> Persisted {
         self.coordinator
             .stamp_plan(&mut self.plan_clock, unix_ms(SystemTime::now()));
         let Some(save) = self.coordinator.to_save() else {
             return Persisted::Stored;
         };
+        let span = Span::current();
+        span.record("epoch", save.state.epoch);
+        span.record("revision", save.state.revision);
+        if let Some(plan) = &save.state.plan {
+            span.record("plan", plan.id.as_str());
+        }
         if !immediately && self.retry_save_at.is_some_and(|at| Instant::now() < at) {
             return Persisted::NotStored("waiting to retry a failed save".into());
         }

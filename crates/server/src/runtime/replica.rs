@@ -90,7 +90,7 @@ where
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let standby = SourceStatus {
-            state: "standby",
+            state: ringleader_client::api::SourceState::Standby,
             detail: Some("the membership source runs on the leader only".into()),
             ever_synced: false,
         };
