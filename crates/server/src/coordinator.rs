@@ -1432,6 +1432,17 @@ mod tests {
         c
     }
 
+    /// A paced coordinator with `from` pods committed and a plan made for
+    /// `to` (settled at `t0 + 2 × SETTLE`, not yet stored).
+    fn scaled_at(pace: Pace, from: usize, to: usize, t0: Instant) -> Coordinator {
+        let mut c = paced_at(pace, t0);
+        c.observe(pods(from), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(to), t0 + SETTLE);
+        c.tick(t0 + SETTLE * 2);
+        c
+    }
+
     fn ready(c: &Coordinator) -> Vec<String> {
         c.state()
             .plan
@@ -1445,11 +1456,7 @@ mod tests {
     #[test]
     fn an_ack_makes_the_next_move_ready_in_the_same_saved_state() {
         let t0 = Instant::now();
-        let mut c = paced_at(Pace::new(Some(1), None), t0);
-        c.observe(pods(3), t0);
-        c.tick(t0 + SETTLE);
-        c.observe(pods(4), t0 + SETTLE);
-        c.tick(t0 + SETTLE * 2);
+        let mut c = scaled_at(Pace::new(Some(1), None), 3, 4, t0);
         store(&mut c);
         let record = c.state().plan.clone().expect("a plan");
         let moves = record.plan.moves.len();
@@ -1486,11 +1493,7 @@ mod tests {
     #[test]
     fn a_pending_move_reported_done_is_accepted() {
         let t0 = Instant::now();
-        let mut c = paced_at(Pace::new(Some(1), None), t0);
-        c.observe(pods(3), t0);
-        c.tick(t0 + SETTLE);
-        c.observe(pods(4), t0 + SETTLE);
-        c.tick(t0 + SETTLE * 2);
+        let mut c = scaled_at(Pace::new(Some(1), None), 3, 4, t0);
         let waiting = c
             .state()
             .plan
@@ -1532,11 +1535,7 @@ mod tests {
     #[test]
     fn a_plan_stored_without_pace_is_paced_on_load_and_saved_before_shown() {
         let t0 = Instant::now();
-        let mut c = paced_at(Pace::UNLIMITED, t0);
-        c.observe(pods(3), t0);
-        c.tick(t0 + SETTLE);
-        c.observe(pods(4), t0 + SETTLE);
-        c.tick(t0 + SETTLE * 2);
+        let mut c = scaled_at(Pace::UNLIMITED, 3, 4, t0);
         store(&mut c);
         let mut old = c.state().clone();
         for m in &mut old.plan.as_mut().expect("a plan").plan.moves {
@@ -1887,11 +1886,7 @@ mod tests {
     #[test]
     fn moves_of_a_member_down_within_the_grace_wait_and_run_once_it_is_back() {
         let t0 = Instant::now();
-        let mut c = paced_at(Pace::new(Some(1), None), t0);
-        c.observe(pods(3), t0);
-        c.tick(t0 + SETTLE);
-        c.observe(pods(6), t0 + SETTLE);
-        c.tick(t0 + SETTLE * 2);
+        let mut c = scaled_at(Pace::new(Some(1), None), 3, 6, t0);
         store(&mut c);
         assert_eq!(c.state().epoch, 1);
         let all = moves(&c);
