@@ -27,19 +27,8 @@ fi
 work=$(mktemp -d)
 pid=
 trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-slices() {
-    python3 - "$1" <<'PY'
-import sys
-n = int(sys.argv[1])
-print("apiVersion: v1\nkind: List\nitems:")
-for s in range(0, n, 100):
-    print(f"- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  addressType: IPv4\n  metadata:\n    name: db-{s // 100}\n    namespace: default\n    labels:\n      kubernetes.io/service-name: db\n  endpoints:")
-    for i in range(s, min(n, s + 100)):
-        print(f"  - addresses: [\"10.{i // 65536}.{i // 256 % 256}.{i % 256}\"]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: db-{i}}}\n    zone: zone-{i % 3}")
-PY
-}
-slices "$members" > "$work/base.yaml"
-slices "$((members + 1))" > "$work/more.yaml"
+python3 benches/slices.py "$members" > "$work/base.yaml"
+python3 benches/slices.py "$((members + 1))" > "$work/more.yaml"
 cp "$work/base.yaml" "$work/slices.yaml"
 zone_flag=()
 [[ $rf -gt 1 ]] && zone_flag=(--zone-aware)

@@ -21,15 +21,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 cargo build --release -q -p ringleader
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-python3 - "$members" > "$work/slices.yaml" <<'PY'
-import sys
-n = int(sys.argv[1])
-print("apiVersion: v1\nkind: List\nitems:")
-for s in range(0, n, 100):
-    print(f"- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  addressType: IPv4\n  metadata:\n    name: db-{s // 100}\n    namespace: default\n    labels:\n      kubernetes.io/service-name: db\n  endpoints:")
-    for i in range(s, min(n, s + 100)):
-        print(f"  - addresses: [\"10.{i // 65536}.{i // 256 % 256}.{i % 256}\"]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: db-{i}}}\n    zone: zone-{i % 3}")
-PY
+python3 benches/slices.py "$members" > "$work/slices.yaml"
 ./target/release/ringleader serve --source "file:$work/slices.yaml" --state "file:$work/state.json" \
   --tokens-per-member "$tokens" --rf 3 --zone-aware --mode auto --settle 0s --auth none \
   --listen "127.0.0.1:$port" 2> "$work/log" &

@@ -27,15 +27,7 @@ fi
 work=$(mktemp -d)
 pid=
 trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-python3 - "$members" > "$work/slices.yaml" <<'PY'
-import sys
-n = int(sys.argv[1])
-print("apiVersion: v1\nkind: List\nitems:")
-for s in range(0, n, 100):
-    print(f"- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  addressType: IPv4\n  metadata:\n    name: db-{s // 100}\n    namespace: default\n    labels:\n      kubernetes.io/service-name: db\n  endpoints:")
-    for i in range(s, min(n, s + 100)):
-        print(f"  - addresses: [\"10.{i // 65536}.{i // 256 % 256}.{i % 256}\"]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: db-{i}}}\n    zone: zone-{i % 3}")
-PY
+python3 benches/slices.py "$members" > "$work/slices.yaml"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$RINGLEADER_BIN" serve --source "file:$work/slices.yaml" --state "file:$work/state.json" \
     --tokens-per-member "$tokens" --mode auto --settle 0s --settle-max 0s --auth none \

@@ -156,6 +156,28 @@ pub(crate) struct Figures {
     pub takeovers: u64,
 }
 
+impl Figures {
+    /// Adds another run's figures to these: counts add up, worst figures
+    /// keep the worse.
+    fn absorb(&mut self, other: Figures) {
+        self.steps += other.steps;
+        self.cancels += other.cancels;
+        self.commits += other.commits;
+        self.takeovers += other.takeovers;
+        for (key, n) in other.plans {
+            *self.plans.entry(key).or_default() += n;
+        }
+        for (key, w) in other.worst {
+            let e = self.worst.entry(key).or_insert(0.0);
+            *e = e.max(w);
+        }
+        for (key, w) in other.excess {
+            let e = self.excess.entry(key).or_insert(0.0);
+            *e = e.max(w);
+        }
+    }
+}
+
 struct Sim {
     seed: u64,
     step: u64,
@@ -1284,22 +1306,7 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
                     let mut total = Figures::default();
                     let mut seed = first + t;
                     while seed < first + seeds {
-                        let f = run(seed, steps);
-                        total.steps += f.steps;
-                        total.cancels += f.cancels;
-                        total.commits += f.commits;
-                        total.takeovers += f.takeovers;
-                        for (rf, n) in f.plans {
-                            *total.plans.entry(rf).or_default() += n;
-                        }
-                        for (rf, w) in f.worst {
-                            let e = total.worst.entry(rf).or_insert(0.0);
-                            *e = e.max(w);
-                        }
-                        for (rf, w) in f.excess {
-                            let e = total.excess.entry(rf).or_insert(0.0);
-                            *e = e.max(w);
-                        }
+                        total.absorb(run(seed, steps));
                         seed += threads;
                         let done = (seed - first) / threads;
                         if done.is_multiple_of(5000) {
@@ -1316,22 +1323,7 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
             .collect();
         let mut all = Figures::default();
         for h in handles {
-            let f = h.join().expect("a simulation thread panicked");
-            all.steps += f.steps;
-            all.cancels += f.cancels;
-            all.commits += f.commits;
-            all.takeovers += f.takeovers;
-            for (rf, n) in f.plans {
-                *all.plans.entry(rf).or_default() += n;
-            }
-            for (rf, w) in f.worst {
-                let e = all.worst.entry(rf).or_insert(0.0);
-                *e = e.max(w);
-            }
-            for (rf, w) in f.excess {
-                let e = all.excess.entry(rf).or_insert(0.0);
-                *e = e.max(w);
-            }
+            all.absorb(h.join().expect("a simulation thread panicked"));
         }
         all
     });

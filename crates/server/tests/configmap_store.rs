@@ -46,6 +46,17 @@ fn state_with_plan(settings: RingSettings, members: usize, joiners: usize) -> St
     state
 }
 
+/// 1,000 × 256 `hashed` tokens (random, so they compress badly: a state
+/// that needs parts) with a one-member join in flight.
+fn hashed_thousand_by_256_with_a_plan() -> State {
+    let settings = RingSettings {
+        tokens_per_member: 256,
+        strategy: Strategy::Hashed,
+        ..RingSettings::default()
+    };
+    state_with_plan(settings, 1000, 1)
+}
+
 /// Marks the plan's first open move done (a revision, as an ack makes).
 fn ack_one(state: &mut State) {
     let plan = state.plan.as_mut().expect("a plan");
@@ -167,12 +178,7 @@ async fn a_balanced_thousand_by_256_state_moves_between_inline_and_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_writers_parts_never_land_over_its_successors() {
     let kit = TestApiServer::start().await.expect("testkit");
-    let settings = RingSettings {
-        tokens_per_member: 256,
-        strategy: Strategy::Hashed,
-        ..RingSettings::default()
-    };
-    let state = state_with_plan(settings, 1000, 1);
+    let state = hashed_thousand_by_256_with_a_plan();
     let (a, b) = (
         ConfigMapStore::new(kit.client(), NS, STATE),
         ConfigMapStore::new(kit.client(), NS, STATE),
@@ -208,12 +214,7 @@ async fn a_deposed_writers_parts_never_land_over_its_successors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_changed_behind_the_manifest_is_reported_not_read() {
     let kit = TestApiServer::start().await.expect("testkit");
-    let settings = RingSettings {
-        tokens_per_member: 256,
-        strategy: Strategy::Hashed,
-        ..RingSettings::default()
-    };
-    let state = state_with_plan(settings, 1000, 1);
+    let state = hashed_thousand_by_256_with_a_plan();
     ConfigMapStore::new(kit.client(), NS, STATE)
         .save(&state)
         .await
@@ -258,12 +259,7 @@ async fn a_watching_follower_reads_a_state_kept_in_parts() {
     use futures::StreamExt as _;
     use ringleader::state::Refreshed;
     let kit = TestApiServer::start().await.expect("testkit");
-    let settings = RingSettings {
-        tokens_per_member: 256,
-        strategy: Strategy::Hashed,
-        ..RingSettings::default()
-    };
-    let state = state_with_plan(settings, 1000, 1);
+    let state = hashed_thousand_by_256_with_a_plan();
     let mut watch = ConfigMapStore::new(kit.client(), NS, STATE).watch();
     ConfigMapStore::new(kit.client(), NS, STATE)
         .save(&state)
