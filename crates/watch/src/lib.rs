@@ -8,13 +8,18 @@
 //!   identity, conditions, the merge of an endpoint that several slices carry
 //!   (see [`membership`] for the rules);
 //! * [`parse_endpoint_slices`] reads EndpointSlices as `kubectl get
-//!   endpointslices -o yaml|json` prints them, with line and column on error;
+//!   endpointslices -o yaml|json` prints them, with line and column on error
+//!   ([`parse_objects`] also the Service beside them);
+//! * [`Weights`] reads member weights from the Service's
+//!   `ringleader.io/weights` annotation (see [`weights`]);
 //! * [`KubernetesSource`] follows a Service's slices with kube-rs' watcher,
 //!   recovering from every API failure; [`FileSource`] follows a file.
 //!
 //! Both sources produce the same [`MembershipStream`] of [`SourceEvent`]s:
-//! a member set whenever it differs from the last one emitted, and the
-//! source's [`SourceHealth`] whenever it changes. Consumers do not care which
+//! a member set (with weights) whenever it differs from the last one
+//! emitted, the source's [`SourceHealth`] whenever it changes, and a
+//! warning when something short of a failure stands (a malformed weights
+//! annotation). Consumers do not care which
 //! source they have. The stream never ends on its own; dropping it stops the
 //! source.
 
@@ -23,6 +28,7 @@ mod kubernetes;
 mod member;
 pub mod membership;
 mod parse;
+pub mod weights;
 
 use std::time::SystemTime;
 
@@ -34,7 +40,8 @@ pub use member::{Member, MemberId, MemberPort, MemberSet};
 pub use membership::{
     MembershipError, SERVICE_NAME_LABEL, SliceProblem, member_id, members_from_slices,
 };
-pub use parse::{ParseError, parse_endpoint_slices};
+pub use parse::{ParseError, ParsedObjects, parse_endpoint_slices, parse_objects};
+pub use weights::{MAX_WEIGHT, WEIGHTS_ANNOTATION, Weights, WeightsError};
 
 /// Re-exported so callers can name the slice type without a k8s-openapi
 /// version of their own.
@@ -47,6 +54,11 @@ pub enum SourceEvent {
     Members(MemberSet),
     /// The source's health; sent only when it changes.
     Health(SourceHealth),
+    /// A problem that leaves the member set current but something in it
+    /// stale — the Service's weights annotation is malformed, or the Role
+    /// may not read the Service — or `None` once it is gone; sent only when
+    /// it changes. For status pages and metrics, next to the health.
+    Warning(Option<String>),
 }
 
 /// How much a source's last member set can be trusted.
@@ -90,6 +102,14 @@ pub enum Error {
     /// The EndpointSlices are invalid.
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// The Service's weights annotation is malformed.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The text holds several Services and none is singled out.
+    #[error(
+        "the text holds several Services ({0}); give one Service (or name the one whose weights count)"
+    )]
+    SeveralServices(String),
     /// Reading a file failed.
     #[error("reading {path}: {source}")]
     Read {
@@ -101,12 +121,19 @@ pub enum Error {
     },
 }
 
-/// Reads EndpointSlices from text and derives the member set, keeping only
-/// the slices of `service` when given (by the `kubernetes.io/service-name`
-/// label). What the file source does on every change, and what a preview
-/// endpoint can call directly.
+/// Reads EndpointSlices (and the Service, if there) from text and derives
+/// the member set, keeping only the slices of `service` when given (by the
+/// `kubernetes.io/service-name` label) and that Service. Weights come from
+/// the Service's `ringleader.io/weights` annotation ([`weights`]); with no
+/// Service in the text every member has weight 1. What the file source does
+/// on every change, and what a preview endpoint can call directly.
+///
+/// A malformed annotation refuses the whole text, as an invalid slice does.
 pub fn members_from_text(text: &str, service: Option<&str>) -> Result<MemberSet, Error> {
-    let mut slices = parse_endpoint_slices(text)?;
+    let ParsedObjects {
+        mut slices,
+        mut services,
+    } = parse_objects(text)?;
     if let Some(service) = service {
         slices.retain(|s| {
             s.metadata
@@ -115,6 +142,22 @@ pub fn members_from_text(text: &str, service: Option<&str>) -> Result<MemberSet,
                 .and_then(|l| l.get(SERVICE_NAME_LABEL))
                 .is_some_and(|name| name == service)
         });
+        services.retain(|s| s.metadata.name.as_deref() == Some(service));
+    } else if let Some(label) = slices
+        .iter()
+        .find_map(|s| s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL))
+    {
+        // The slices say whose they are: only that Service's weights count.
+        let label = label.clone();
+        services.retain(|s| s.metadata.name.as_deref() == Some(label.as_str()));
     }
-    Ok(members_from_slices(&slices)?)
+    let weights = match services.as_slice() {
+        [] => Weights::default(),
+        [one] => Weights::of_service(one)?,
+        several => {
+            let names: Vec<String> = several.iter().map(weights::service_label).collect();
+            return Err(Error::SeveralServices(names.join(", ")));
+        }
+    };
+    Ok(weights.apply(members_from_slices(&slices)?))
 }

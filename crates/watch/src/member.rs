@@ -82,6 +82,15 @@ pub struct Member {
     pub serving: bool,
     /// The endpoint is shutting down (missing means false).
     pub terminating: bool,
+    /// The member's weight (its ownership target is proportional to it),
+    /// from the Service's `ringleader.io/weights` annotation ([`crate::weights`]):
+    /// `Some(1)` for a member the annotation does not name. `None` when
+    /// the source cannot tell — the EndpointSlices alone carry no weight, and
+    /// a source whose annotation has been unreadable or malformed since it
+    /// started knows no previous weights to keep — so a consumer keeps the
+    /// weight it already has (1 for a newcomer).
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 /// A set of members, ordered by id. Two sets are equal when their members

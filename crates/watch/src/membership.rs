@@ -366,6 +366,8 @@ fn merge(id: MemberId, mut copies: Vec<Copy<'_>>) -> Member {
         ready: copies.iter().all(Copy::ready),
         serving: copies.iter().all(Copy::serving),
         terminating: copies.iter().any(Copy::terminating),
+        // Slices carry no weight; the source applies the Service's.
+        weight: None,
     }
 }
 

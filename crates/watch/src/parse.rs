@@ -1,17 +1,27 @@
 //! Reading EndpointSlices from text, as `kubectl get endpointslices -o
-//! yaml|json` prints them.
+//! yaml|json` prints them — and the Service beside them, as `kubectl get
+//! service,endpointslices -o yaml` prints both, for its weights annotation
+//! ([`crate::weights`]).
 //!
-//! Accepted: one `EndpointSlice`; a `List` (what kubectl prints) or an
-//! `EndpointSliceList` (what the API returns) of them; a stream of YAML
-//! documents separated by `---`, each one of those; the same in JSON
-//! (objects one after another, or a JSON array of slices). Documents that
-//! are empty or only comments are skipped, but text with no document at all
-//! is an error: an empty file is far more often a half-written one than a
-//! Service with no endpoints (write `kind: List` with `items: []` for that).
+//! Accepted: one `EndpointSlice` or `Service`; a `List` (what kubectl
+//! prints, also of mixed kinds), an `EndpointSliceList` or a `ServiceList`
+//! (what the API returns) of them; a stream of YAML documents separated by
+//! `---`, each one of those; the same in JSON (objects one after another,
+//! or a JSON array of them). An item of a list without a `kind` is taken as
+//! the list's kind (an EndpointSlice in a `List`). Any other kind is
+//! refused, naming it: a file of the wrong objects is far more often a
+//! mistake than something to skip. Documents that are empty or only
+//! comments are skipped, but text with no document at all is an error: an
+//! empty file is far more often a half-written one than a Service with no
+//! endpoints (write `kind: List` with `items: []` for that).
+
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// Text that is not EndpointSlices, with where and why.
@@ -27,22 +37,34 @@ pub struct ParseError {
     pub message: String,
 }
 
-#[derive(Deserialize)]
-struct SliceList {
-    #[serde(default)]
-    items: Vec<EndpointSlice>,
+/// The objects a text holds, in the order they appear.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParsedObjects {
+    /// Every EndpointSlice.
+    pub slices: Vec<EndpointSlice>,
+    /// Every Service (for its weights annotation).
+    pub services: Vec<Service>,
 }
 
-const EXPECTED: &str = "expected an EndpointSlice, a List or an EndpointSliceList";
+const EXPECTED: &str =
+    "expected an EndpointSlice, a Service, a List, an EndpointSliceList or a ServiceList";
 
-/// Parses EndpointSlices from YAML or JSON text (see the [module docs](self)).
+/// Parses EndpointSlices from YAML or JSON text (see the [module docs](self));
+/// Services in it are accepted and left out.
 pub fn parse_endpoint_slices(text: &str) -> Result<Vec<EndpointSlice>, ParseError> {
+    parse_objects(text).map(|objects| objects.slices)
+}
+
+/// Parses the EndpointSlices and Services in YAML or JSON text (see the
+/// [module docs](self)).
+pub fn parse_objects(text: &str) -> Result<ParsedObjects, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first = text.trim_start();
-    let (slices, documents) = if first.starts_with('{') || first.starts_with('[') {
-        parse_json(text)?
+    let mut objects = ParsedObjects::default();
+    let documents = if first.starts_with('{') || first.starts_with('[') {
+        parse_json(text, &mut objects)?
     } else {
-        parse_yaml(text)?
+        parse_yaml(text, &mut objects)?
     };
     if documents == 0 {
         return Err(ParseError {
@@ -53,28 +75,171 @@ pub fn parse_endpoint_slices(text: &str) -> Result<Vec<EndpointSlice>, ParseErro
             ),
         });
     }
-    Ok(slices)
+    Ok(objects)
 }
 
-/// What a document holds, judged by its `kind`.
-enum Shape {
+/// The kind of one object, judged by its `kind` (or, in a list, the
+/// list's kind when it has none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
     Slice,
-    List,
-    Array,
+    Service,
+    /// Refused when deserialized, so the error carries its position.
+    Other(String),
+}
+
+fn kind_of(object: &Value, default: &Kind) -> Kind {
+    match object.get("kind").and_then(Value::as_str) {
+        Some("EndpointSlice") => Kind::Slice,
+        Some("Service") => Kind::Service,
+        Some(kind) => Kind::Other(kind.to_owned()),
+        None => default.clone(),
+    }
+}
+
+/// What a document holds, judged by its `kind`: one object, or a list of
+/// objects (of these kinds, in order).
+enum Shape {
+    One(Kind),
+    List(Vec<Kind>),
+    Array(Vec<Kind>),
     Empty,
 }
 
 fn shape(document: &Value) -> Result<Shape, String> {
+    let items = |items: Option<&Value>, default: Kind| {
+        items
+            .and_then(Value::as_array)
+            .map(|items| items.iter().map(|i| kind_of(i, &default)).collect())
+            .unwrap_or_default()
+    };
     match document {
         Value::Null => Ok(Shape::Empty),
-        Value::Array(_) => Ok(Shape::Array),
+        Value::Array(_) => Ok(Shape::Array(items(Some(document), Kind::Slice))),
         Value::Object(map) => match map.get("kind").and_then(Value::as_str) {
-            Some("EndpointSlice") => Ok(Shape::Slice),
-            Some("List" | "EndpointSliceList") => Ok(Shape::List),
+            Some("EndpointSlice") => Ok(Shape::One(Kind::Slice)),
+            Some("Service") => Ok(Shape::One(Kind::Service)),
+            Some("List" | "EndpointSliceList") => {
+                Ok(Shape::List(items(map.get("items"), Kind::Slice)))
+            }
+            Some("ServiceList") => Ok(Shape::List(items(map.get("items"), Kind::Service))),
             Some(kind) => Err(format!("found kind {kind:?}, {EXPECTED}")),
             None => Err(format!("the document has no `kind`; {EXPECTED}")),
         },
         other => Err(format!("found a {}, {EXPECTED}", type_name(other))),
+    }
+}
+
+/// Deserializes one object of a known kind into `out`, straight from the
+/// text's deserializer, so errors keep their line, column and path.
+struct ObjectSeed<'a> {
+    kind: &'a Kind,
+    out: &'a mut ParsedObjects,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        match self.kind {
+            Kind::Slice => self
+                .out
+                .slices
+                .push(EndpointSlice::deserialize(deserializer)?),
+            Kind::Service => self.out.services.push(Service::deserialize(deserializer)?),
+            Kind::Other(kind) => {
+                return Err(de::Error::custom(format!(
+                    "found kind {kind:?}, {EXPECTED}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sequence of objects whose kinds are known in advance.
+struct ItemsSeed<'a> {
+    kinds: &'a [Kind],
+    out: &'a mut ParsedObjects,
+}
+
+impl<'de> DeserializeSeed<'de> for ItemsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let fallback = Kind::Slice;
+        let mut index = 0;
+        loop {
+            let kind = self.kinds.get(index).unwrap_or(&fallback);
+            let seed = ObjectSeed {
+                kind,
+                out: &mut *self.out,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+}
+
+/// A list object: its `items` through [`ItemsSeed`], everything else skipped.
+struct ListSeed<'a>(ItemsSeed<'a>);
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ItemsSeed { kinds, out } = self.0;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "items" {
+                map.next_value_seed(ItemsSeed {
+                    kinds,
+                    out: &mut *out,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes a document of a known shape into `out`.
+fn read_shape<'de, D: Deserializer<'de>>(
+    shape: &Shape,
+    deserializer: D,
+    out: &mut ParsedObjects,
+) -> Result<(), D::Error> {
+    match shape {
+        Shape::Empty => Ok(()),
+        Shape::One(kind) => ObjectSeed { kind, out }.deserialize(deserializer),
+        Shape::List(kinds) => ListSeed(ItemsSeed { kinds, out }).deserialize(deserializer),
+        Shape::Array(kinds) => ItemsSeed { kinds, out }.deserialize(deserializer),
     }
 }
 
@@ -105,7 +270,7 @@ fn without_suffix(message: String, line: usize, column: usize) -> String {
     }
 }
 
-fn parse_json(text: &str) -> Result<(Vec<EndpointSlice>, usize), ParseError> {
+fn parse_json(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> {
     let json_error = |e: serde_json::Error, base: usize| {
         let (base_line, base_column) = position(text, base);
         let (line, column) = (e.line(), e.column());
@@ -120,7 +285,6 @@ fn parse_json(text: &str) -> Result<(Vec<EndpointSlice>, usize), ParseError> {
             message: without_suffix(e.to_string(), line, column),
         }
     };
-    let mut slices = Vec::new();
     let mut documents = 0;
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     loop {
@@ -143,24 +307,11 @@ fn parse_json(text: &str) -> Result<(Vec<EndpointSlice>, usize), ParseError> {
                 message,
             }
         };
-        match shape(&document).map_err(located)? {
-            Shape::Empty => {}
-            Shape::Slice => {
-                slices.push(serde_json::from_str(raw).map_err(|e| json_error(e, start))?);
-            }
-            Shape::List => {
-                let list: SliceList =
-                    serde_json::from_str(raw).map_err(|e| json_error(e, start))?;
-                slices.extend(list.items);
-            }
-            Shape::Array => {
-                let items: Vec<EndpointSlice> =
-                    serde_json::from_str(raw).map_err(|e| json_error(e, start))?;
-                slices.extend(items);
-            }
-        }
+        let shape = shape(&document).map_err(located)?;
+        let mut deserializer = serde_json::Deserializer::from_str(raw);
+        read_shape(&shape, &mut deserializer, out).map_err(|e| json_error(e, start))?;
     }
-    Ok((slices, documents))
+    Ok(documents)
 }
 
 /// One YAML document: its text (the `---` marker blanked out so columns
@@ -224,8 +375,7 @@ fn is_blank_yaml(text: &str) -> bool {
     })
 }
 
-fn parse_yaml(text: &str) -> Result<(Vec<EndpointSlice>, usize), ParseError> {
-    let mut slices = Vec::new();
+fn parse_yaml(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> {
     let mut documents = 0;
     for document in split_documents(text) {
         if is_blank_yaml(&document.text) {
@@ -259,24 +409,15 @@ fn parse_yaml(text: &str) -> Result<(Vec<EndpointSlice>, usize), ParseError> {
                 message,
             }
         };
-        match shape(&value).map_err(located)? {
-            Shape::Empty => documents -= 1,
-            Shape::Slice => {
-                slices.push(serde_yaml_ng::from_str(&document.text).map_err(yaml_error)?)
-            }
-            Shape::List => {
-                let list: SliceList =
-                    serde_yaml_ng::from_str(&document.text).map_err(yaml_error)?;
-                slices.extend(list.items);
-            }
-            Shape::Array => {
-                let items: Vec<EndpointSlice> =
-                    serde_yaml_ng::from_str(&document.text).map_err(yaml_error)?;
-                slices.extend(items);
-            }
+        let shape = shape(&value).map_err(located)?;
+        if matches!(shape, Shape::Empty) {
+            documents -= 1;
+            continue;
         }
+        let deserializer = serde_yaml_ng::Deserializer::from_str(&document.text);
+        read_shape(&shape, deserializer, out).map_err(yaml_error)?;
     }
-    Ok((slices, documents))
+    Ok(documents)
 }
 
 #[cfg(test)]
@@ -367,16 +508,89 @@ endpoints:
         let error = parse_endpoint_slices("---\nkind: Pod\n").unwrap_err();
         assert_eq!((error.line, error.column), (2, 1));
         assert!(error.message.contains("found kind \"Pod\""));
-        let in_list =
-            parse_endpoint_slices("kind: List\nitems:\n- kind: Service\n  apiVersion: v1\n")
-                .unwrap_err();
+        let in_list = parse_endpoint_slices("kind: List\nitems:\n- kind: Pod\n  apiVersion: v1\n")
+            .unwrap_err();
         assert_eq!(in_list.line, 3, "{in_list}");
+        assert!(in_list.message.contains("found kind \"Pod\""), "{in_list}");
+        let in_json =
+            parse_endpoint_slices("{\"kind\": \"List\", \"items\": [\n{\"kind\": \"ConfigMap\"}]}")
+                .unwrap_err();
+        assert_eq!(in_json.line, 2, "{in_json}");
+        assert!(
+            in_json.message.contains("found kind \"ConfigMap\""),
+            "{in_json}"
+        );
         assert!(parse_endpoint_slices("").is_err());
         assert!(parse_endpoint_slices("# nothing\n---\n").is_err());
         assert!(
             parse_endpoint_slices("kind: List\nitems: []\n")
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: db
+  annotations:
+    ringleader.io/weights: db-3=2
+spec:
+  clusterIP: None
+  ports:
+  - port: 7000
+";
+
+    /// What `kubectl get service,endpointslices -o yaml` prints: one List
+    /// holding both kinds.
+    #[test]
+    fn a_mixed_list_a_stream_and_json_give_slices_and_the_service() {
+        let indent = |doc: &str| {
+            doc.lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    if i == 0 {
+                        format!("- {l}\n")
+                    } else {
+                        format!("  {l}\n")
+                    }
+                })
+                .collect::<String>()
+        };
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}{}",
+            indent(SERVICE),
+            indent(SLICE)
+        );
+        let objects = parse_objects(&list).unwrap();
+        assert_eq!((objects.slices.len(), objects.services.len()), (1, 1));
+        let annotations = objects.services[0].metadata.annotations.clone().unwrap();
+        assert_eq!(annotations["ringleader.io/weights"], "db-3=2");
+        let stream = format!("{SERVICE}---\n{SLICE}");
+        let objects = parse_objects(&stream).unwrap();
+        assert_eq!((objects.slices.len(), objects.services.len()), (1, 1));
+        assert_eq!(parse_endpoint_slices(&stream).unwrap().len(), 1);
+        let json = r#"{"kind":"List","items":[{"apiVersion":"v1","kind":"Service","metadata":{"name":"db"}},{"kind":"EndpointSlice","addressType":"IPv4","endpoints":[]}]}"#;
+        let objects = parse_objects(json).unwrap();
+        assert_eq!((objects.slices.len(), objects.services.len()), (1, 1));
+        let services =
+            parse_objects(r#"{"kind":"ServiceList","items":[{"metadata":{"name":"db"}}]}"#)
+                .unwrap();
+        assert_eq!((services.slices.len(), services.services.len()), (0, 1));
+    }
+
+    #[test]
+    fn an_error_in_a_mixed_list_is_located_in_its_item() {
+        let broken = format!(
+            "kind: List\nitems:\n- kind: Service\n  apiVersion: v1\n  metadata: {{name: db}}\n- kind: EndpointSlice\n  addressType: IPv4\n  endpoints:\n  - addresses: [10.0.0.1]\n    conditions: {{ready: maybe}}\n"
+        );
+        let error = parse_objects(&broken).unwrap_err();
+        assert_eq!(error.line, 10, "{error}");
+        assert!(
+            error
+                .message
+                .contains("items[1].endpoints[0].conditions.ready"),
+            "{error}"
         );
     }
 }
