@@ -5,7 +5,7 @@
 //! `limit`/`continue` paging, resourceVersion semantics), WATCH (history
 //! replay, bookmarks, streaming lists, 410 on compacted history), POST, PUT
 //! (with resourceVersion preconditions) and DELETE — for any registered
-//! [`ResourceKind`] (EndpointSlices, Leases and ConfigMaps out of the box),
+//! [`ResourceKind`] (EndpointSlices, Services, Leases and ConfigMaps out of the box),
 //! and TokenReviews against tokens the test registers
 //! ([`add_token`](TestApiServer::add_token)).
 //! It speaks the same wire protocol as a real API server, so a real
@@ -14,7 +14,7 @@
 //! Tests change objects through typed helpers ([`TestApiServer::create`],
 //! [`apply`](TestApiServer::apply), [`delete`](TestApiServer::delete)) and
 //! break things on purpose: [`close_all_watches`](TestApiServer::close_all_watches),
-//! [`fail_next`](TestApiServer::fail_next), [`stall_watches`](TestApiServer::stall_watches),
+//! [`fail_next`](TestApiServer::fail_next), [`forbid`](TestApiServer::forbid), [`stall_watches`](TestApiServer::stall_watches),
 //! [`compact`](TestApiServer::compact), [`restart_with_new_history`](TestApiServer::restart_with_new_history),
 //! [`truncate_next_watch`](TestApiServer::truncate_next_watch). Request
 //! counters per [`Verb`] let a test assert what the client did ("it
@@ -55,7 +55,7 @@ use tokio::task::JoinHandle;
 pub use resource::ResourceKind;
 pub use status::ApiStatus;
 
-use shared::{Settings, Shared};
+use shared::{Settings, Shared, Target};
 use store::{Filter, KindId, ObjectKey, Store, str_at};
 
 /// Errors of the test server's Rust API.
@@ -463,12 +463,35 @@ impl TestApiServer {
     /// code `code` (e.g. 500, 410, 403, 429, 503), with the reason and
     /// message the real server uses for it.
     pub fn fail_next(&self, n: usize, code: u16) {
-        self.shared.fail_next(None, n, code);
+        self.shared.fail_next(Target::default(), n, code);
     }
 
     /// Like [`fail_next`](Self::fail_next), for requests of one verb only.
     pub fn fail_next_verb(&self, verb: Verb, n: usize, code: u16) {
-        self.shared.fail_next(Some(verb), n, code);
+        let target = Target {
+            verb: Some(verb),
+            plural: None,
+        };
+        self.shared.fail_next(target, n, code);
+    }
+
+    /// Like [`fail_next`](Self::fail_next), for requests for one resource
+    /// (by plural, such as `endpointslices`) and, if given, one verb only:
+    /// a client that watches several kinds sees the fault on one of them.
+    pub fn fail_next_of(&self, plural: &str, verb: Option<Verb>, n: usize, code: u16) {
+        let target = Target {
+            verb,
+            plural: Some(plural.to_owned()),
+        };
+        self.shared.fail_next(target, n, code);
+    }
+
+    /// While `forbidden`, every request for the resource (by plural, such
+    /// as `services`) is refused with 403 and the message the real server
+    /// gives when the caller's Role lacks the verb (RBAC); `false` grants
+    /// it again. [`clear_faults`](Self::clear_faults) grants everything.
+    pub fn forbid(&self, plural: &str, forbidden: bool) {
+        self.shared.set_forbidden(plural, forbidden);
     }
 
     /// Forgets all pending faults (failures, truncation, stall).
@@ -539,6 +562,12 @@ impl TestApiServer {
     /// How many requests of `verb` the server received (including failed ones).
     pub fn request_count(&self, verb: Verb) -> u64 {
         self.shared.request_count(verb)
+    }
+
+    /// How many requests of `verb` for one resource (by plural, such as
+    /// `endpointslices`) the server received (including failed ones).
+    pub fn request_count_of(&self, plural: &str, verb: Verb) -> u64 {
+        self.shared.request_count_of(plural, verb)
     }
 
     /// Every request received so far, in order.

@@ -85,15 +85,18 @@ impl ResourceKind {
         }
     }
 
-    /// The kinds every server registers: EndpointSlices, Leases and ConfigMaps.
+    /// The kinds every server registers: EndpointSlices, Leases,
+    /// ConfigMaps and Services (whose weights annotation the membership
+    /// source reads).
     pub fn defaults() -> Vec<Self> {
         use k8s_openapi::api::coordination::v1::Lease;
-        use k8s_openapi::api::core::v1::ConfigMap;
+        use k8s_openapi::api::core::v1::{ConfigMap, Service};
         use k8s_openapi::api::discovery::v1::EndpointSlice;
         vec![
             Self::of::<EndpointSlice>(),
             Self::of::<Lease>(),
             Self::of::<ConfigMap>(),
+            Self::of::<Service>(),
         ]
     }
 }
@@ -112,6 +115,10 @@ mod tests {
         assert_eq!(kinds[1].qualified_name(), "leases.coordination.k8s.io");
         assert_eq!(kinds[2].api_version(), "v1");
         assert_eq!(kinds[2].qualified_name(), "configmaps");
+        assert_eq!(
+            kinds[3],
+            ResourceKind::namespaced("", "v1", "services", "Service")
+        );
         assert!(kinds.iter().all(|k| k.namespaced));
     }
 }

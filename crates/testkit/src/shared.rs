@@ -2,7 +2,7 @@
 //! handle: the store, the fault plan, request counters and the control
 //! channel that wakes watches.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -35,17 +35,41 @@ pub(crate) struct Control {
     pub(crate) shutting_down: bool,
 }
 
+/// Which requests a fault applies to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// Only requests of this verb (any verb when `None`).
+    pub(crate) verb: Option<Verb>,
+    /// Only requests for this resource, by plural (any when `None`).
+    pub(crate) plural: Option<String>,
+}
+
+impl Target {
+    fn matches(&self, verb: Verb, kind: Option<&ResourceKind>) -> bool {
+        self.verb.is_none_or(|v| v == verb)
+            && self
+                .plural
+                .as_deref()
+                .is_none_or(|p| kind.is_some_and(|k| k.plural == p))
+    }
+}
+
 /// Faults waiting to be injected.
 #[derive(Debug, Default)]
 struct Faults {
-    /// Each entry fails one request (of the given verb, or any verb).
-    failures: VecDeque<(Option<Verb>, u16)>,
+    /// Each entry fails one request (of the given target).
+    failures: VecDeque<(Target, u16)>,
+    /// Resources (by plural) every request for is refused with 403, as
+    /// when the caller's Role lacks them.
+    forbidden: BTreeSet<String>,
     truncate_next_watch: bool,
 }
 
 #[derive(Debug, Default)]
 struct Stats {
     counts: BTreeMap<Verb, u64>,
+    /// Counts per resource plural and verb.
+    counts_of: BTreeMap<(String, Verb), u64>,
     log: Vec<RequestRecord>,
 }
 
@@ -134,6 +158,12 @@ impl Shared {
         {
             let mut stats = lock(&self.stats);
             *stats.counts.entry(verb).or_default() += 1;
+            if let Some(kind) = kind {
+                *stats
+                    .counts_of
+                    .entry((kind.plural.clone(), verb))
+                    .or_default() += 1;
+            }
             stats.log.push(RequestRecord {
                 verb,
                 path: path.to_owned(),
@@ -141,12 +171,15 @@ impl Shared {
         }
         let code = {
             let mut faults = lock(&self.faults);
+            let forbidden = kind.is_some_and(|k| faults.forbidden.contains(&k.plural));
             let due = faults
                 .failures
                 .iter()
-                .position(|(only, _)| only.is_none_or(|v| v == verb));
-            due.and_then(|i| faults.failures.remove(i))
-                .map(|(_, code)| code)
+                .position(|(target, _)| target.matches(verb, kind));
+            let injected = due
+                .and_then(|i| faults.failures.remove(i))
+                .map(|(_, code)| code);
+            if forbidden { Some(403) } else { injected }
         };
         match code {
             None => Ok(()),
@@ -154,10 +187,27 @@ impl Shared {
         }
     }
 
-    pub(crate) fn fail_next(&self, verb: Option<Verb>, n: usize, code: u16) {
+    pub(crate) fn fail_next(&self, target: Target, n: usize, code: u16) {
         lock(&self.faults)
             .failures
-            .extend(std::iter::repeat_n((verb, code), n));
+            .extend(std::iter::repeat_n((target, code), n));
+    }
+
+    pub(crate) fn set_forbidden(&self, plural: &str, forbidden: bool) {
+        let mut faults = lock(&self.faults);
+        if forbidden {
+            faults.forbidden.insert(plural.to_owned());
+        } else {
+            faults.forbidden.remove(plural);
+        }
+    }
+
+    pub(crate) fn request_count_of(&self, plural: &str, verb: Verb) -> u64 {
+        lock(&self.stats)
+            .counts_of
+            .get(&(plural.to_owned(), verb))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub(crate) fn clear_faults(&self) {

@@ -28,12 +28,34 @@
 //! * a 403 is logged once, naming the missing RBAC rule; other errors are
 //!   logged at WARN at most once a minute (with how many occurred), naming
 //!   the API server.
+//!
+//! # Weights
+//!
+//! Beside the slices, the source follows the one Service itself (a second
+//! watcher, `fieldSelector=metadata.name=<service>`) for its
+//! `ringleader.io/weights` annotation ([`crate::weights`]), and emits member
+//! sets with the weights applied. The Service never decides health: `Synced`
+//! still means the slice list completed. Only the first member set waits
+//! for the Service's first answer (a short list, made at the same time), so
+//! a restarted coordinator does not see weight 1 for a moment. Then:
+//!
+//! * no Service, or no annotation: every member has weight 1;
+//! * a malformed annotation is refused as a whole: the weights already in
+//!   use stay (none known yet: members carry no weight, and the coordinator
+//!   keeps the ones it has), one WARN names the problem and a valid value,
+//!   and a [`SourceEvent::Warning`] carries it until the value is fixed;
+//! * a 403 on the Service (the Role lacks get/list/watch on `services`): one
+//!   WARN naming the missing rule, weight 1 for every member unless weights
+//!   were read before (those stay), and a warning; the watcher keeps
+//!   retrying with backoff, so a granted Role is picked up;
+//! * any other error: the weights in use stay; the watcher retries.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::utils::Backoff;
@@ -41,6 +63,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::time::Instant;
 
 use crate::membership::{SERVICE_NAME_LABEL, members_from_slices};
+use crate::weights::{WEIGHTS_ANNOTATION, Weights};
 use crate::{MemberSet, MembershipStream, SourceEvent, SourceHealth};
 
 /// Settings of the Kubernetes source; [`stream`](Self::stream) starts it.
@@ -111,11 +134,21 @@ impl KubernetesSource {
         format!("{SERVICE_NAME_LABEL}={}", self.service)
     }
 
+    /// The field selector of the Service watch: `metadata.name=<service>`.
+    pub fn service_field_selector(&self) -> String {
+        format!("metadata.name={}", self.service)
+    }
+
     /// Starts following the Service. The stream begins with
     /// `Health(Starting)`, never ends, and stops the source when dropped.
     pub fn stream(self, client: kube::Client) -> MembershipStream {
         let runner = Runner {
             events: new_watcher(&self, &client),
+            service_events: new_service_watcher(&self, &client),
+            service: ServiceStore::default(),
+            weights: WeightsState::Pending,
+            warning: None,
+            service_trouble: ServiceTrouble::default(),
             client,
             config: self,
             store: SliceStore::default(),
@@ -124,7 +157,7 @@ impl KubernetesSource {
             ever_synced: false,
             trouble: None,
             restarts: 0,
-            restart_after: None,
+            restart_at: None,
             listing: true,
             out: VecDeque::from([SourceEvent::Health(SourceHealth::Starting)]),
         };
@@ -140,11 +173,35 @@ impl KubernetesSource {
     }
 }
 
-type WatchEvents = BoxStream<'static, Result<watcher::Event<EndpointSlice>, watcher::Error>>;
+type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+type WatchEvents = Events<EndpointSlice>;
 
 fn new_watcher(config: &KubernetesSource, client: &kube::Client) -> WatchEvents {
-    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &config.namespace);
-    let mut watch_config = watcher::Config::default().labels(&config.label_selector());
+    let watch_config = watcher::Config::default().labels(&config.label_selector());
+    start_watcher(config, client, watch_config)
+}
+
+fn new_service_watcher(config: &KubernetesSource, client: &kube::Client) -> Events<Service> {
+    let watch_config = watcher::Config::default().fields(&config.service_field_selector());
+    start_watcher(config, client, watch_config)
+}
+
+/// A watcher with the source's timeout, list strategy and backoff.
+fn start_watcher<K>(
+    config: &KubernetesSource,
+    client: &kube::Client,
+    mut watch_config: watcher::Config,
+) -> Events<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &config.namespace);
     if let Some(timeout) = config.watch_timeout {
         watch_config = watch_config.timeout(timeout);
     }
@@ -156,6 +213,32 @@ fn new_watcher(config: &KubernetesSource, client: &kube::Client) -> WatchEvents 
         None => events.default_backoff().boxed(),
         Some((min, max)) => events.backoff(Doubling::new(min, max)).boxed(),
     }
+}
+
+/// What a 403 means in RBAC terms: the rule the ServiceAccount's Role
+/// lacks, as one line an operator can act on.
+fn rbac_advice(
+    what: &str,
+    message: &str,
+    namespace: &str,
+    group: &str,
+    resource: &str,
+    verbs: &[&str],
+    resource_names: Option<&str>,
+) -> String {
+    let verbs = verbs
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = resource_names
+        .map(|name| format!(", resourceNames [\"{name}\"]"))
+        .unwrap_or_default();
+    format!(
+        "the API server refused access to {what} ({message}); grant this ServiceAccount a Role \
+         in namespace {namespace} with apiGroups [\"{group}\"], resources [\"{resource}\"]{names}, \
+         verbs [{verbs}] (deploy/kubernetes/rbac.yaml)"
+    )
 }
 
 /// Exponential backoff without jitter, doubling from `min` to `max`.
@@ -190,6 +273,37 @@ impl Backoff for Doubling {
     fn reset(&mut self) {
         self.next = self.min;
     }
+}
+
+/// The Service itself (for its weights), kept as kube's reflector keeps
+/// objects: at most one, since the watch selects it by name.
+#[derive(Default)]
+struct ServiceStore {
+    live: Option<Service>,
+    /// Filled between `Init` and `InitDone`.
+    buffer: Option<Option<Service>>,
+}
+
+/// What the source knows of the members' weights.
+#[derive(Clone, Debug, PartialEq)]
+enum WeightsState {
+    /// The Service has not answered yet: the first member set waits for it.
+    Pending,
+    /// The Service could not be read, or its annotation has been malformed,
+    /// since the start: members carry no weight (the consumer keeps its own).
+    Unknown,
+    /// The weights in use.
+    Known(Weights),
+}
+
+/// Errors of the Service watch, for logging once per run.
+#[derive(Default)]
+struct ServiceTrouble {
+    /// An error other than a 403 was logged at WARN in this run of errors.
+    warned: bool,
+    forbidden_logged: bool,
+    /// The last malformed annotation warned about.
+    refused: Option<String>,
 }
 
 /// All slices of the Service, kept as kube's reflector keeps objects.
@@ -265,14 +379,21 @@ struct Runner {
     client: kube::Client,
     events: WatchEvents,
     store: SliceStore,
+    /// The watch of the Service itself, for its weights annotation.
+    service_events: Events<Service>,
+    service: ServiceStore,
+    weights: WeightsState,
+    /// The standing warning last emitted.
+    warning: Option<String>,
+    service_trouble: ServiceTrouble,
     last_members: Option<MemberSet>,
     health: SourceHealth,
     ever_synced: bool,
     trouble: Option<Trouble>,
     /// Watcher restarts since the last success, for our own backoff.
     restarts: u32,
-    /// A fresh watcher is due after this delay.
-    restart_after: Option<Duration>,
+    /// A fresh watcher is due at this instant.
+    restart_at: Option<Instant>,
     /// A list is under way (started, or due after a 410 or a restart): the
     /// store is not known to be current until it completes.
     listing: bool,
@@ -307,22 +428,168 @@ impl Runner {
     }
 
     async fn step(&mut self) {
-        if let Some(delay) = self.restart_after.take() {
-            tokio::time::sleep(delay).await;
-            tracing::debug!("starting the EndpointSlice watch afresh (list, then watch)");
-            self.events = new_watcher(&self.config, &self.client);
-            self.store.buffer = None;
-            self.listing = true;
-        }
-        match self.events.next().await {
-            Some(Ok(event)) => self.apply(event),
-            Some(Err(error)) => self.on_error(error),
-            None => {
-                // kube's watcher never ends; if it ever does, start over.
-                tracing::warn!("the EndpointSlice watcher ended; restarting it");
+        let restart_at = self.restart_at;
+        tokio::select! {
+            () = async {
+                match restart_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                self.restart_at = None;
+                tracing::debug!("starting the EndpointSlice watch afresh (list, then watch)");
                 self.events = new_watcher(&self.config, &self.client);
+                self.store.buffer = None;
                 self.listing = true;
             }
+            event = self.events.next(), if restart_at.is_none() => match event {
+                Some(Ok(event)) => self.apply(event),
+                Some(Err(error)) => self.on_error(error),
+                None => {
+                    // kube's watcher never ends; if it ever does, start over.
+                    tracing::warn!("the EndpointSlice watcher ended; restarting it");
+                    self.events = new_watcher(&self.config, &self.client);
+                    self.listing = true;
+                }
+            },
+            event = self.service_events.next() => match event {
+                Some(Ok(event)) => self.apply_service(event),
+                Some(Err(error)) => self.on_service_error(error),
+                None => {
+                    tracing::warn!("the Service watcher ended; restarting it");
+                    self.service_events = new_service_watcher(&self.config, &self.client);
+                }
+            },
+        }
+    }
+
+    fn apply_service(&mut self, event: watcher::Event<Service>) {
+        match event {
+            watcher::Event::Init => self.service.buffer = Some(None),
+            watcher::Event::InitApply(service) => self.service.buffer = Some(Some(service)),
+            watcher::Event::InitDone => {
+                self.service.live = self.service.buffer.take().flatten();
+                self.service_read();
+            }
+            watcher::Event::Apply(service) => {
+                self.service.live = Some(service);
+                self.service_read();
+            }
+            watcher::Event::Delete(_) => {
+                self.service.live = None;
+                self.service_read();
+            }
+        }
+    }
+
+    /// The Service (or its absence) is known: takes its weights, or keeps
+    /// the ones in use if its annotation is malformed.
+    fn service_read(&mut self) {
+        let trouble = &mut self.service_trouble;
+        if std::mem::take(&mut trouble.warned) {
+            tracing::info!(service = %self.config.service, "the Service can be read again");
+        }
+        trouble.forbidden_logged = false;
+        let parsed = match &self.service.live {
+            None => Ok(Weights::default()),
+            Some(service) => Weights::of_service(service),
+        };
+        match parsed {
+            Ok(weights) => {
+                trouble.refused = None;
+                if self.weights != WeightsState::Known(weights.clone()) {
+                    let named: Vec<String> =
+                        weights.named().map(|(id, w)| format!("{id}={w}")).collect();
+                    tracing::info!(
+                        service = %self.config.service,
+                        weights = %named.join(","),
+                        "member weights (members not named have weight 1)"
+                    );
+                }
+                self.weights = WeightsState::Known(weights);
+                self.set_warning(None);
+            }
+            Err(error) => {
+                let keeping = match self.weights {
+                    WeightsState::Known(_) => "keeping the weights in use",
+                    _ => "no weights known yet: members keep the weights the ring has",
+                };
+                let message = format!("{error}; {keeping}");
+                if trouble.refused.as_ref() != Some(&message) {
+                    tracing::warn!(service = %self.config.service, "{message}");
+                    trouble.refused = Some(message.clone());
+                }
+                if self.weights == WeightsState::Pending {
+                    self.weights = WeightsState::Unknown;
+                }
+                self.set_warning(Some(message));
+            }
+        }
+        self.emit_members();
+    }
+
+    fn on_service_error(&mut self, error: watcher::Error) {
+        let (namespace, service) = (&self.config.namespace, &self.config.service);
+        match classify(&error) {
+            ErrorKind::Forbidden(message) => {
+                let advice = rbac_advice(
+                    &format!("Service {service}, which gives the members' weights"),
+                    &message,
+                    namespace,
+                    "",
+                    "services",
+                    &["get", "list", "watch"],
+                    Some(service),
+                );
+                let keeping = match self.weights {
+                    WeightsState::Known(_) => "keeping the weights in use",
+                    _ => "every member has weight 1",
+                };
+                let warning = format!("{advice}; {keeping}");
+                if !std::mem::replace(&mut self.service_trouble.forbidden_logged, true) {
+                    tracing::warn!(%namespace, %service, server = %self.config.server_name(), "{warning}");
+                }
+                if !matches!(self.weights, WeightsState::Known(_)) {
+                    self.weights = WeightsState::Known(Weights::default());
+                }
+                self.set_warning(Some(warning));
+                self.emit_members();
+            }
+            ErrorKind::Expired => {
+                tracing::debug!(%namespace, %service, "the Service watch expired (410 Gone): re-listing");
+            }
+            ErrorKind::NeedsRestart(reason) => {
+                tracing::debug!(%namespace, %service, %error, "{reason}: restarting the Service watch");
+                self.service_events = new_service_watcher(&self.config, &self.client);
+                self.service.buffer = None;
+            }
+            ErrorKind::Other => {
+                if !std::mem::replace(&mut self.service_trouble.warned, true) {
+                    tracing::warn!(
+                        %namespace,
+                        %service,
+                        server = %self.config.server_name(),
+                        %error,
+                        "reading the Service for its {WEIGHTS_ANNOTATION} annotation failed; \
+                         keeping the weights in use and retrying after a backoff"
+                    );
+                } else {
+                    tracing::debug!(%error, "reading the Service failed again");
+                }
+                if self.weights == WeightsState::Pending {
+                    // Members need not wait for weights the Service may
+                    // never give: they go out without (the ring keeps its own).
+                    self.weights = WeightsState::Unknown;
+                    self.emit_members();
+                }
+            }
+        }
+    }
+
+    fn set_warning(&mut self, warning: Option<String>) {
+        if self.warning != warning {
+            self.warning = warning.clone();
+            self.out.push_back(SourceEvent::Warning(warning));
         }
     }
 
@@ -350,7 +617,7 @@ impl Runner {
             .saturating_mul(2u32.saturating_pow(self.restarts.min(16)))
             .min(max);
         self.restarts += 1;
-        self.restart_after = Some(delay);
+        self.restart_at = Some(Instant::now() + delay);
     }
 
     fn apply(&mut self, event: watcher::Event<EndpointSlice>) {
@@ -391,7 +658,7 @@ impl Runner {
     /// A watch event: the watch works. It proves the store current only if
     /// the store was complete and no re-list is pending.
     fn on_watch_event(&mut self) {
-        if self.listing || self.restart_after.is_some() {
+        if self.listing || self.restart_at.is_some() {
             return;
         }
         self.recovered();
@@ -399,12 +666,16 @@ impl Runner {
 
     /// Emits the member set if it changed, and the health that goes with it.
     fn emit_members(&mut self) {
-        if !self.complete() {
+        if !self.complete() || self.weights == WeightsState::Pending {
             return;
         }
         let slices: Vec<EndpointSlice> = self.store.live.values().cloned().collect();
         match members_from_slices(&slices) {
             Ok(members) => {
+                let members = match &self.weights {
+                    WeightsState::Known(weights) => weights.apply(members),
+                    WeightsState::Pending | WeightsState::Unknown => members,
+                };
                 if self.last_members.as_ref() != Some(&members) {
                     tracing::debug!(members = members.len(), "member set changed");
                     self.last_members = Some(members.clone());
@@ -439,10 +710,14 @@ impl Runner {
         let (namespace, service) = (&self.config.namespace, &self.config.service);
         match classify(&error) {
             ErrorKind::Forbidden(message) => {
-                let advice = format!(
-                    "the API server refused access to EndpointSlices ({message}); grant this \
-                     ServiceAccount a Role in namespace {namespace} with apiGroups \
-                     [\"discovery.k8s.io\"], resources [\"endpointslices\"], verbs [\"list\", \"watch\"]"
+                let advice = rbac_advice(
+                    "EndpointSlices",
+                    &message,
+                    namespace,
+                    "discovery.k8s.io",
+                    "endpointslices",
+                    &["list", "watch"],
+                    None,
                 );
                 if !std::mem::replace(&mut trouble.forbidden_logged, true) {
                     tracing::error!(%namespace, %service, %server, "{advice}");

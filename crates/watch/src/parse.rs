@@ -581,10 +581,8 @@ spec:
 
     #[test]
     fn an_error_in_a_mixed_list_is_located_in_its_item() {
-        let broken = format!(
-            "kind: List\nitems:\n- kind: Service\n  apiVersion: v1\n  metadata: {{name: db}}\n- kind: EndpointSlice\n  addressType: IPv4\n  endpoints:\n  - addresses: [10.0.0.1]\n    conditions: {{ready: maybe}}\n"
-        );
-        let error = parse_objects(&broken).unwrap_err();
+        let broken = "kind: List\nitems:\n- kind: Service\n  apiVersion: v1\n  metadata: {name: db}\n- kind: EndpointSlice\n  addressType: IPv4\n  endpoints:\n  - addresses: [10.0.0.1]\n    conditions: {ready: maybe}\n";
+        let error = parse_objects(broken).unwrap_err();
         assert_eq!(error.line, 10, "{error}");
         assert!(
             error

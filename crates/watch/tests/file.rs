@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Collector, Rng, slice_of};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use ringleader_watch::{
-    FileSource, MemberSet, SourceHealth, members_from_slices, members_from_text,
+    FileSource, MemberSet, SourceHealth, Weights, members_from_slices, members_from_text,
     parse_endpoint_slices,
 };
 
@@ -23,7 +23,13 @@ fn fixture(name: &str) -> String {
 }
 
 fn fixture_members(name: &str) -> MemberSet {
-    members_from_slices(&parse_endpoint_slices(&fixture(name)).unwrap()).unwrap()
+    weighted(&parse_endpoint_slices(&fixture(name)).unwrap())
+}
+
+/// The member set of these slices as a source emits it: with no Service,
+/// every member has weight 1.
+fn weighted(slices: &[EndpointSlice]) -> MemberSet {
+    Weights::default().apply(members_from_slices(slices).unwrap())
 }
 
 fn ids(set: &MemberSet) -> Vec<String> {
@@ -156,7 +162,7 @@ async fn churn_in_a_file_replaced_by_rename_converges() {
     };
     let (_dir, path) = setup(&list_yaml(&render(&slices)));
     let mut members = Collector::start(source(&path).stream());
-    let mut valid = vec![members_from_slices(&render(&slices)).unwrap()];
+    let mut valid = vec![weighted(&render(&slices))];
     members.wait_for_synced_set(&valid[0], CONVERGE).await;
     let mut next = 3;
     for step in 0..60 {
@@ -181,7 +187,7 @@ async fn churn_in_a_file_replaced_by_rename_converges() {
             }
         }
         let rendered = render(&slices);
-        valid.push(members_from_slices(&rendered).unwrap());
+        valid.push(weighted(&rendered));
         replace(&path, &list_yaml(&rendered));
         if step % 5 == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -5,12 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Collector, Controller, NS, SERVICE, slice_of};
+use common::{Collector, Controller, NS, SERVICE, service_of, slice_of, weights_of};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use ringleader_testkit::{TestApiServer, Verb};
 use ringleader_watch::{KubernetesSource, SourceHealth};
 
 const CONVERGE: Duration = Duration::from_secs(20);
+
+/// The source also watches the Service (for its weights): faults and
+/// request counts aimed at the slice watch name the resource.
+const SLICES: &str = "endpointslices";
 
 async fn server() -> TestApiServer {
     TestApiServer::builder()
@@ -37,7 +41,7 @@ async fn list_count_when_synced_again(
 ) -> u64 {
     let deadline = tokio::time::Instant::now() + CONVERGE;
     loop {
-        let lists = server.request_count(Verb::List);
+        let lists = server.request_count_of(SLICES, Verb::List);
         let synced_again = members.with(|o| {
             o.healths[seen_before..]
                 .iter()
@@ -77,10 +81,10 @@ async fn synced_after_watch_failures_only_once_a_list_succeeded() {
             o.healths.last() == Some(&SourceHealth::Synced)
         })
         .await;
-    assert!(server.wait_for_watches(1, Duration::from_secs(5)).await);
+    assert!(server.wait_for_watches(2, Duration::from_secs(5)).await);
     let seen = members.with(|o| o.healths.len());
-    let lists_before = server.request_count(Verb::List);
-    server.fail_next_verb(Verb::Watch, 2, 500);
+    let lists_before = server.request_count_of(SLICES, Verb::List);
+    server.fail_next_of(SLICES, Some(Verb::Watch), 2, 500);
     server.close_all_watches();
     let lists = list_count_when_synced_again(&server, &members, seen).await;
     assert!(
@@ -112,15 +116,15 @@ async fn synced_after_a_410_only_once_the_relist_succeeded() {
             o.healths.last() == Some(&SourceHealth::Synced)
         })
         .await;
-    assert!(server.wait_for_watches(1, Duration::from_secs(5)).await);
+    assert!(server.wait_for_watches(2, Duration::from_secs(5)).await);
     let seen = members.with(|o| o.healths.len());
-    let lists_before = server.request_count(Verb::List);
+    let lists_before = server.request_count_of(SLICES, Verb::List);
     // The watch falls behind, history is compacted, and the next three
     // lists fail: the re-list after the 410 cannot complete for a while.
     server.stall_watches(Duration::from_millis(300));
     server.create(&slice_of("db-b", &[2])).unwrap();
     server.compact();
-    server.fail_next_verb(Verb::List, 3, 500);
+    server.fail_next_of(SLICES, Some(Verb::List), 3, 500);
     server.close_all_watches();
     let lists = list_count_when_synced_again(&server, &members, seen).await;
     assert!(
@@ -154,7 +158,7 @@ fn inject(server: &TestApiServer, fault: Fault) {
         Fault::None => {}
         Fault::CloseStreams => server.close_all_watches(),
         Fault::ServerErrors => {
-            server.fail_next(4, 500);
+            server.fail_next_of(SLICES, None, 4, 500);
             server.close_all_watches();
         }
         Fault::CompactionWhileBehind => {
@@ -163,7 +167,7 @@ fn inject(server: &TestApiServer, fault: Fault) {
             server.stall_watches(Duration::from_millis(400));
         }
         Fault::WatchRefusedWith410 => {
-            server.fail_next_verb(Verb::Watch, 1, 410);
+            server.fail_next_of(SLICES, Some(Verb::Watch), 1, 410);
             server.close_all_watches();
         }
         Fault::Stall => server.stall_watches(Duration::from_millis(1500)),
@@ -185,8 +189,8 @@ async fn churn(seed: u64, target: usize, fault: Fault) -> (TestApiServer, Collec
     members
         .wait_for_synced_set(&controller.truth(), CONVERGE)
         .await;
-    assert!(server.wait_for_watches(1, Duration::from_secs(5)).await);
-    let lists_before = server.request_count(Verb::List);
+    assert!(server.wait_for_watches(2, Duration::from_secs(5)).await);
+    let lists_before = server.request_count_of(SLICES, Verb::List);
 
     let mut step = 0;
     while controller.pods.len() < target {
@@ -201,7 +205,7 @@ async fn churn(seed: u64, target: usize, fault: Fault) -> (TestApiServer, Collec
                 // hide changes: no client can detect that. Let the source
                 // reconnect (and re-list) first.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                while server.request_count(Verb::List) == lists_before {
+                while server.request_count_of(SLICES, Verb::List) == lists_before {
                     assert!(
                         tokio::time::Instant::now() < deadline,
                         "no re-list after the restart"
@@ -225,7 +229,7 @@ async fn churn(seed: u64, target: usize, fault: Fault) -> (TestApiServer, Collec
     let truth = controller.check_truth();
     members.wait_for_synced_set(&truth, CONVERGE).await;
     members.with(|o| controller.check_emitted(&o.sets));
-    let relists = server.request_count(Verb::List) - lists_before;
+    let relists = server.request_count_of(SLICES, Verb::List) - lists_before;
     (server, members, relists)
 }
 
@@ -249,7 +253,7 @@ async fn closed_streams_are_resumed_without_a_relist() {
         relists, 0,
         "a closed stream resumes from its resourceVersion"
     );
-    assert!(server.request_count(Verb::Watch) >= 2);
+    assert!(server.request_count_of(SLICES, Verb::Watch) >= 2);
 }
 
 #[tokio::test]
@@ -371,7 +375,7 @@ async fn slices_of_other_services_are_ignored() {
 async fn forbidden_names_the_missing_rbac_rule_then_recovers() {
     let server = server().await;
     server.create(&slice_of("db-a", &[0, 1])).unwrap();
-    server.fail_next(3, 403);
+    server.fail_next_of(SLICES, None, 3, 403);
     let mut members = Collector::start(source().stream(server.client()));
     members
         .wait_until("a Failing health naming the RBAC rule", CONVERGE, |o| {
@@ -410,5 +414,204 @@ async fn streaming_lists_work_too() {
         .wait_for_synced_set(&controller.check_truth(), CONVERGE)
         .await;
     members.with(|o| controller.check_emitted(&o.sets));
-    assert_eq!(server.request_count(Verb::List), 0);
+    assert_eq!(server.request_count_of(SLICES, Verb::List), 0);
+}
+
+fn weights(pairs: &[(&str, Option<u32>)]) -> Vec<(String, Option<u32>)> {
+    pairs.iter().map(|(id, w)| (id.to_string(), *w)).collect()
+}
+
+/// Waits until the latest set has exactly these weights, with the source synced.
+async fn wait_for_weights(members: &mut Collector, expected: &[(&str, Option<u32>)]) {
+    let expected = weights(expected);
+    members
+        .wait_until(&format!("weights {expected:?}"), CONVERGE, |o| {
+            o.sets.last().map(weights_of).as_ref() == Some(&expected)
+                && o.healths.last() == Some(&SourceHealth::Synced)
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn weights_from_the_service_annotation_arrive_change_and_go() {
+    let server = server().await;
+    server.create(&slice_of("db-a", &[0, 1, 2, 3])).unwrap();
+    server
+        .create(&service_of(SERVICE, Some("db-3=2,db-9=4")))
+        .unwrap();
+    // Another Service's annotation is not ours.
+    server.create(&service_of("web", Some("db-0=8"))).unwrap();
+    let mut members = Collector::start(source().stream(server.client()));
+    // The first set already carries the weights (db-9 does not exist: ignored).
+    let one = Some(1);
+    wait_for_weights(
+        &mut members,
+        &[
+            ("db-0", one),
+            ("db-1", one),
+            ("db-2", one),
+            ("db-3", Some(2)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        members.with(|o| o.sets.len()),
+        1,
+        "no set without the weights first"
+    );
+    server
+        .apply(&service_of(SERVICE, Some("db-3=2,db-1=3")))
+        .unwrap();
+    wait_for_weights(
+        &mut members,
+        &[
+            ("db-0", one),
+            ("db-1", Some(3)),
+            ("db-2", one),
+            ("db-3", Some(2)),
+        ],
+    )
+    .await;
+    server.apply(&service_of(SERVICE, None)).unwrap();
+    wait_for_weights(
+        &mut members,
+        &[("db-0", one), ("db-1", one), ("db-2", one), ("db-3", one)],
+    )
+    .await;
+    server.apply(&service_of(SERVICE, Some("db-2=5"))).unwrap();
+    wait_for_weights(
+        &mut members,
+        &[
+            ("db-0", one),
+            ("db-1", one),
+            ("db-2", Some(5)),
+            ("db-3", one),
+        ],
+    )
+    .await;
+    server
+        .delete::<k8s_openapi::api::core::v1::Service>(NS, SERVICE)
+        .unwrap();
+    wait_for_weights(
+        &mut members,
+        &[("db-0", one), ("db-1", one), ("db-2", one), ("db-3", one)],
+    )
+    .await;
+    assert!(members.with(|o| o.warnings.iter().all(Option::is_none)));
+}
+
+#[tokio::test]
+async fn a_malformed_weights_annotation_keeps_the_weights_in_use_and_warns() {
+    let server = server().await;
+    server.create(&slice_of("db-a", &[0, 3])).unwrap();
+    server.create(&service_of(SERVICE, Some("db-3=2"))).unwrap();
+    let mut members = Collector::start(source().stream(server.client()));
+    wait_for_weights(&mut members, &[("db-0", Some(1)), ("db-3", Some(2))]).await;
+    // Weight 0, and in the same edit a weight for db-0 that must not apply.
+    server
+        .apply(&service_of(SERVICE, Some("db-0=3,db-3=0")))
+        .unwrap();
+    members
+        .wait_until("a warning naming the problem", CONVERGE, |o| {
+            o.warnings.last().is_some_and(|w| {
+                w.as_deref().is_some_and(|w| {
+                    w.contains("entry 2 (\"db-3=0\"): weight 0 is below 1")
+                        && w.contains("a valid value looks like \"db-3=2,db-4=2\"")
+                        && w.contains("keeping the weights in use")
+                })
+            })
+        })
+        .await;
+    // The member set still changes, with the old weights.
+    server.apply(&slice_of("db-a", &[0, 3, 4])).unwrap();
+    wait_for_weights(
+        &mut members,
+        &[("db-0", Some(1)), ("db-3", Some(2)), ("db-4", Some(1))],
+    )
+    .await;
+    assert!(
+        members.with(|o| o
+            .sets
+            .iter()
+            .all(|s| s.get("db-0").unwrap().weight == Some(1))),
+        "half of a malformed value was applied"
+    );
+    server.apply(&service_of(SERVICE, Some("db-0=3"))).unwrap();
+    wait_for_weights(
+        &mut members,
+        &[("db-0", Some(3)), ("db-3", Some(1)), ("db-4", Some(1))],
+    )
+    .await;
+    assert_eq!(
+        members.with(|o| o.warnings.last().cloned()),
+        Some(None),
+        "the warning clears"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_weights_annotation_at_start_gives_members_no_weight() {
+    let server = server().await;
+    server.create(&slice_of("db-a", &[0, 3])).unwrap();
+    server
+        .create(&service_of(SERVICE, Some("db-3=two")))
+        .unwrap();
+    let mut members = Collector::start(source().stream(server.client()));
+    // No weights known: the consumer keeps the ones its ring has.
+    wait_for_weights(&mut members, &[("db-0", None), ("db-3", None)]).await;
+    let warning = members
+        .with(|o| o.warnings.last().cloned().flatten())
+        .unwrap();
+    assert!(
+        warning.contains("weight \"two\" is not a whole number"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("members keep the weights the ring has"),
+        "{warning}"
+    );
+}
+
+#[tokio::test]
+async fn forbidden_services_give_weight_one_and_the_slices_stay_synced() {
+    let server = server().await;
+    server.create(&slice_of("db-a", &[0, 3])).unwrap();
+    server.create(&service_of(SERVICE, Some("db-3=2"))).unwrap();
+    server.forbid("services", true);
+    let mut members = Collector::start(source().stream(server.client()));
+    wait_for_weights(&mut members, &[("db-0", Some(1)), ("db-3", Some(1))]).await;
+    let warning = members
+        .with(|o| o.warnings.last().cloned().flatten())
+        .unwrap();
+    for part in [
+        "apiGroups [\"\"], resources [\"services\"], resourceNames [\"db\"], verbs [\"get\", \"list\", \"watch\"]",
+        "namespace default",
+        "every member has weight 1",
+    ] {
+        assert!(warning.contains(part), "{part:?} not in {warning}");
+    }
+    assert!(
+        members.with(|o| o
+            .healths
+            .iter()
+            .all(|h| matches!(h, SourceHealth::Starting | SourceHealth::Synced))),
+        "the slices' health suffered: {:?}",
+        members.with(|o| o.healths.clone())
+    );
+    // The slices still move while the Service stays forbidden.
+    server.apply(&slice_of("db-a", &[0, 3, 5])).unwrap();
+    wait_for_weights(
+        &mut members,
+        &[("db-0", Some(1)), ("db-3", Some(1)), ("db-5", Some(1))],
+    )
+    .await;
+    // Granted again: the watcher's retry reads the weights.
+    server.forbid("services", false);
+    wait_for_weights(
+        &mut members,
+        &[("db-0", Some(1)), ("db-3", Some(2)), ("db-5", Some(1))],
+    )
+    .await;
+    assert_eq!(members.with(|o| o.warnings.last().cloned()), Some(None));
+    assert!(server.request_count_of("services", Verb::List) >= 2);
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use ringleader_testkit::TestApiServer;
 use ringleader_watch::{
-    MemberSet, MembershipStream, SourceEvent, SourceHealth, members_from_slices,
+    MemberSet, MembershipStream, SourceEvent, SourceHealth, Weights, members_from_slices,
 };
 
 pub const NS: &str = "default";
@@ -24,6 +24,7 @@ pub const SERVICE: &str = "db";
 pub struct Observed {
     pub sets: Vec<MemberSet>,
     pub healths: Vec<SourceHealth>,
+    pub warnings: Vec<Option<String>>,
 }
 
 /// Drains a membership stream in a task and lets the test wait on it.
@@ -45,6 +46,7 @@ impl Collector {
                     match event {
                         SourceEvent::Members(set) => sink.sets.push(set),
                         SourceEvent::Health(health) => sink.healths.push(health),
+                        SourceEvent::Warning(warning) => sink.warnings.push(warning),
                     }
                 }
                 tx.send_modify(|n| *n += 1);
@@ -180,6 +182,29 @@ pub fn slice_of(name: &str, pods: &[usize]) -> EndpointSlice {
     }
 }
 
+/// The Service `name`, with the weights annotation when given.
+pub fn service_of(name: &str, weights: Option<&str>) -> k8s_openapi::api::core::v1::Service {
+    k8s_openapi::api::core::v1::Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(NS.to_owned()),
+            annotations: weights.map(|w| {
+                BTreeMap::from([(
+                    ringleader_watch::WEIGHTS_ANNOTATION.to_owned(),
+                    w.to_owned(),
+                )])
+            }),
+            ..ObjectMeta::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Each member's weight in a set, in id order.
+pub fn weights_of(set: &MemberSet) -> Vec<(String, Option<u32>)> {
+    set.iter().map(|m| (m.id.to_string(), m.weight)).collect()
+}
+
 /// A simulated EndpointSlice controller writing to the test server. It
 /// keeps at most `max_per_slice` endpoints per slice, splits, merges and
 /// moves endpoints in random order, always adding an endpoint to its new
@@ -214,10 +239,11 @@ impl<'a> Controller<'a> {
         controller
     }
 
-    /// The member set the server's slices imply now.
+    /// The member set the server's slices imply now (no Service on the
+    /// server: every member has weight 1).
     pub fn truth(&self) -> MemberSet {
         let slices: Vec<EndpointSlice> = self.server.list(Some(NS)).unwrap();
-        members_from_slices(&slices).unwrap()
+        Weights::default().apply(members_from_slices(&slices).unwrap())
     }
 
     fn record(&mut self) {
