@@ -42,6 +42,7 @@ fn member(id: &str) -> Member {
         ready: true,
         serving: true,
         terminating: false,
+        weight: Some(1),
     }
 }
 

@@ -709,6 +709,12 @@ impl Coordinator {
                     if let Some(zone) = seen.and_then(|m| m.zone.clone()) {
                         spec.zone = Some(zone);
                     }
+                    // A weight the source names is a membership change like
+                    // any other; a source that cannot tell (no weight) keeps
+                    // the ring's.
+                    if let Some(weight) = seen.and_then(|m| m.weight) {
+                        spec.weight = weight;
+                    }
                     desired.push(spec);
                 }
             }

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub source_restarts: Counter,
     /// 1 when the source is synced.
     pub source_synced: Gauge,
+    /// 1 while the source reports a warning (a malformed weights annotation).
+    pub source_warning: Gauge,
     /// Keys looked up over the API.
     pub lookups: Counter,
     /// Seconds spent computing plans.
@@ -109,6 +111,7 @@ impl Metrics {
             plan_moves: Family::default(),
             source_restarts: Counter::default(),
             source_synced: Gauge::default(),
+            source_warning: Gauge::default(),
             lookups: Counter::default(),
             plan_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             plans: Counter::default(),
@@ -184,6 +187,11 @@ impl Metrics {
             metrics.source_synced.clone(),
         );
         registry.register(
+            "source_warning",
+            "1 while the membership source reports a warning (such as a malformed ringleader.io/weights annotation; /status says which)",
+            metrics.source_warning.clone(),
+        );
+        registry.register(
             "lookups",
             "Keys looked up over the API",
             metrics.lookups.clone(),
@@ -247,6 +255,8 @@ impl Metrics {
         self.source_synced.set(i64::from(
             view.source.state == ringleader_client::api::SourceState::Synced,
         ));
+        self.source_warning
+            .set(i64::from(view.source.warning.is_some()));
         self.balance.set(view.figures.balance);
         self.is_leader.set(i64::from(!view.follower));
         self.observe_members(view);

@@ -2,8 +2,9 @@
 //! of FoundationDB's and TigerBeetle's: one seed, one history.
 //!
 //! The world is a handful of pods (joining, leaving, blipping shorter and
-//! longer than the grace, flapping, changing zone, a scale-up reverted
-//! mid-plan), a membership source that has outages, a store that fails,
+//! longer than the grace, flapping, changing zone or weight — a weight
+//! raised or lowered, also mid-plan, and put back within the grace or
+//! after —, a scale-up reverted mid-plan), a membership source that has outages, a store that fails,
 //! answers slowly and is shared by two coordinators while a lease changes
 //! hands (a deposed leader keeps acting for a few steps before it notices),
 //! shards acking in any order (duplicates, stale ids, cancelled moves), and
@@ -83,7 +84,13 @@ struct Pod {
     /// The last such stretch, once it is back (a plan made just before it
     /// came back is checked against it).
     last_streak: Duration,
+    /// Its weight, as the Service's `ringleader.io/weights` annotation gives it.
+    weight: u32,
 }
+
+/// The largest weight the simulation gives a pod (the source allows 64; a
+/// few are enough to exercise uneven targets and keep rings small).
+const SIM_MAX_WEIGHT: u32 = 4;
 
 /// The store both coordinators share: a ConfigMap in miniature (a version
 /// that every write must name).
@@ -154,6 +161,9 @@ pub(crate) struct Figures {
     pub commits: u64,
     /// Save conflicts resolved by taking the stored state over.
     pub takeovers: u64,
+    /// Epochs committed whose weights differ from the previous epoch's
+    /// for a member in both (weight changes planned through to the end).
+    pub weight_commits: u64,
 }
 
 impl Figures {
@@ -164,6 +174,7 @@ impl Figures {
         self.cancels += other.cancels;
         self.commits += other.commits;
         self.takeovers += other.takeovers;
+        self.weight_commits += other.weight_commits;
         for (key, n) in other.plans {
             *self.plans.entry(key).or_default() += n;
         }
@@ -190,6 +201,8 @@ struct Sim {
     next_pod: usize,
     /// Blips that end: (when, pod).
     returns: Vec<(Duration, String)>,
+    /// Weight changes put back: (when, pod, the weight it had).
+    weight_reverts: Vec<(Duration, String, u32)>,
     source_synced: bool,
     outage_until: Option<Duration>,
     /// What the source last delivered.
@@ -258,6 +271,7 @@ impl Sim {
             pods: BTreeMap::new(),
             next_pod: 0,
             returns: Vec::new(),
+            weight_reverts: Vec::new(),
             source_synced: true,
             outage_until: None,
             delivered: MemberSet::new(),
@@ -320,6 +334,7 @@ impl Sim {
                 zone,
                 down_counted: Duration::ZERO,
                 last_streak: Duration::ZERO,
+                weight: 1,
             },
         );
     }
@@ -354,6 +369,7 @@ impl Sim {
                 ready: pod.ready,
                 serving: pod.ready,
                 terminating: false,
+                weight: Some(pod.weight),
             })
             .collect()
     }
@@ -498,6 +514,9 @@ impl Sim {
             for (at, _) in &self.returns {
                 next = next.min((*at).max(self.elapsed));
             }
+            for (at, _, _) in &self.weight_reverts {
+                next = next.min((*at).max(self.elapsed));
+            }
             if let Some(at) = self.outage_until {
                 next = next.min(at.max(self.elapsed));
             }
@@ -518,6 +537,17 @@ impl Sim {
             for (_, name) in due {
                 if let Some(pod) = self.pods.get_mut(&name) {
                     pod.ready = true;
+                    changed = true;
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) = self
+                .weight_reverts
+                .drain(..)
+                .partition(|(at, _, _)| *at <= self.elapsed);
+            self.weight_reverts = later;
+            for (_, name, weight) in due {
+                if let Some(pod) = self.pods.get_mut(&name) {
+                    pod.weight = weight;
                     changed = true;
                 }
             }
@@ -763,10 +793,13 @@ impl Sim {
                     && !committed.is_empty()
                 {
                     for (name, pod) in &mut self.pods {
-                        pod.present = committed.member(name.as_str()).is_some();
+                        let spec = committed.member(name.as_str());
+                        pod.present = spec.is_some();
                         pod.ready = true;
+                        pod.weight = spec.map_or(1, |s| s.weight);
                     }
                     self.returns.clear();
+                    self.weight_reverts.clear();
                     world_changed = true;
                 }
             }
@@ -812,6 +845,30 @@ impl Sim {
                 }
             }
             71..=74 => self.hand_over(),
+            75..=78 => {
+                // A weight raised or lowered (the Service's annotation
+                // edited), often put back: within the grace or after.
+                if let Some(p) = self.pick_pod() {
+                    let before = self.pods.get(&p).map_or(1, |pod| pod.weight);
+                    let after = if before == 1 || (before < SIM_MAX_WEIGHT && self.rng.chance(50)) {
+                        before + 1 + self.rng.below(u64::from(SIM_MAX_WEIGHT - before)) as u32
+                    } else {
+                        1 + self.rng.below(u64::from(before - 1)) as u32
+                    };
+                    if let Some(pod) = self.pods.get_mut(&p) {
+                        pod.weight = after.clamp(1, SIM_MAX_WEIGHT);
+                    }
+                    if self.rng.chance(40) {
+                        let back = if self.rng.chance(60) {
+                            self.rng.millis(200, 8_000)
+                        } else {
+                            self.rng.millis(11_000, 30_000)
+                        };
+                        self.weight_reverts.push((self.elapsed + back, p, before));
+                    }
+                    world_changed = true;
+                }
+            }
             _ => {
                 let by = if self.rng.chance(70) {
                     self.rng.millis(50, 3_000)
@@ -1044,8 +1101,16 @@ impl Sim {
         now: &State,
         unavailable: Option<&BTreeSet<MemberId>>,
     ) {
-        if previous.is_some_and(|p| p.epoch < now.epoch) {
+        if let Some(p) = previous.filter(|p| p.epoch < now.epoch) {
             self.figures.commits += 1;
+            let reweighted = now.committed.members().iter().any(|m| {
+                p.committed
+                    .member(m.id.as_str())
+                    .is_some_and(|before| before.weight != m.weight)
+            });
+            if reweighted {
+                self.figures.weight_commits += 1;
+            }
             self.acked.retain(|(e, _)| *e >= now.epoch);
         }
         let Some(record) = &now.plan else {
@@ -1328,15 +1393,22 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
         all
     });
     eprintln!(
-        "sim: seeds {first}..{} × {steps} steps in {:?}: {} steps, {} commits, {} cancels, {} take-overs; plans checked by (rf, moves done) {:?}; worst moved/ideal (ideal ≥ 1 %) {:?}; worst moved − ideal (of all replicas) {:?}",
+        "sim: seeds {first}..{} × {steps} steps in {:?}: {} steps, {} commits ({} changing a weight), {} cancels, {} take-overs; plans checked by (rf, moves done) {:?}; worst moved/ideal (ideal ≥ 1 %) {:?}; worst moved − ideal (of all replicas) {:?}",
         first + seeds,
         started.elapsed(),
         totals.steps,
         totals.commits,
+        totals.weight_commits,
         totals.cancels,
         totals.takeovers,
         totals.plans,
         totals.worst,
         totals.excess
     );
+    if seeds >= 100 && steps >= 100 {
+        assert!(
+            totals.weight_commits > 0,
+            "no weight change was ever committed: the histories do not exercise weights"
+        );
+    }
 }

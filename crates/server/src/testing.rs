@@ -51,6 +51,7 @@ pub fn pod(id: &str, ready: bool) -> Member {
         ready,
         serving: ready,
         terminating: false,
+        weight: Some(1),
     }
 }
 

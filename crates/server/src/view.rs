@@ -33,6 +33,9 @@ pub struct SourceStatus {
     pub detail: Option<String>,
     /// Whether a member set has ever arrived.
     pub ever_synced: bool,
+    /// A standing warning of the source that leaves it synced (a malformed
+    /// weights annotation, a Role that may not read the Service).
+    pub warning: Option<String>,
 }
 
 impl Default for SourceStatus {
@@ -41,6 +44,7 @@ impl Default for SourceStatus {
             state: SourceState::Starting,
             detail: None,
             ever_synced: false,
+            warning: None,
         }
     }
 }

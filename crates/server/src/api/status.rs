@@ -108,7 +108,13 @@ pub fn status(
         plan,
         planned_in_seconds,
         source: view.source.state,
-        source_detail: view.source.detail.clone(),
+        // A synced source's standing warning (a malformed weights
+        // annotation) shows where a failing source's error would.
+        source_detail: view
+            .source
+            .detail
+            .clone()
+            .or_else(|| view.source.warning.clone()),
         leader: view.leader.clone(),
         now: rfc3339(now_ms),
     }

@@ -46,7 +46,11 @@ enum Persisted {
     NotStored(String),
 }
 
-fn source_status(health: &SourceHealth, ever_synced: bool) -> SourceStatus {
+fn source_status(
+    health: &SourceHealth,
+    ever_synced: bool,
+    warning: Option<String>,
+) -> SourceStatus {
     let (state, detail) = match health {
         SourceHealth::Starting => (SourceState::Starting, None),
         SourceHealth::Synced => (SourceState::Synced, None),
@@ -57,6 +61,7 @@ fn source_status(health: &SourceHealth, ever_synced: bool) -> SourceStatus {
         state,
         detail,
         ever_synced,
+        warning,
     }
 }
 
@@ -186,9 +191,14 @@ impl Driver {
                             self.outlets.metrics.source_restarts.inc();
                         }
                         let ever = self.source_status.ever_synced || health.is_synced();
-                        self.source_status = source_status(&health, ever);
+                        let warning = self.source_status.warning.take();
+                        self.source_status = source_status(&health, ever, warning);
                         let synced = health.is_synced();
                         self.step(|c| c.source_synced(synced, now()));
+                    }
+                    Some(SourceEvent::Warning(warning)) => {
+                        // Shown by /status and metrics; nothing to plan.
+                        self.source_status.warning = warning;
                     }
                     None => {
                         error!("the membership source stopped; no more membership changes will be seen");

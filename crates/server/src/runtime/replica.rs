@@ -93,6 +93,7 @@ where
             state: ringleader_client::api::SourceState::Standby,
             detail: Some("the membership source runs on the leader only".into()),
             ever_synced: false,
+            warning: None,
         };
         // What a follower serves: the last state read (or stored).
         let mut last_read = State::fresh(self.settings).context("creating a fresh state")?;
