@@ -1427,6 +1427,101 @@ mod tests {
         ));
     }
 
+    /// `pods(n)` with these weights (the others 1).
+    fn weighted(n: usize, weights: &[(&str, Option<u32>)]) -> MemberSet {
+        pods(n)
+            .into_iter()
+            .map(|mut m| {
+                if let Some((_, w)) = weights.iter().find(|(id, _)| *id == m.id.as_str()) {
+                    m.weight = *w;
+                }
+                m
+            })
+            .collect()
+    }
+
+    fn share_of(ring: &Ring, id: &str) -> f64 {
+        ring.ownership()
+            .iter()
+            .find(|o| o.id.as_str() == id)
+            .map_or(0.0, |o| o.fraction)
+    }
+
+    #[test]
+    fn a_weight_change_plans_the_members_new_share_with_minimal_moves() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(4), t0);
+        c.tick(t0 + SETTLE);
+        store(&mut c);
+        let before = share_of(&c.state().committed, "db-3");
+        assert!((before - 0.25).abs() < 0.02, "db-3 owns {before}");
+        // db-3 goes to weight 2: a target of 2/5 of the ring.
+        let t1 = t0 + SETTLE * 2;
+        c.observe(weighted(4, &[("db-3", Some(2))]), t1);
+        assert!(c.state().plan.is_none(), "a weight change settles first");
+        c.tick(t1 + SETTLE);
+        let record = c.state().plan.clone().expect("a weight change is planned");
+        assert_eq!(record.target.member("db-3").map(|m| m.weight), Some(2));
+        let share = share_of(&record.target, "db-3");
+        assert!(
+            (share - 0.4).abs() < 0.02,
+            "db-3's target share is {share}, not 2/5"
+        );
+        assert!(
+            record.plan.moves.iter().all(|m| m.to.as_str() == "db-3"),
+            "only db-3 receives"
+        );
+        let summary = &record.plan.summary;
+        assert!(
+            (summary.ideal_fraction - 0.15).abs() < 0.02,
+            "ideal {}",
+            summary.ideal_fraction
+        );
+        let ratio = summary.moved_fraction / summary.ideal_fraction;
+        assert!(ratio <= 1.05, "moved/ideal {ratio}");
+        for m in &record.plan.moves {
+            c.move_done(m.id.as_str()).unwrap();
+        }
+        assert_eq!(c.state().epoch, 2);
+        assert_eq!(
+            c.state().committed.member("db-3").map(|m| m.weight),
+            Some(2)
+        );
+        store(&mut c);
+        // A source that cannot tell (no weight) keeps the ring's: nothing planned.
+        let t2 = t1 + SETTLE * 3;
+        c.observe(weighted(4, &[("db-3", None), ("db-0", None)]), t2);
+        c.tick(t2 + SETTLE * 2);
+        assert!(c.state().plan.is_none());
+        assert_eq!(c.state().epoch, 2);
+        // Back to weight 1: db-3 hands its extra share back, to the others only.
+        let t3 = t2 + SETTLE * 3;
+        c.observe(pods(4), t3);
+        c.tick(t3 + SETTLE);
+        let record = c.state().plan.clone().expect("a plan back to weight 1");
+        assert!(record.plan.moves.iter().all(|m| m.from.as_str() == "db-3"));
+        let share = share_of(&record.target, "db-3");
+        assert!(
+            (share - 0.25).abs() < 0.02,
+            "db-3's target share is {share}"
+        );
+    }
+
+    #[test]
+    fn a_weight_put_back_within_the_settle_window_plans_nothing() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(4), t0);
+        c.tick(t0 + SETTLE);
+        let t1 = t0 + SETTLE * 2;
+        c.observe(weighted(4, &[("db-1", Some(3))]), t1);
+        c.observe(pods(4), t1 + SETTLE / 2);
+        c.tick(t1 + SETTLE * 3);
+        assert!(c.state().plan.is_none());
+        assert_eq!(c.state().epoch, 1);
+    }
+
     /// A coordinator in ack mode at `pace`, its source synced from `t0`.
     fn paced_at(pace: Pace, t0: Instant) -> Coordinator {
         let settings = RingSettings {
