@@ -1,5 +1,8 @@
 //! The file source: EndpointSlices read from a file, re-read when it
-//! changes.
+//! changes. The file may also hold the Service (as `kubectl get
+//! service,endpointslices -o yaml` prints both); its `ringleader.io/weights`
+//! annotation gives the members' weights ([`crate::weights`]), and a
+//! malformed one refuses the file as an invalid slice does.
 //!
 //! Changes are noticed two ways: a `notify` watch on the file's *parent
 //! directory* (so a rename over the file — what editors and Kubernetes

@@ -303,3 +303,95 @@ async fn an_in_place_rewrite_is_picked_up() {
         .wait_for_synced_set(&fixture_members("db-5.yaml"), CONVERGE)
         .await;
 }
+
+fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn weights_of(set: &MemberSet) -> Vec<(String, Option<u32>)> {
+    set.iter().map(|m| (m.id.to_string(), m.weight)).collect()
+}
+
+#[test]
+fn the_weighted_example_gives_db_2_weight_two() {
+    let set = members_from_text(&example("db-3-weighted.yaml"), None).unwrap();
+    let expected = [("db-0", 1), ("db-1", 1), ("db-2", 2)].map(|(id, w)| (id.to_owned(), Some(w)));
+    assert_eq!(weights_of(&set), expected);
+    // The same slices as db-3.yaml, weights aside.
+    let plain = members_from_text(&example("db-3.yaml"), None).unwrap();
+    assert!(plain.iter().all(|m| m.weight == Some(1)));
+    assert_eq!(ids(&set), ids(&plain));
+}
+
+#[test]
+fn a_service_of_another_name_gives_no_weights_and_several_services_are_refused() {
+    let weighted = example("db-3-weighted.yaml");
+    let other = weighted.replace(
+        "    name: db\n    namespace: default\n  spec:",
+        "    name: web\n    namespace: default\n  spec:",
+    );
+    assert_ne!(other, weighted);
+    let set = members_from_text(&other, None).unwrap();
+    assert!(
+        set.iter().all(|m| m.weight == Some(1)),
+        "web's weights are not db's"
+    );
+    assert_eq!(members_from_text(&other, Some("web")).unwrap().len(), 0);
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\n";
+    let twice = format!("{service}---\n{service}---\n{}", fixture("db-3.yaml"));
+    let error = members_from_text(&twice, None).unwrap_err().to_string();
+    assert!(error.contains("several Services (db, db)"), "{error}");
+}
+
+#[tokio::test]
+async fn weights_in_the_file_change_and_a_malformed_annotation_keeps_the_last_set() {
+    let weighted = example("db-3-weighted.yaml");
+    let (_dir, path) = setup(&weighted);
+    let mut members = Collector::start(source(&path).stream());
+    let with = |pairs: &[(&str, u32)]| -> Vec<(String, Option<u32>)> {
+        pairs
+            .iter()
+            .map(|(id, w)| (id.to_string(), Some(*w)))
+            .collect()
+    };
+    let expect = |o: &common::Observed, pairs: &[(String, Option<u32>)]| {
+        o.sets.last().map(weights_of).as_deref() == Some(pairs)
+            && o.healths.last() == Some(&SourceHealth::Synced)
+    };
+    let first = with(&[("db-0", 1), ("db-1", 1), ("db-2", 2)]);
+    members
+        .wait_until("db-2 at weight 2", CONVERGE, |o| expect(o, &first))
+        .await;
+    let doubled = weighted.replace(
+        "ringleader.io/weights: db-2=2",
+        "ringleader.io/weights: db-0=2,db-2=4",
+    );
+    replace(&path, &doubled);
+    let second = with(&[("db-0", 2), ("db-1", 1), ("db-2", 4)]);
+    members
+        .wait_until("the new weights", CONVERGE, |o| expect(o, &second))
+        .await;
+    let broken = weighted.replace(
+        "ringleader.io/weights: db-2=2",
+        "ringleader.io/weights: db-2=65",
+    );
+    replace(&path, &broken);
+    members
+        .wait_until("Failing, naming the bound", CONVERGE, |o| {
+            matches!(o.healths.last(), Some(SourceHealth::Failing { error, .. })
+                if error.contains("weight 65 is above the largest, 64") && error.contains("Service default/db"))
+        })
+        .await;
+    assert_eq!(
+        members.latest().map(|s| weights_of(&s)),
+        Some(second.clone()),
+        "the last set stands"
+    );
+    replace(&path, &weighted);
+    members
+        .wait_until("back to db-2 at weight 2", CONVERGE, |o| expect(o, &first))
+        .await;
+}
