@@ -292,6 +292,7 @@ pub fn status(response: &StatusResponse) -> String {
         ("TOKENS", Align::Right),
         ("OWNS(%)", Align::Right),
         ("REPLICAS(%)", Align::Right),
+        ("WEIGHT", Align::Right),
         ("ADDRESSES", Align::Left),
     ]);
     let mut rows: Vec<_> = response.members.iter().collect();
@@ -309,6 +310,7 @@ pub fn status(response: &StatusResponse) -> String {
             m.tokens.to_string(),
             percent(m.ownership),
             percent(m.replica_ownership),
+            m.weight.to_string(),
             addresses(m),
         ]);
     }
@@ -974,10 +976,10 @@ plan:     e7-abc: epoch 7 -> 8, in_progress, 1 of 2 moves done (1 pending)
 moved:    25.00% of replicas (ideal 20.00%)
 plan age: made 2026-11-28T07:00:00Z, 3m12s ago; last change 20s ago
 
-MEMBER  STATE                ZONE  TOKENS  OWNS(%)  REPLICAS(%)  ADDRESSES
-db-0    up                   a         16    33.34        33.33  10.0.0.4
-db-2    joining              b          0     0.00         0.00  -
-db-10   down, leaves in 42s  -         16    66.66        66.67  10.0.0.5
+MEMBER  STATE                ZONE  TOKENS  OWNS(%)  REPLICAS(%)  WEIGHT  ADDRESSES
+db-0    up                   a         16    33.34        33.33       1  10.0.0.4
+db-2    joining              b          0     0.00         0.00       1  -
+db-10   down, leaves in 42s  -         16    66.66        66.67       1  10.0.0.5
 
 outside the ring: 2 endpoints
 ENDPOINT  WHY                          ZONE  ADDRESSES

@@ -793,16 +793,28 @@ pub async fn post_preview(
                 })
                 .collect::<Result<_, _>>()?
         }
+        // Weights come from a Service in the text (its ringleader.io/weights
+        // annotation), bounded as a member list's are.
         (None, Some(text)) => ringleader_watch::members_from_text(&text, None)
             .map_err(|e| ApiError::bad_request(format!("endpoint_slices: {e}")))?
             .iter()
             .filter(|m| m.ready && !m.terminating)
-            .map(|m| MemberSpec {
-                id: m.id.as_str().into(),
-                zone: m.zone.clone(),
-                weight: 1,
+            .map(|m| {
+                let weight = m.weight.unwrap_or(1);
+                if weight > limits.preview_weight {
+                    return Err(ApiError::bad_request(format!(
+                        "endpoint_slices: member {:?} has weight {weight}; weights go from 1 to {} in a preview",
+                        m.id.as_str(),
+                        limits.preview_weight
+                    )));
+                }
+                Ok(MemberSpec {
+                    id: m.id.as_str().into(),
+                    zone: m.zone.clone(),
+                    weight,
+                })
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         _ => {
             return Err(ApiError::bad_request(
                 "give exactly one of `members` (a list of {id, zone, weight}) or `endpoint_slices` (YAML or JSON text)",
