@@ -85,6 +85,8 @@ const ROLE_RULES: &[(&str, &str, &str, &[&str])] = &[
         "*",
         &["list", "watch"],
     ),
+    // The watched Service itself (`--service db`), for its weights annotation.
+    ("", "services", "db", &["get", "list", "watch"]),
     (
         "coordination.k8s.io",
         "leases",
@@ -1510,4 +1512,28 @@ fn example_overlay_brings_up_db_and_ringleader_in_one_namespace() {
         &set_spec.template
     ));
     assert_eq!(args(container(pod(&deployment), "ringleader")), BASE_ARGS);
+    assert_role_reads_the_watched_service(&rendered, watched);
+}
+
+/// The Role lets ringleader read the Service it watches (for the weights
+/// annotation), pinned to that name: an overlay that changes `--service`
+/// but not the Role would run with weight 1 for all.
+fn assert_role_reads_the_watched_service(rendered: &Rendered, watched: &str) {
+    let role: Role = rendered.get("ringleader");
+    let rules = role.rules.unwrap_or_default();
+    let names: Vec<String> = rules
+        .iter()
+        .filter(|r| r.resources.iter().flatten().any(|r| r == "services"))
+        .flat_map(|r| r.resource_names.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(names, [watched], "the Role's services rule names --service");
+}
+
+#[test]
+fn base_role_reads_the_watched_service_for_its_weights() {
+    let base = render("kubernetes");
+    let deployment: Deployment = base.get("ringleader");
+    let a = args(container(pod(&deployment), "ringleader"));
+    let at = a.iter().position(|a| *a == "--service").expect("--service");
+    assert_role_reads_the_watched_service(&base, a[at + 1]);
 }
