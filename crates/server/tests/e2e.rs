@@ -788,3 +788,98 @@ async fn plans_stay_safe_when_kubernetes_changes_its_mind() {
     let status = server.terminate();
     assert!(status.success(), "{}", server.logs());
 }
+
+/// A member's `(weight, ownership)` in a `/v1/ring` body.
+fn weight_and_share(ring: &Value, id: &str) -> (u64, f64) {
+    let member = ring["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {ring}"));
+    (
+        member["weight"].as_u64().expect("weight"),
+        member["ownership"].as_f64().expect("ownership"),
+    )
+}
+
+/// Issue 10 (b): a weight set in the Service's `ringleader.io/weights`
+/// annotation, in the served file, is planned like any membership change:
+/// the member's share doubles against the others', data moves only to it,
+/// and putting the annotation back moves it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weight_in_the_service_annotation_doubles_the_members_share() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let plain = std::fs::read_to_string(examples.join("db-3.yaml")).expect("db-3.yaml");
+    let weighted =
+        std::fs::read_to_string(examples.join("db-3-weighted.yaml")).expect("db-3-weighted.yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slices = dir.path().join("slices.yaml");
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    write_atomically(&slices, &plain);
+    let mut server = start(
+        dir.path(),
+        &serve_args("file:slices.yaml"),
+        &[],
+        "weights.log",
+    );
+    wait_ready(&mut server).await;
+    let first = wait_epoch(&server, 1, 3).await;
+    let (weight, share) = weight_and_share(&first, "db-2");
+    assert_eq!(weight, 1);
+    assert!((share - 1.0 / 3.0).abs() < 0.02, "db-2 owns {share}");
+
+    // The Service beside the slices now says db-2=2.
+    write_atomically(&slices, &weighted);
+    let plan = wait_plan(&server, 3).await;
+    let moves = plan["moves"].as_array().expect("moves");
+    assert!(!moves.is_empty(), "{plan}");
+    assert!(
+        moves.iter().all(|m| m["to"] == "db-2"),
+        "moves to db-2 only: {plan}"
+    );
+    let moved = plan["summary"]["moved_fraction"].as_f64().expect("moved");
+    let ideal = plan["summary"]["ideal_fraction"].as_f64().expect("ideal");
+    assert!(
+        (ideal - 1.0 / 6.0).abs() < 0.02,
+        "ideal {ideal}: db-2 goes from 1/3 to 1/2"
+    );
+    assert!(moved / ideal <= 1.05, "moved {moved} vs ideal {ideal}");
+    ack_all(&server, &plan).await;
+    let second = wait_epoch(&server, 2, 3).await;
+    let (weight, share) = weight_and_share(&second, "db-2");
+    let (_, other) = weight_and_share(&second, "db-0");
+    assert_eq!(weight, 2);
+    assert!((share - 0.5).abs() < 0.02, "db-2 owns {share}");
+    assert!(
+        (share / other - 2.0).abs() < 0.1,
+        "db-2 owns {share}, db-0 {other}: not double"
+    );
+
+    // The status screen shows the weight.
+    let (status, body) = get(&format!("{}/v1/status", server.url)).await;
+    assert_eq!(status, 200, "{body}");
+    let db2 = body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"] == "db-2")
+        .cloned()
+        .expect("db-2 in /v1/status");
+    assert_eq!(db2["weight"], 2, "{db2}");
+
+    // The annotation gone (the plain file again): back to a third each.
+    write_atomically(&slices, &plain);
+    let back = wait_plan(&server, 3).await;
+    let moves = back["moves"].as_array().expect("moves");
+    assert!(
+        moves.iter().all(|m| m["from"] == "db-2"),
+        "moves from db-2 only: {back}"
+    );
+    ack_all(&server, &back).await;
+    let third = wait_epoch(&server, 3, 3).await;
+    let (weight, share) = weight_and_share(&third, "db-2");
+    assert_eq!(weight, 1);
+    assert!((share - 1.0 / 3.0).abs() < 0.02, "db-2 owns {share}");
+    assert!(server.alive(), "{}", server.logs());
+}
