@@ -533,3 +533,39 @@ async fn shutdown_ends_open_watches() {
         .unwrap();
     assert!(rest.iter().all(Result::is_ok));
 }
+
+#[tokio::test]
+async fn a_forbidden_resource_and_faults_aimed_at_one_resource_leave_the_others_alone() {
+    use k8s_openapi::api::core::v1::Service;
+    let server = TestApiServer::start().await.unwrap();
+    let client = server.client();
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let maps: Api<ConfigMap> = Api::namespaced(client, NS);
+    server.forbid("services", true);
+    let error = services.list(&ListParams::default()).await.unwrap_err();
+    let kube::Error::Api(status) = error else {
+        panic!("not an API error: {error}");
+    };
+    assert_eq!(status.code, 403);
+    assert!(
+        status.message.contains(
+            "cannot list resource \"services\" in API group \"\" in the namespace \"default\""
+        ),
+        "{}",
+        status.message
+    );
+    assert!(slices.list(&ListParams::default()).await.is_ok());
+    server.forbid("services", false);
+    assert!(services.list(&ListParams::default()).await.is_ok());
+
+    // A failure aimed at ConfigMaps skips the slices' requests.
+    server.fail_next_of("configmaps", Some(Verb::List), 1, 500);
+    assert!(slices.list(&ListParams::default()).await.is_ok());
+    assert!(maps.list(&ListParams::default()).await.is_err());
+    assert!(maps.list(&ListParams::default()).await.is_ok());
+    assert_eq!(server.request_count_of("services", Verb::List), 2);
+    assert_eq!(server.request_count_of("endpointslices", Verb::List), 2);
+    assert_eq!(server.request_count_of("configmaps", Verb::List), 2);
+    assert_eq!(server.request_count(Verb::List), 6);
+}
