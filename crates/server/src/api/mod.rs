@@ -16,7 +16,7 @@ mod openapi;
 mod page;
 mod ring_body;
 mod sse;
-mod status;
+pub(crate) mod status;
 pub mod tokenreview;
 
 pub use error::{ApiError, ApiJson};

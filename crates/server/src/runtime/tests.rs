@@ -6,7 +6,7 @@ use crate::settings::Timing;
 use crate::state::{ConfigMapStore, FileStore, StoreError};
 use crate::testing::{Running, channel_source, pods, wait_for};
 use futures::StreamExt;
-use ringleader_watch::SourceEvent;
+use ringleader_watch::{SourceEvent, SourceHealth};
 use std::time::Duration;
 
 fn timing(settle: Duration) -> Timing {
@@ -213,4 +213,56 @@ async fn a_member_set_change_logs_total_and_eligible_counts() {
         line.contains("members=5") && line.contains("eligible=4"),
         "{line}"
     );
+}
+
+/// Issue 10 (b): a source's warning (a malformed weights annotation) is
+/// shown next to its health and survives health changes; it changes neither
+/// readiness nor the ring; `None` clears it.
+#[tokio::test]
+async fn a_source_warning_is_shown_until_cleared_and_changes_nothing_else() {
+    let c = Running::idle(RingSettings::default(), timing(Duration::from_millis(50)));
+    c.send(SourceEvent::Health(SourceHealth::Synced));
+    c.send(SourceEvent::Members(pods(3)));
+    let ready = c.wait_for("readiness", |v| v.readiness().is_ok()).await;
+    let warning = "annotation ringleader.io/weights on Service default/db: entry 1 (\"db-1=0\"): weight 0 is below 1";
+    c.send(SourceEvent::Warning(Some(warning.to_owned())));
+    let warned = c
+        .wait_for("the warning", |v| {
+            v.source.warning.as_deref() == Some(warning)
+        })
+        .await;
+    assert!(warned.readiness().is_ok(), "a warning is not a failure");
+    assert_eq!(warned.epoch, ready.epoch);
+    // `ringleader status` shows it on the source line.
+    let shown = crate::api::status::status(
+        &warned,
+        None,
+        std::time::Instant::now(),
+        std::time::SystemTime::now(),
+    );
+    assert_eq!(shown.source_detail.as_deref(), Some(warning));
+    c.send(SourceEvent::Health(SourceHealth::Resyncing {
+        reason: "re-listing EndpointSlices".to_owned(),
+    }));
+    let resyncing = c
+        .wait_for("re-syncing", |v| {
+            v.source.state == ringleader_client::api::SourceState::Resyncing
+        })
+        .await;
+    assert_eq!(resyncing.source.warning.as_deref(), Some(warning));
+    c.send(SourceEvent::Health(SourceHealth::Synced));
+    let resynced = c
+        .wait_for("synced again", |v| {
+            v.source.state == ringleader_client::api::SourceState::Synced
+        })
+        .await;
+    assert_eq!(
+        resynced.source.warning.as_deref(),
+        Some(warning),
+        "kept across health changes"
+    );
+    c.send(SourceEvent::Warning(None));
+    c.wait_for("the warning cleared", |v| v.source.warning.is_none())
+        .await;
+    c.shut_down().await;
 }
