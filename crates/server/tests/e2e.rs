@@ -883,3 +883,88 @@ async fn a_weight_in_the_service_annotation_doubles_the_members_share() {
     assert!((share - 1.0 / 3.0).abs() < 0.02, "db-2 owns {share}");
     assert!(server.alive(), "{}", server.logs());
 }
+
+/// Issue 10 (b) on Kubernetes: the weights annotation on the watched
+/// Service reaches the first ring; a coordinator restarted while the
+/// annotation is malformed keeps the stored weights (no plan) and says why
+/// on `/v1/status`; the annotation fixed, the change is planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_weights_survive_a_restart_over_a_malformed_annotation() {
+    use k8s_openapi::api::core::v1::Service;
+    let service = |weights: &str| -> Service {
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "db", "namespace": "default",
+                         "annotations": {"ringleader.io/weights": weights}},
+        }))
+        .expect("a Service")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("token"), TOKEN).expect("token");
+    let api = TestApiServer::start().await.expect("testkit");
+    let config = kubeconfig(dir.path(), &api.url());
+    let config = config.to_str().expect("utf-8 path");
+    let mut slices = Vec::new();
+    publish(&api, &pods(3), 100, &mut slices).await;
+    api.apply(&service("db-2=2")).expect("Service");
+    let mut args = serve_args("kubernetes");
+    args.extend(
+        [
+            "--namespace",
+            "default",
+            "--service",
+            "db",
+            "--mode",
+            "auto",
+        ]
+        .map(String::from),
+    );
+    let env = [("KUBECONFIG", config)];
+    let mut server = start(dir.path(), &args, &env, "k8s-weights-first.log");
+    wait_ready(&mut server).await;
+    let first = wait_epoch(&server, 1, 3).await;
+    assert_eq!(
+        weight_and_share(&first, "db-2").0,
+        2,
+        "the first ring has db-2's weight"
+    );
+
+    // Restarted while the annotation is malformed: no weights are known,
+    // so the stored ones stay and nothing is planned.
+    server.kill();
+    api.apply(&service("db-2=0")).expect("Service");
+    let mut server = start(dir.path(), &args, &env, "k8s-weights-second.log");
+    wait_ready(&mut server).await;
+    let url = format!("{}/v1/status", server.url);
+    let status = eventually("the warning on /v1/status", WAIT, || {
+        let url = url.clone();
+        async move {
+            let (_, body) = get(&url).await;
+            body["source_detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("weight 0 is below 1"))
+                .then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(status["source"], "synced", "{status}");
+    tokio::time::sleep(Duration::from_secs(1)).await; // past the settle window
+    let ring_now = ring(&server).await;
+    assert_eq!(ring_now["epoch"], 1, "nothing planned: {ring_now}");
+    assert_eq!(weight_and_share(&ring_now, "db-2").0, 2);
+
+    // Fixed to db-2=3: planned (auto mode commits at once).
+    api.apply(&service("db-2=3")).expect("Service");
+    let second = wait_epoch(&server, 2, 3).await;
+    let (weight, share) = weight_and_share(&second, "db-2");
+    assert_eq!(weight, 3);
+    assert!((share - 0.6).abs() < 0.03, "db-2 owns {share}, not 3/5");
+    let (_, body) = get(&url).await;
+    assert!(
+        body["source_detail"].is_null(),
+        "the warning is gone: {body}"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{}", server.logs());
+}
