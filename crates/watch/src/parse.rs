@@ -49,14 +49,25 @@ pub struct ParsedObjects {
 const EXPECTED: &str =
     "expected an EndpointSlice, a Service, a List, an EndpointSliceList or a ServiceList";
 
-/// Parses EndpointSlices from YAML or JSON text (see the [module docs](self));
-/// Services in it are accepted and left out.
+/// Parses EndpointSlices from YAML or JSON text (in any shape
+/// [`parse_objects`] accepts); Services in it are accepted and left out.
 pub fn parse_endpoint_slices(text: &str) -> Result<Vec<EndpointSlice>, ParseError> {
     parse_objects(text).map(|objects| objects.slices)
 }
 
-/// Parses the EndpointSlices and Services in YAML or JSON text (see the
-/// [module docs](self)).
+/// Parses the EndpointSlices and Services in YAML or JSON text, as
+/// `kubectl get service,endpointslices -o yaml|json` prints them.
+///
+/// Accepted: one `EndpointSlice` or `Service`; a `List` (also of mixed
+/// kinds), an `EndpointSliceList` or a `ServiceList` of them (an item
+/// without `kind` is taken as the list's kind, an EndpointSlice in a
+/// `List`); a stream of YAML documents separated by `---`, each one of
+/// those; the same in JSON (objects one after another, or an array). Other
+/// kinds are refused, naming them. Documents that are empty or only comments
+/// are skipped, but text with no document at all is refused (an empty file
+/// is more often half-written than a Service with no endpoints; write
+/// `kind: List` with `items: []` for that). Errors carry line, column and
+/// the path to the field.
 pub fn parse_objects(text: &str) -> Result<ParsedObjects, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first = text.trim_start();
