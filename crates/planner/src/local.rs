@@ -256,8 +256,7 @@ impl<'r> Merged<'r> {
                 // The tokens of `a` from `at` up to the changed one complete
                 // a walk from `at`: its replicas are decided before the
                 // change, and so for every range before it.
-                if members >= rf && (!zone_walk || zones.count_ones() as usize >= zones_wanted)
-                {
+                if members >= rf && (!zone_walk || zones.count_ones() as usize >= zones_wanted) {
                     break;
                 }
             }

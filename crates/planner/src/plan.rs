@@ -628,15 +628,8 @@ impl<'c> Differ<'c> {
         }
         let ctx = self.ctx;
         for &target in new.iter().filter(|m| !old.contains(m)) {
-            let source = choose_source(
-                ctx,
-                old,
-                new,
-                target,
-                &range,
-                &self.last_source,
-                &self.load,
-            );
+            let source =
+                choose_source(ctx, old, new, target, &range, &self.last_source, &self.load);
             *self.load.entry(source).or_insert(0) += range.len();
             self.last_source.insert(target, source);
             let lost = ctx.unavailable[source as usize];
