@@ -290,7 +290,11 @@ mod tests {
             for zones in [2usize, 3] {
                 for n in [zones, zones + 1, 10, 31] {
                     let members = (0..n).map(|i| {
-                        let zone = if i == n - 1 && n > zones { 0 } else { i % zones };
+                        let zone = if i == n - 1 && n > zones {
+                            0
+                        } else {
+                            i % zones
+                        };
                         MemberSpec::new(format!("m{i}"))
                             .with_zone(format!("z{zone}"))
                             .with_weight(1 + (i % 3) as u32)

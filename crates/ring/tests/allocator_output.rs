@@ -123,11 +123,36 @@ fn history(
 fn all_rings() -> Vec<String> {
     let mut out = Vec::new();
     let settings = [
-        ("rf1", Strategy::Balanced, 0usize, Replication::new(1, false)),
-        ("rf1-zones", Strategy::Balanced, 3, Replication::new(1, true)),
-        ("rf3-3zones", Strategy::Balanced, 3, Replication::new(3, true)),
-        ("rf2-2zones", Strategy::Balanced, 2, Replication::new(2, true)),
-        ("rf3-nozones", Strategy::Balanced, 0, Replication::new(3, false)),
+        (
+            "rf1",
+            Strategy::Balanced,
+            0usize,
+            Replication::new(1, false),
+        ),
+        (
+            "rf1-zones",
+            Strategy::Balanced,
+            3,
+            Replication::new(1, true),
+        ),
+        (
+            "rf3-3zones",
+            Strategy::Balanced,
+            3,
+            Replication::new(3, true),
+        ),
+        (
+            "rf2-2zones",
+            Strategy::Balanced,
+            2,
+            Replication::new(2, true),
+        ),
+        (
+            "rf3-nozones",
+            Strategy::Balanced,
+            0,
+            Replication::new(3, false),
+        ),
         ("hashed-rf3", Strategy::Hashed, 3, Replication::new(3, true)),
     ];
     for (label, strategy, zones, replication) in settings {
