@@ -260,59 +260,85 @@ struct Slot {
 /// A member's ranges as `(length, end token)`, largest last, sorted only
 /// once an edit needs them so. A layout starts with each member's ranges as
 /// an unsorted list and the widest of them (all most searches read), and
-/// sorts a member's list into a B-tree set when an edit touches it or looks
-/// among its ranges: one change touches a few hundred of 1,000 members, and
-/// sorting and building the sets of all of them was a quarter of a change
-/// at 256,000 tokens.
+/// sorts a member's list when an edit touches it or looks among its ranges:
+/// one change touches a few hundred of 1,000 members, and sorting all of
+/// them into B-tree sets was a quarter of a change at 256,000 tokens. Once
+/// sorted, the list stays a sorted `Vec` (a member has a few hundred
+/// ranges: inserting into one moves a few KiB, cheaper than a B-tree's
+/// nodes to allocate, walk and free).
 struct Ranges {
-    set: BTreeSet<(u128, Token)>,
-    /// Ranges not in `set` yet (then `set` is empty): those of the ring the
-    /// layout was made from, unsorted.
-    unsorted: Vec<(u128, Token)>,
-    /// The largest of `unsorted`.
+    list: Vec<(u128, Token)>,
+    sorted: bool,
+    /// The largest of `list` while it is unsorted.
     widest: Option<(u128, Token)>,
 }
 
 impl Ranges {
     fn new() -> Self {
         Self {
-            set: BTreeSet::new(),
-            unsorted: Vec::new(),
+            list: Vec::new(),
+            sorted: true,
             widest: None,
         }
     }
 
     fn unsorted(list: Vec<(u128, Token)>) -> Self {
         Self {
-            set: BTreeSet::new(),
             widest: list.iter().max().copied(),
-            unsorted: list,
+            list,
+            sorted: false,
         }
     }
 
     fn len(&self) -> usize {
-        self.set.len() + self.unsorted.len()
+        self.list.len()
     }
 
     /// The largest range.
     fn last(&self) -> Option<(u128, Token)> {
-        if self.unsorted.is_empty() {
-            self.set.last().copied()
+        if self.sorted {
+            self.list.last().copied()
         } else {
             self.widest
         }
     }
 
-    /// The ranges, sorted (a B-tree bulk-loads a sorted list in linear
-    /// time).
-    fn sorted(&mut self) -> &mut BTreeSet<(u128, Token)> {
-        if !self.unsorted.is_empty() {
-            let mut list = std::mem::take(&mut self.unsorted);
-            list.sort_unstable();
-            self.set = list.into_iter().collect();
+    /// The ranges, sorted.
+    fn sorted(&mut self) -> &[(u128, Token)] {
+        if !self.sorted {
+            self.list.sort_unstable();
+            self.sorted = true;
             self.widest = None;
         }
-        &mut self.set
+        &self.list
+    }
+
+    fn insert(&mut self, range: (u128, Token)) {
+        self.sorted();
+        if let Err(at) = self.list.binary_search(&range) {
+            self.list.insert(at, range);
+        }
+    }
+
+    fn remove(&mut self, range: &(u128, Token)) {
+        self.sorted();
+        if let Ok(at) = self.list.binary_search(range) {
+            self.list.remove(at);
+        }
+    }
+
+    /// The ranges from `low` on (in `(length, end)` order), ascending.
+    fn from(&mut self, low: (u128, Token)) -> &[(u128, Token)] {
+        let list = self.sorted();
+        &list[list.partition_point(|r| *r < low)..]
+    }
+
+    /// The ranges from `low` to `high` (both included), ascending.
+    fn between(&mut self, low: (u128, Token), high: (u128, Token)) -> &[(u128, Token)] {
+        let list = self.sorted();
+        let start = list.partition_point(|r| *r < low);
+        let end = list.partition_point(|r| *r <= high).max(start);
+        &list[start..end]
     }
 }
 
@@ -410,9 +436,8 @@ impl Layout {
 
     fn set_range(&mut self, slot: usize, token: Token, old: u128, new: u128) {
         let s = &mut self.slots[slot];
-        let ranges = s.ranges.sorted();
-        ranges.remove(&(old, token));
-        ranges.insert((new, token));
+        s.ranges.remove(&(old, token));
+        s.ranges.insert((new, token));
         s.load = s.load - old + new;
     }
 
@@ -422,7 +447,7 @@ impl Layout {
         if self.tokens.is_empty() {
             self.tokens.insert(p, owner);
             self.slots[owner].load += TOKEN_SPACE;
-            self.slots[owner].ranges.sorted().insert((TOKEN_SPACE, p));
+            self.slots[owner].ranges.insert((TOKEN_SPACE, p));
             return;
         }
         let next = self.successor(p);
@@ -433,7 +458,7 @@ impl Layout {
         self.set_range(next_owner, next, next_len, next_len - taken);
         self.tokens.insert(p, owner);
         self.slots[owner].load += taken;
-        self.slots[owner].ranges.sorted().insert((taken, p));
+        self.slots[owner].ranges.insert((taken, p));
     }
 
     /// Drops token `t`; its range goes to the owner of its successor.
@@ -442,7 +467,7 @@ impl Layout {
         let len = self.range_len(t);
         let next = self.successor(t);
         let next_len = self.range_len(next);
-        self.slots[owner].ranges.sorted().remove(&(len, t));
+        self.slots[owner].ranges.remove(&(len, t));
         self.slots[owner].load -= len;
         self.tokens.remove(&t);
         if next != t {
@@ -455,9 +480,9 @@ impl Layout {
     fn reassign(&mut self, t: Token, owner: usize) {
         let from = self.tokens[&t];
         let len = self.range_len(t);
-        self.slots[from].ranges.sorted().remove(&(len, t));
+        self.slots[from].ranges.remove(&(len, t));
         self.slots[from].load -= len;
-        self.slots[owner].ranges.sorted().insert((len, t));
+        self.slots[owner].ranges.insert((len, t));
         self.slots[owner].load += len;
         self.tokens.insert(t, owner);
     }
@@ -504,8 +529,8 @@ impl Layout {
         let floor = widest.saturating_sub(2);
         self.slots[slot]
             .ranges
-            .sorted()
-            .range((floor, 0)..)
+            .from((floor, 0))
+            .iter()
             .min_by_key(|&&(_, t)| scramble(t ^ salt))
             .copied()
     }
@@ -597,8 +622,8 @@ impl Layout {
                 let high = (desired + desired / 2).min(remaining);
                 let near = self.slots[donor]
                     .ranges
-                    .sorted()
-                    .range((low, 0)..=(high, Token::MAX))
+                    .between((low, 0), (high, Token::MAX))
+                    .iter()
                     .min_by_key(|&&(len, _)| len.abs_diff(desired))
                     .copied();
                 if let Some((len, t)) = near {
