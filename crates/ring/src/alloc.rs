@@ -348,10 +348,6 @@ struct Layout {
     tokens: BTreeMap<Token, usize>,
     slots: Vec<Slot>,
     total_weight: u64,
-    /// Every slot's target, once the change's members and weights are set
-    /// ([`Layout::fix_targets`]): edits ask for them hundreds of thousands
-    /// of times at 1,000 members (every pick of a donor scans them all).
-    targets: Vec<f64>,
     /// Members joining in this change: they get leavers' data first.
     joiners: Vec<usize>,
 }
@@ -373,7 +369,6 @@ impl Layout {
                 })
                 .collect(),
             total_weight: ring.0.members.iter().map(|m| u64::from(m.weight)).sum(),
-            targets: Vec::new(),
             joiners: Vec::new(),
         };
         // Built from sorted runs (B-trees bulk-load those in linear time):
@@ -400,19 +395,6 @@ impl Layout {
     }
 
     fn target(&self, slot: usize) -> f64 {
-        if let Some(&target) = self.targets.get(slot) {
-            return target;
-        }
-        self.target_now(slot)
-    }
-
-    /// Remembers every slot's target: members, weights and who is active
-    /// must not change afterwards.
-    fn fix_targets(&mut self) {
-        self.targets = (0..self.slots.len()).map(|s| self.target_now(s)).collect();
-    }
-
-    fn target_now(&self, slot: usize) -> f64 {
         if !self.slots[slot].active || self.total_weight == 0 {
             return 0.0;
         }
@@ -1133,8 +1115,6 @@ fn apply_balanced(ring: &Ring, change: &MembershipChange) -> Ring {
         layout.slots[slot].active = false;
         layout.total_weight -= u64::from(layout.slots[slot].spec.weight);
     }
-    // Members, weights and who stays are settled for the rest of the edit.
-    layout.fix_targets();
 
     if layout.tokens.is_empty() {
         layout.lay_out_fresh(&joiners);
