@@ -49,13 +49,7 @@ pub(crate) fn least_moved(now: &Holdings, to: &Placement) -> f64 {
             *contested.entry(holders.clone()).or_insert(0) += len;
         }
     }
-    // Summed in member order, so the figure is the same to the last bit
-    // every time.
-    let lacking: f64 = targets
-        .iter()
-        .zip(&free)
-        .map(|(&target, &held)| (target - held as f64).max(0.0))
-        .sum();
+    let lacking = lacking(&targets, &free);
     let kept = if contested.is_empty() {
         0
     } else {
@@ -67,6 +61,31 @@ pub(crate) fn least_moved(now: &Holdings, to: &Placement) -> f64 {
         max_flow(&contested, &needs, rf as u128)
     };
     ((lacking - kept as f64).max(0.0)) / (TOKEN_SPACE as f64 * rf as f64)
+}
+
+/// [`least_moved`] when no range has more than `rf` holders among the
+/// target's members (planning from a placement with the target's
+/// replication): `held[i]` is what the target's member `i` holds now.
+pub(crate) fn least_moved_uncontested(held: &[u128], to: &Placement) -> f64 {
+    if to.ring().is_empty() {
+        return 0.0;
+    }
+    let replication = to.effective_replication();
+    let targets = to.ring().replica_targets(&replication);
+    let lacking = lacking(&targets, held);
+    // As `least_moved` with nothing kept, to the last bit.
+    let kept = 0u128;
+    ((lacking - kept as f64).max(0.0)) / (TOKEN_SPACE as f64 * replication.factor as f64)
+}
+
+/// What members lack, `Σ max(0, target − held)`, summed in member order so
+/// the figure is the same to the last bit every time.
+fn lacking(targets: &[f64], held: &[u128]) -> f64 {
+    targets
+        .iter()
+        .zip(held)
+        .map(|(&target, &held)| (target - held as f64).max(0.0))
+        .sum()
 }
 
 /// The most of the contested ranges members can keep: source → group (all

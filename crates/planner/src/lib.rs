@@ -38,6 +38,7 @@
 mod bound;
 mod holdings;
 mod ideal;
+mod local;
 mod pace;
 mod plan;
 
@@ -47,7 +48,7 @@ pub use holdings::Holdings;
 pub use pace::{DEFAULT_MAX_MOVES_PER_MEMBER, Pace, in_progress, pace, turn_order, waves};
 pub use plan::{
     Cleanup, Flow, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply, holdings_with,
-    ideal_fraction, ideal_from, plan, replan,
+    ideal_fraction, ideal_from, plan, plan_comparing_every_range, replan,
 };
 
 use ringleader_ring::{Replication, Ring, RingError};
