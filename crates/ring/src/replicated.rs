@@ -55,9 +55,27 @@ const POLISH_SLACK: f64 = 0.03;
 /// ...but goes on past the budget while a member is above this.
 const POLISH_FORCED: f64 = 1.09;
 
+/// ...or, with two-pass walks (zone-aware, more replicas than zones: small
+/// rings where a zone has emptied), above this: there a transfer between
+/// two members often reshuffles a third, and forcing the balance further
+/// costs more movement than it gains.
+const ZONE_PASS_FORCED: f64 = 1.12;
+
 /// A fresh two-pass layout is polished until every member is within this
 /// of its target.
 const FRESH_SLACK: f64 = 0.005;
+
+/// Rings up to this many tokens have two-pass edits judged by what they
+/// hand over range by range ([`Layout::gross_gain`]), a whole-ring count.
+const GROSS_TOKENS: usize = 4096;
+
+/// Rings up to this many tokens have two-pass polishing cuts priced by
+/// what the plan moves exactly ([`Layout::plan_moved`], a whole-ring count
+/// per candidate).
+const EXACT_COST_TOKENS: usize = 1024;
+
+/// Tokens and their owners' slots, in token order.
+type Sequence = Vec<(Token, usize)>;
 
 /// One member while the layout is edited.
 struct Slot {
@@ -398,10 +416,8 @@ impl Layout {
         out.retain(|&(_, d)| d != 0);
     }
 
-    /// [`Layout::evaluate`] on the whole ring, for rings too small (or with
-    /// too few distinct members) for a window, and for edits after which
-    /// the zones holding tokens are `zones_after` (two-pass walks).
-    fn evaluate_whole(&self, op: Op, zones_after: Option<&[usize]>, out: &mut Vec<(usize, i128)>) {
+    /// The whole token sequence before and after `op`.
+    fn whole_sequences(&self, op: Op) -> (Sequence, Sequence) {
         let before: Vec<(Token, usize)> = self.tokens.iter().map(|(&t, &s)| (t, s)).collect();
         let mut after = before.clone();
         let insert = |after: &mut Vec<(Token, usize)>, p: Token, slot: usize| {
@@ -427,6 +443,122 @@ impl Layout {
                 insert(&mut after, x, slot);
             }
         }
+        (before, after)
+    }
+
+    /// What the plan moves if the ring ends as `seq` (with `first_zones`
+    /// zones in the walks' first pass): every range's data, for each member
+    /// that stays and holds it, that the member did not hold before the
+    /// change. Exact, on the whole ring.
+    fn plan_moved(&self, seq: &[(Token, usize)], first_zones: usize) -> f64 {
+        let k = seq.len();
+        let mut moved = 0.0;
+        let mut picks = Vec::with_capacity(self.rf);
+        for i in 0..k {
+            let prev = seq[(i + k - 1) % k].0;
+            let end = seq[i].0;
+            let len = if k == 1 {
+                TOKEN_SPACE as f64
+            } else {
+                end.wrapping_sub(prev) as f64
+            };
+            self.walk(
+                (0..k).map(|step| seq[(i + step) % k].1),
+                first_zones,
+                &mut picks,
+            );
+            for &p in &picks {
+                if self.slots[p].active {
+                    let held = if k == 1 {
+                        let half = end.wrapping_add(1 << 63);
+                        self.held_before(p, end, half) + self.held_before(p, half, end)
+                    } else {
+                        self.held_before(p, prev, end)
+                    };
+                    moved += len - held as f64;
+                }
+            }
+        }
+        moved
+    }
+
+    /// [`Layout::plan_moved`] after `op`, for rings of at most
+    /// [`EXACT_COST_TOKENS`] tokens with the ring before the change known.
+    fn plan_moved_after(&self, op: Op) -> Option<f64> {
+        if self.tokens.len() > EXACT_COST_TOKENS || self.before.is_none() {
+            return None;
+        }
+        let (_, after) = self.whole_sequences(op);
+        let first = self.zones_after(op).map_or_else(
+            || self.first_pass(&self.zone_tokens),
+            |z| self.first_pass(&z),
+        );
+        Some(self.plan_moved(&after, first))
+    }
+
+    /// What `op` hands to members that stay, range by range: the data
+    /// each gains that it did not hold just before (a member that gains one
+    /// range and loses another has a load delta of their difference, but
+    /// moves the whole of the first). Two-pass walks reshuffle that way, so
+    /// their edits are judged by this; it is worked out on the whole ring,
+    /// and only for rings of at most [`GROSS_TOKENS`] tokens (`None`
+    /// otherwise).
+    fn gross_gain(&self, op: Op) -> Option<f64> {
+        if self.tokens.len() > GROSS_TOKENS {
+            return None;
+        }
+        let (before, after) = self.whole_sequences(op);
+        if before.is_empty() || after.is_empty() {
+            return None;
+        }
+        let first_before = self.first_pass(&self.zone_tokens);
+        let first_after = self
+            .zones_after(op)
+            .map_or(first_before, |z| self.first_pass(&z));
+        let picks = |seq: &[(Token, usize)], first: usize| -> Vec<Vec<usize>> {
+            let k = seq.len();
+            (0..k)
+                .map(|i| {
+                    let mut out = Vec::with_capacity(self.rf);
+                    self.walk((0..k).map(|step| seq[(i + step) % k].1), first, &mut out);
+                    out
+                })
+                .collect()
+        };
+        let old = picks(&before, first_before);
+        let new = picks(&after, first_after);
+        // Elementary pieces: every token of both; a piece ending at `p` is
+        // in the range of the first token at or after `p` in each sequence.
+        let mut points: Vec<Token> = before.iter().chain(&after).map(|&(t, _)| t).collect();
+        points.sort_unstable();
+        points.dedup();
+        let owner_range = |seq: &[(Token, usize)], p: Token| {
+            let at = seq.partition_point(|&(t, _)| t < p);
+            if at == seq.len() { 0 } else { at }
+        };
+        let mut gained = 0.0;
+        for (i, &p) in points.iter().enumerate() {
+            let prev = points[(i + points.len() - 1) % points.len()];
+            let len = if points.len() == 1 {
+                TOKEN_SPACE as f64
+            } else {
+                p.wrapping_sub(prev) as f64
+            };
+            let was = &old[owner_range(&before, p)];
+            for &m in &new[owner_range(&after, p)] {
+                if self.slots[m].active && !was.contains(&m) {
+                    gained += len;
+                }
+            }
+        }
+        Some(gained)
+    }
+
+    /// [`Layout::evaluate`] on the whole ring, for rings too small (or with
+    /// too few distinct members) for a window, and for edits after which
+    /// the zones holding tokens are `zones_after` (two-pass walks).
+    fn evaluate_whole(&self, op: Op, zones_after: Option<&[usize]>, out: &mut Vec<(usize, i128)>) {
+        let (before, after) = self.whole_sequences(op);
         let mut dense = vec![0i128; self.slots.len()];
         let first_before = self.first_pass(&self.zone_tokens);
         let first_after = zones_after.map_or(first_before, |z| self.first_pass(z));
@@ -611,6 +743,16 @@ impl Layout {
                     continue;
                 }
                 let mut cost = self.cost(&delta);
+                if self.zone_pass
+                    && !matches!(op, Op::Remove(_))
+                    && best.is_none_or(|(b, _)| cost < b)
+                    && self
+                        .gross_gain(op)
+                        .is_some_and(|gross| gross - given > 0.01 * given)
+                {
+                    // Two-pass walks: loads can hide a reshuffle.
+                    continue;
+                }
                 if until_target {
                     // The shedding member's own relief counts too.
                     let own: i128 = delta
@@ -731,6 +873,15 @@ impl Layout {
                     }
                     let score = self.cost(&delta) / gain;
                     if best.is_none_or(|(b, _)| score < b) {
+                        if self.zone_pass
+                            && !first
+                            && self
+                                .gross_gain(op)
+                                .is_some_and(|gross| gross - gain > 0.01 * gain)
+                        {
+                            // Two-pass walks: loads can hide a reshuffle.
+                            continue;
+                        }
                         best = Some((score, op));
                         best_delta.clone_from(&delta);
                     }
@@ -850,11 +1001,11 @@ impl Layout {
                 // even two out but tried at a few sizes.
                 best = self.best_shift(high, &candidates, left, &mut delta, &mut best_delta);
                 candidates.clear();
-                if let Some(other) = self.best_cut(high, left, &mut delta, &mut best_delta_cut) {
-                    if best.is_none_or(|(s, _, _)| other.0 < s) {
-                        best = Some(other);
-                        best_delta.clone_from(&best_delta_cut);
-                    }
+                if let Some(other) = self.best_cut(high, left, &mut delta, &mut best_delta_cut)
+                    && best.is_none_or(|(s, _, _)| other.0 < s)
+                {
+                    best = Some(other);
+                    best_delta.clone_from(&best_delta_cut);
                 }
             }
             for op in candidates {
@@ -989,7 +1140,8 @@ impl Layout {
     /// members a piece of a range `high` holds first (a new token at an
     /// eighth of the range, or the whole token), scored like
     /// [`Layout::best_shift`]; what it adds to the plan is counted as all
-    /// it hands over (data held before is not looked up: an upper bound).
+    /// it hands over ([`Layout::gross_gain`]; data held before the change is
+    /// not looked up: an upper bound).
     fn best_cut(
         &self,
         high: usize,
@@ -999,6 +1151,11 @@ impl Layout {
     ) -> Option<(f64, Op, f64)> {
         let mut best: Option<(f64, Op, f64)> = None;
         let lows = self.least_loaded(3, high);
+        // The plan's movement so far, for exact costs on small rings.
+        let now = (self.tokens.len() <= EXACT_COST_TOKENS && self.before.is_some()).then(|| {
+            let seq: Vec<(Token, usize)> = self.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+            self.plan_moved(&seq, self.first_pass(&self.zone_tokens))
+        });
         for t in self.largest_tokens(high, self.breadth()) {
             let len = self.range_len(t);
             for &low in &lows {
@@ -1014,11 +1171,14 @@ impl Layout {
                     if !delta.iter().any(|&(s, d)| s == high && d < 0) {
                         continue;
                     }
-                    let moves: f64 = delta
-                        .iter()
-                        .filter(|&&(s, d)| d > 0 && self.slots[s].active)
-                        .map(|&(_, d)| d as f64)
-                        .sum();
+                    let exact = now.and_then(|now| Some(self.plan_moved_after(op)? - now));
+                    let moves: f64 = exact.or_else(|| self.gross_gain(op)).unwrap_or_else(|| {
+                        delta
+                            .iter()
+                            .filter(|&&(s, d)| d > 0 && self.slots[s].active)
+                            .map(|&(_, d)| d as f64)
+                            .sum()
+                    });
                     if moves > left {
                         continue;
                     }
@@ -1409,7 +1569,12 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
     if crate::cancel::cancelled() {
         return ring.clone();
     }
-    layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, POLISH_FORCED);
+    let forced = if layout.zone_pass {
+        ZONE_PASS_FORCED
+    } else {
+        POLISH_FORCED
+    };
+    layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, forced);
     layout.merge_runs();
     // Every member owns a token: one that got none takes half of the
     // largest range of the most loaded member.
