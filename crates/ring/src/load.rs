@@ -292,4 +292,32 @@ mod tests {
         let space = TOKEN_SPACE as f64;
         assert_eq!(targets, vec![space / 2.0, space / 2.0, space, space]);
     }
+
+    #[test]
+    fn more_replicas_than_zones_share_the_zone_copy_then_the_rest_by_weight() {
+        // rf 3 over two zones of 4 and 3 members (a third zone emptied):
+        // each holds its share of its zone's copy, plus a seventh of the
+        // third copy the walk fills with distinct members.
+        let members = (0..7).map(|i| MemberSpec::new(format!("m{i}")).with_zone(["x", "y"][i % 2]));
+        let ring = Ring::with_members(RingConfig::default(), members).unwrap();
+        let targets = ring.replica_targets(&Replication::new(3, true));
+        let space = TOKEN_SPACE as f64;
+        for (i, t) in targets.iter().enumerate() {
+            let zone_share = if i % 2 == 0 { 0.25 } else { 1.0 / 3.0 };
+            assert!(
+                (t / space - zone_share - 1.0 / 7.0).abs() < 1e-12,
+                "m{i}: {t}"
+            );
+        }
+        // A zone of one member holds a whole copy and no more: the fill
+        // goes to the others.
+        let members = [("a", "x"), ("b", "y"), ("c", "y"), ("d", "y")]
+            .map(|(id, zone)| MemberSpec::new(id).with_zone(zone));
+        let ring = Ring::with_members(RingConfig::default(), members).unwrap();
+        let targets = ring.replica_targets(&Replication::new(3, true));
+        assert!((targets[0] / space - 1.0).abs() < 1e-12);
+        for t in &targets[1..] {
+            assert!((t / space - 2.0 / 3.0).abs() < 1e-12);
+        }
+    }
 }
