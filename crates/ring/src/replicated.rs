@@ -1435,7 +1435,9 @@ impl Layout {
         // two-pass walk: one member per zone while zones holding tokens remain
         // (the emptied zone's tokens count until the last is gone, so the
         // walks before the change are exact), then distinct members.
-        let zone_pass = effective.zone_aware && !by_zone;
+        // A ring of one zone before and after has no first pass to follow.
+        let zone_pass =
+            effective.zone_aware && !by_zone && (ring.zone_count() > 1 || live_zones.len() > 1);
         let slots: Vec<Slot> = specs
             .iter()
             .enumerate()
