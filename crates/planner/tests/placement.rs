@@ -6,7 +6,9 @@
 //! checked against the zone-aware lower bound
 //! (`ringleader_planner::zone_ideal_from`), since DESIGN §4's ideal cannot
 //! be reached there (docs/benchmarks.md). Rings of fewer than 12 members
-//! with replicas are checked for correctness only.
+//! with replicas are checked for correctness only, but for one replay of
+//! `simulate`'s small rings over three zones (rf 3 from 3 members, where
+//! zones empty and come back) against the worst it reached.
 
 use proptest::prelude::*;
 use ringleader_planner::{Placement, PlanOptions, plan, zone_ideal_fraction};
@@ -285,4 +287,139 @@ fn three_members_holding_three_replicas_are_exactly_balanced() {
         assert_eq!(ring.len(), 3);
         assert_eq!(ring.replica_balance(&replication), 1.0);
     }
+}
+
+/// `ringleader simulate --members 3 --rf 3 --zones 3 --churn 200 --seed S`
+/// without the simulator: members `m0000…` round-robin over the zones, one
+/// or two joins and/or leaves a step (leavers picked by a xorshift of the
+/// seed), the ring kept between 3 and 9 members. Returns the worst balance
+/// and moved/ideal over the steps.
+fn simulate_small_zoned(seed: u64, steps: usize) -> (f64, f64) {
+    let (n, zones, min, max) = (3usize, 3usize, 3usize, 9usize);
+    let replication = Replication::new(3, true);
+    let member =
+        |i: usize| MemberSpec::new(format!("m{i:04}")).with_zone(format!("zone-{}", i % zones));
+    let mut ring = Ring::new(RingConfig::default())
+        .unwrap()
+        .apply_for(
+            &MembershipChange {
+                join: (0..n).map(member).collect(),
+                ..Default::default()
+            },
+            &replication,
+        )
+        .unwrap();
+    let xorshift = |x: &mut u64| {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    };
+    let mut churn = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut pick = seed | 1;
+    let (mut next, mut worst_balance, mut worst_ratio) = (n, 1.0f64, 0.0f64);
+    for _ in 0..steps {
+        let r = xorshift(&mut churn);
+        let (mut join, mut leave) = ((r % 3) as usize, ((r >> 8) % 3) as usize);
+        let size = ring.len();
+        if size + join > max {
+            join = 0;
+        }
+        if size + join < min + leave {
+            leave = (size + join).saturating_sub(min);
+        }
+        if join == 0 && leave == 0 {
+            if size < max {
+                join = 1;
+            } else {
+                leave = 1;
+            }
+        }
+        let mut change = MembershipChange::default();
+        let mut ids: Vec<MemberId> = ring.members().iter().map(|m| m.id.clone()).collect();
+        for _ in 0..leave {
+            let at = (xorshift(&mut pick) % ids.len() as u64) as usize;
+            change.leave.push(ids.swap_remove(at));
+        }
+        for _ in 0..join {
+            change.join.push(member(next));
+            next += 1;
+        }
+        let after = ring.apply_for(&change, &replication).unwrap();
+        let from = Placement::new(ring, replication).unwrap();
+        let to = Placement::new(after.clone(), replication).unwrap();
+        let plan = plan(&from, &to, &PlanOptions::default()).unwrap();
+        worst_balance = worst_balance.max(after.replica_balance(&replication));
+        if plan.summary.ideal_fraction > 0.0 {
+            worst_ratio =
+                worst_ratio.max(plan.summary.moved_fraction / plan.summary.ideal_fraction);
+        }
+        ring = after;
+    }
+    (worst_balance, worst_ratio)
+}
+
+/// Regression (issue 11, rf 3 over 3 zones at N = 3): with 3–9 members a
+/// zone often loses its last member. The zones' rings were then edited on
+/// their own, and the third copy landed wherever the walk put it: one
+/// member held 1.25–1.75 × its target (seeds 1–4, 200 steps). Now the
+/// allocator follows the two-pass walk (each member's share of its zone's
+/// copy plus its share of the third) and rebalances the zones' rings when
+/// the zone comes back. DESIGN §8's 1.05 is not met at this size; the
+/// bounds are the worst over seeds 1–4 (1.339 and 1.339) with a small
+/// margin (docs/benchmarks.md).
+#[test]
+fn three_members_over_three_zones_stay_balanced_as_zones_empty_and_return() {
+    for seed in 1..=4 {
+        let (balance, ratio) = simulate_small_zoned(seed, 200);
+        assert!(balance <= 1.35, "seed {seed}: balance {balance:.4}");
+        assert!(ratio <= 1.40, "seed {seed}: moved/ideal {ratio:.3}");
+    }
+}
+
+/// A whole zone leaving a large ring (300 × 16, rf 3 over 3 zones) is done
+/// at once: every key keeps its other zones' replicas and gains one member
+/// in the emptied zone's place, so exactly that zone's copy moves. (Token
+/// by token the allocator's windows had to reach the zone's last few
+/// tokens: 42 s here.)
+#[test]
+fn a_zone_leaving_a_large_ring_moves_exactly_its_copy() {
+    let replication = Replication::new(3, true);
+    let members: Vec<MemberSpec> = (0..300)
+        .map(|i| MemberSpec::new(format!("m{i:04}")).with_zone(format!("z{}", i % 3)))
+        .collect();
+    let ring = Ring::new(RingConfig::default())
+        .unwrap()
+        .apply_for(
+            &MembershipChange {
+                join: members.clone(),
+                ..Default::default()
+            },
+            &replication,
+        )
+        .unwrap();
+    let leave: Vec<MemberId> = members
+        .iter()
+        .filter(|m| m.zone.as_deref() == Some("z0"))
+        .map(|m| m.id.clone())
+        .collect();
+    let after = ring
+        .apply_for(
+            &MembershipChange {
+                leave,
+                ..Default::default()
+            },
+            &replication,
+        )
+        .unwrap();
+    assert_eq!(after.zone_count(), 2);
+    let from = Placement::new(ring, replication).unwrap();
+    let to = Placement::new(after, replication).unwrap();
+    let plan = plan(&from, &to, &PlanOptions::default()).unwrap();
+    let copy = 1.0 / 3.0;
+    assert!(
+        (plan.summary.moved_fraction - copy).abs() < 1e-9,
+        "moved {}",
+        plan.summary.moved_fraction
+    );
 }

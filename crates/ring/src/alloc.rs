@@ -881,9 +881,12 @@ fn apply_for_replication(
     if factor == 1 || after.is_empty() {
         return apply_balanced(ring, change);
     }
-    if replication.zone_aware && zones.len() > 1 && factor >= zones.len() {
+    if replication.zone_aware && zones.len() > 1 && factor == zones.len() {
         // Each key's replica in zone z is the first token of zone z after
-        // it: every zone is a ring of its own.
+        // it: every zone is a ring of its own. (With more replicas than
+        // zones the walk fills the rest with distinct members, which ties
+        // the zones' rings together: the replication-aware allocator below
+        // follows that walk.)
         return apply_zoned(ring, &after);
     }
     if factor >= after.len() || ring.len() <= replication.factor {
@@ -892,7 +895,7 @@ fn apply_for_replication(
         // layout moves the same data: only newcomers receive, exactly their
         // share. So the ring is laid out anew, ready for the members to come.
         let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
-        return crate::replicated::fresh(ring.0.config, members, replication);
+        return crate::replicated::fresh_balanced(ring.0.config, members, replication);
     }
     crate::replicated::apply(ring, change, replication)
 }
@@ -904,6 +907,7 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
     let config = ring.0.config;
     let zones: BTreeSet<Option<&str>> = after.values().map(|m| m.zone.as_deref()).collect();
     let zone_count = zones.len() as u64;
+    let regrouped = ring.zone_count() < zones.len();
     let members: Vec<MemberSpec> = after.values().map(|m| (*m).clone()).collect();
     // Per member of the ring: its zone's rank and its index among that
     // zone's members (both sorted by id), so splitting the tokens by zone
@@ -967,10 +971,10 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
             .collect();
         let tokens = std::mem::take(&mut zone_tokens[rank]);
         let owners = std::mem::take(&mut zone_owners[rank]);
-        if zone_members == desired {
+        if zone_members == desired && !regrouped {
             // Nothing changes in this zone (the same members, sorted by id,
-            // with the same specs): its tokens stay as they are, no ring of
-            // its own needed.
+            // with the same specs) and no zone comes back: its tokens stay
+            // as they are, no ring of its own needed.
             if crate::cancel::cancelled() {
                 return ring.clone();
             }
@@ -987,7 +991,16 @@ fn apply_zoned(ring: &Ring, after: &BTreeMap<&MemberId, &MemberSpec>) -> Ring {
         let fresh = tokens.is_empty();
         let sub = Ring::from_sorted_parts(config, zone_members, tokens, owners);
         let sub_change = MembershipChange::between(&sub, &desired).expect("distinct ids");
-        let next = apply_balanced(&sub, &sub_change);
+        // A ring that had fewer zones than replicas was laid out for the
+        // two-pass walk, which balances members' whole loads, not their
+        // share of their zone's copy: once every zone holds a copy again,
+        // unchanged zones are polished too (the zone that comes back brings
+        // a whole copy to move, so the polish is a small part of the step).
+        let next = if sub_change.is_empty() && !regrouped {
+            sub
+        } else {
+            apply_balanced(&sub, &sub_change)
+        };
         // Cancelled (crate::cancel): the zone's ring came back unedited and
         // may still hold members that are gone; the result is dropped.
         if crate::cancel::cancelled() {

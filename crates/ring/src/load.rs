@@ -7,6 +7,13 @@
 //! own zone's copies (every key has exactly one replica in each zone then, so
 //! each zone is a ring of its own). *Balance* is the largest load / target.
 //!
+//! Zone-aware with *more* replicas than zones (3 over 2 zones, say, once a
+//! zone has lost its last member) the replica walk picks one member per zone
+//! and then fills the other `rf − zones` copies with distinct members as
+//! without zones; targets follow the walk: each member's share of its zone's
+//! one copy, plus its weight's share of the `rf − zones` extra copies over all
+//! members (water-filled, since nobody holds more than one copy in all).
+//!
 //! Nobody can hold more than one copy of the token space, and with
 //! zone-aware replication over at least `rf` zones no zone can either, so
 //! shares are water-filled: a share above the cap is cut to it and the rest
@@ -50,6 +57,40 @@ pub(crate) fn water_fill(weights: &[f64], total: f64, cap: f64) -> Vec<f64> {
     }
 }
 
+/// Shares of `total` in proportion to `weights`, member `i`'s none above
+/// `caps[i]` (the excess of a capped one goes to the others in proportion).
+fn water_fill_capped(weights: &[f64], total: f64, caps: &[f64]) -> Vec<f64> {
+    let mut shares = vec![0.0; weights.len()];
+    let mut capped = vec![false; weights.len()];
+    let mut remaining = total;
+    loop {
+        let weight: f64 = (0..weights.len())
+            .filter(|&i| !capped[i])
+            .map(|i| weights[i])
+            .sum();
+        if weight <= 0.0 || remaining <= 0.0 {
+            return shares;
+        }
+        let mut changed = false;
+        for i in 0..weights.len() {
+            if !capped[i] && remaining * weights[i] / weight > caps[i] {
+                capped[i] = true;
+                shares[i] = caps[i];
+                remaining -= caps[i];
+                changed = true;
+            }
+        }
+        if !changed {
+            for i in 0..weights.len() {
+                if !capped[i] {
+                    shares[i] = remaining * weights[i] / weight;
+                }
+            }
+            return shares;
+        }
+    }
+}
+
 /// How targets are worked out for a replication over a set of members.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TargetRule {
@@ -59,10 +100,15 @@ pub(crate) enum TargetRule {
     /// distinct zones, so a zone holds at most one copy; zones get their
     /// weight's share (capped), members theirs of the zone's.
     ZonesCapped,
-    /// Zone-aware with `rf ≥ zones`: every zone holds one copy (plus, when
-    /// `rf > zones`, what the fill walk gives it); each member its share of
-    /// its zone's copies.
+    /// Zone-aware with `rf = zones`: every zone holds one copy; each member
+    /// its share of its zone's.
     PerZone,
+    /// Zone-aware with `rf > zones ≥ 2` (a zone emptied, say): every zone
+    /// holds one copy, shared by its members as with
+    /// [`TargetRule::PerZone`], and the walk fills the other `rf − zones`
+    /// copies with distinct members, shared by weight over all members as
+    /// with [`TargetRule::Global`] (none above one copy in all).
+    PerZoneAndFill,
 }
 
 impl TargetRule {
@@ -70,8 +116,10 @@ impl TargetRule {
     pub(crate) fn of(replication: &Replication, zones: usize) -> Self {
         if !replication.zone_aware || zones <= 1 {
             TargetRule::Global
-        } else if replication.factor >= zones {
+        } else if replication.factor == zones {
             TargetRule::PerZone
+        } else if replication.factor > zones {
+            TargetRule::PerZoneAndFill
         } else {
             TargetRule::ZonesCapped
         }
@@ -79,46 +127,50 @@ impl TargetRule {
 }
 
 /// Targets in tokens for members (by index) with zone numbers `zone_of`
-/// (`zones` distinct), for `rf` effective replicas. `zone_copies` gives,
-/// for [`TargetRule::PerZone`] with `rf > zones`, what each zone holds now.
+/// (`zones` distinct), for `rf` effective replicas.
 pub(crate) fn targets(
     members: &[MemberSpec],
     zone_of: &[u32],
     zones: usize,
     replication: &Replication,
-    zone_copies: impl FnOnce() -> Vec<f64>,
 ) -> Vec<f64> {
     let space = TOKEN_SPACE as f64;
     let rf = replication.factor as f64;
     let weights: Vec<f64> = members.iter().map(|m| f64::from(m.weight)).collect();
-    match TargetRule::of(replication, zones) {
-        TargetRule::Global => water_fill(&weights, rf * space, space),
-        TargetRule::ZonesCapped | TargetRule::PerZone => {
-            let zone_totals: Vec<f64> =
-                if TargetRule::of(replication, zones) == TargetRule::ZonesCapped {
-                    let mut zone_weight = vec![0.0; zones];
-                    for (i, w) in weights.iter().enumerate() {
-                        zone_weight[zone_of[i] as usize] += w;
-                    }
-                    water_fill(&zone_weight, rf * space, space)
-                } else if replication.factor == zones {
-                    vec![space; zones]
-                } else {
-                    zone_copies()
-                };
-            let mut out = vec![0.0; members.len()];
-            for (z, &zone_total) in zone_totals.iter().enumerate() {
-                let index: Vec<usize> = (0..members.len())
-                    .filter(|&i| zone_of[i] as usize == z)
-                    .collect();
-                let w: Vec<f64> = index.iter().map(|&i| weights[i]).collect();
-                for (k, share) in water_fill(&w, zone_total, space).into_iter().enumerate() {
-                    out[index[k]] = share;
-                }
-            }
-            out
+    let rule = TargetRule::of(replication, zones);
+    if rule == TargetRule::Global {
+        return water_fill(&weights, rf * space, space);
+    }
+    let zone_totals: Vec<f64> = if rule == TargetRule::ZonesCapped {
+        let mut zone_weight = vec![0.0; zones];
+        for (i, w) in weights.iter().enumerate() {
+            zone_weight[zone_of[i] as usize] += w;
+        }
+        water_fill(&zone_weight, rf * space, space)
+    } else {
+        // One copy per zone (the first walk).
+        vec![space; zones]
+    };
+    let mut out = vec![0.0; members.len()];
+    for (z, &zone_total) in zone_totals.iter().enumerate() {
+        let index: Vec<usize> = (0..members.len())
+            .filter(|&i| zone_of[i] as usize == z)
+            .collect();
+        let w: Vec<f64> = index.iter().map(|&i| weights[i]).collect();
+        for (k, share) in water_fill(&w, zone_total, space).into_iter().enumerate() {
+            out[index[k]] = share;
         }
     }
+    if rule == TargetRule::PerZoneAndFill {
+        // The second walk's copies, by weight over everyone, up to one copy
+        // each in all.
+        let caps: Vec<f64> = out.iter().map(|&base| (space - base).max(0.0)).collect();
+        let extra = water_fill_capped(&weights, (rf - zones as f64) * space, &caps);
+        for (target, e) in out.iter_mut().zip(extra) {
+            *target += e;
+        }
+    }
+    out
 }
 
 impl Ring {
@@ -196,27 +248,16 @@ impl Ring {
 
     /// Each member's target load (by index) in tokens, as DESIGN §4 defines
     /// it: its weight's share of `rf × 2^64`, or zone-aware with
-    /// `rf ≥ zones`, of its zone's copies. Nobody's exceeds one copy.
+    /// `rf ≥ zones`, of its zone's copy (plus, with `rf > zones`, its share
+    /// of the copies the walk fills beyond one per zone). Nobody's exceeds
+    /// one copy.
     pub fn replica_targets(&self, replication: &Replication) -> Vec<f64> {
         if self.is_empty() {
             return Vec::new();
         }
         let replication = self.effective(replication);
         let zone_of: Vec<u32> = (0..self.len()).map(|i| self.zone_index(i)).collect();
-        targets(
-            self.members(),
-            &zone_of,
-            self.zone_count(),
-            &replication,
-            || {
-                let loads = self.replica_loads(&replication);
-                let mut zones = vec![0.0; self.zone_count()];
-                for (i, &l) in loads.iter().enumerate() {
-                    zones[zone_of[i] as usize] += l as f64;
-                }
-                zones
-            },
-        )
+        targets(self.members(), &zone_of, self.zone_count(), &replication)
     }
 
     /// Load and target of every member as fractions of all replicas
@@ -323,5 +364,33 @@ mod tests {
         let targets = ring.replica_targets(&Replication::new(3, true));
         let space = TOKEN_SPACE as f64;
         assert_eq!(targets, vec![space / 2.0, space / 2.0, space, space]);
+    }
+
+    #[test]
+    fn more_replicas_than_zones_share_the_zone_copy_then_the_rest_by_weight() {
+        // rf 3 over two zones of 4 and 3 members (a third zone emptied):
+        // each holds its share of its zone's copy, plus a seventh of the
+        // third copy the walk fills with distinct members.
+        let members = (0..7).map(|i| MemberSpec::new(format!("m{i}")).with_zone(["x", "y"][i % 2]));
+        let ring = Ring::with_members(RingConfig::default(), members).unwrap();
+        let targets = ring.replica_targets(&Replication::new(3, true));
+        let space = TOKEN_SPACE as f64;
+        for (i, t) in targets.iter().enumerate() {
+            let zone_share = if i % 2 == 0 { 0.25 } else { 1.0 / 3.0 };
+            assert!(
+                (t / space - zone_share - 1.0 / 7.0).abs() < 1e-12,
+                "m{i}: {t}"
+            );
+        }
+        // A zone of one member holds a whole copy and no more: the fill
+        // goes to the others.
+        let members = [("a", "x"), ("b", "y"), ("c", "y"), ("d", "y")]
+            .map(|(id, zone)| MemberSpec::new(id).with_zone(zone));
+        let ring = Ring::with_members(RingConfig::default(), members).unwrap();
+        let targets = ring.replica_targets(&Replication::new(3, true));
+        assert!((targets[0] / space - 1.0).abs() < 1e-12);
+        for t in &targets[1..] {
+            assert!((t / space - 2.0 / 3.0).abs() < 1e-12);
+        }
     }
 }

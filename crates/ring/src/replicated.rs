@@ -29,6 +29,14 @@
 //! members (zones, when zone-aware) stand between them, so the window is
 //! found by walking back and forth until `rf` distinct ones are seen. Rings
 //! too small for a window are evaluated whole.
+//!
+//! Zone-aware with more replicas than zones (rf 3 once one of three zones
+//! has emptied) the walk is the ring's own two-pass walk: the first member
+//! of each zone, then distinct members up to `rf` (see
+//! [`Ring::replica_indices_at`]). Windows then extend until every zone and
+//! `rf` distinct members are seen; an edit that changes which zones hold
+//! tokens (the last token of a leaving zone dropped) changes every walk and
+//! is evaluated whole.
 
 use crate::alloc::MembershipChange;
 use crate::load::{TargetRule, targets};
@@ -47,6 +55,28 @@ const POLISH_SLACK: f64 = 0.03;
 /// ...but goes on past the budget while a member is above this.
 const POLISH_FORCED: f64 = 1.09;
 
+/// ...or, with two-pass walks (zone-aware, more replicas than zones: small
+/// rings where a zone has emptied), above this: there a transfer between
+/// two members often reshuffles a third, and forcing the balance further
+/// costs more movement than it gains.
+const ZONE_PASS_FORCED: f64 = 1.12;
+
+/// A fresh two-pass layout is polished until every member is within this
+/// of its target.
+const FRESH_SLACK: f64 = 0.005;
+
+/// Rings up to this many tokens have two-pass edits judged by what they
+/// hand over range by range ([`Layout::gross_gain`]), a whole-ring count.
+const GROSS_TOKENS: usize = 1024;
+
+/// Rings up to this many tokens have two-pass polishing cuts priced by
+/// what the plan moves exactly ([`Layout::plan_moved`], a whole-ring count
+/// per candidate).
+const EXACT_COST_TOKENS: usize = 1024;
+
+/// Tokens and their owners' slots, in token order.
+type Sequence = Vec<(Token, usize)>;
+
 /// One member while the layout is edited.
 struct Slot {
     spec: MemberSpec,
@@ -54,6 +84,9 @@ struct Slot {
     /// What a replica walk keeps distinct: the zone (zone-aware) or the
     /// member itself.
     key: u32,
+    /// The member's zone for the first pass of a two-pass walk
+    /// ([`Layout::zone_pass`]); unused otherwise.
+    zone: u32,
     /// Load in replica units.
     load: i128,
     /// Target in replica units (0 for a member that leaves).
@@ -87,6 +120,12 @@ struct Layout {
     tokens: BTreeMap<Token, usize>,
     slots: Vec<Slot>,
     joiners: Vec<usize>,
+    /// Zone-aware with more replicas than zones: walks pick the first member
+    /// of each zone holding tokens, then distinct members (keys are members).
+    zone_pass: bool,
+    /// Tokens per zone (two-pass walks only): which zones the first pass
+    /// sees.
+    zone_tokens: Vec<usize>,
     /// Data members that stay have received so far (an upper bound of what
     /// the plan moves: data received twice counts twice).
     received: f64,
@@ -130,6 +169,54 @@ impl Layout {
             .map(|(&t, _)| t)
     }
 
+    /// How many zones the first pass of a walk picks with zone token counts
+    /// `zone_tokens`: none for one-pass walks, else every zone holding a
+    /// token (up to `rf`).
+    fn first_pass(&self, zone_tokens: &[usize]) -> usize {
+        if self.zone_pass {
+            zone_tokens.iter().filter(|&&n| n > 0).count().min(self.rf)
+        } else {
+            0
+        }
+    }
+
+    /// The slots the replica walk over `owners` (clockwise from a range's
+    /// end) picks, into `out`: the first member of each zone while
+    /// `first_zones` remain, then members of distinct keys up to `rf`. Walks
+    /// stay within `owners`.
+    fn walk(
+        &self,
+        owners: impl Iterator<Item = usize> + Clone,
+        first_zones: usize,
+        out: &mut Vec<usize>,
+    ) {
+        out.clear();
+        if first_zones > 1 {
+            let mut zones: Vec<u32> = Vec::with_capacity(first_zones);
+            for slot in owners.clone() {
+                let zone = self.slots[slot].zone;
+                if !zones.contains(&zone) {
+                    zones.push(zone);
+                    out.push(slot);
+                    if zones.len() == first_zones {
+                        break;
+                    }
+                }
+            }
+        }
+        if out.len() < self.rf {
+            for slot in owners {
+                let key = self.slots[slot].key;
+                if !out.iter().any(|&p| self.slots[p].key == key) {
+                    out.push(slot);
+                    if out.len() == self.rf {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Adds the contributions of the ranges ending at `ends` of the linear
     /// sequence `seq` (each range starts at the previous entry) to `out`,
     /// times `sign`. Walks stay within `seq`.
@@ -140,46 +227,115 @@ impl Layout {
         sign: i128,
         out: &mut Vec<(usize, i128)>,
     ) {
-        let mut keys: Vec<u32> = Vec::with_capacity(self.rf);
+        let first_zones = self.first_pass(&self.zone_tokens);
+        let mut picks: Vec<usize> = Vec::with_capacity(self.rf);
         for i in ends {
             let len = seq[i].0.wrapping_sub(seq[i - 1].0) as i128;
-            keys.clear();
-            for &(_, slot) in &seq[i..] {
-                let key = self.slots[slot].key;
-                if !keys.contains(&key) {
-                    keys.push(key);
-                    bump(out, slot, sign * len);
-                    if keys.len() == self.rf {
-                        break;
-                    }
-                }
+            self.walk(seq[i..].iter().map(|&(_, s)| s), first_zones, &mut picks);
+            for &slot in &picks {
+                bump(out, slot, sign * len);
             }
         }
     }
 
-    /// Per-slot loads of a whole cyclic sequence.
-    fn cyclic_loads(&self, seq: &[(Token, usize)], sign: i128, dense: &mut [i128]) {
+    /// Per-slot loads of a whole cyclic sequence, whose first walk pass
+    /// picks `first_zones` zones.
+    fn cyclic_loads(
+        &self,
+        seq: &[(Token, usize)],
+        first_zones: usize,
+        sign: i128,
+        dense: &mut [i128],
+    ) {
         let k = seq.len();
-        let mut keys: Vec<u32> = Vec::with_capacity(self.rf);
+        let mut picks: Vec<usize> = Vec::with_capacity(self.rf);
         for i in 0..k {
             let len = if k == 1 {
                 TOKEN_SPACE as i128
             } else {
                 seq[i].0.wrapping_sub(seq[(i + k - 1) % k].0) as i128
             };
-            keys.clear();
-            for step in 0..k {
-                let slot = seq[(i + step) % k].1;
-                let key = self.slots[slot].key;
-                if !keys.contains(&key) {
-                    keys.push(key);
-                    dense[slot] += sign * len;
-                    if keys.len() == self.rf {
-                        break;
-                    }
-                }
+            self.walk(
+                (0..k).map(|step| seq[(i + step) % k].1),
+                first_zones,
+                &mut picks,
+            );
+            for &slot in &picks {
+                dense[slot] += sign * len;
             }
         }
+    }
+
+    /// Two-pass walks on rings of more than [`EXACT_COST_TOKENS`] tokens:
+    /// drops at once every token of a zone whose members all leave. Each
+    /// key keeps its other zones' first picks and gains the walk's next
+    /// distinct member in the emptied zone's place, so this moves exactly
+    /// the zone's copy. Token by token (as [`Layout::give_up`] does, which
+    /// balances better in small rings) every window would have to reach
+    /// one of the zone's last few tokens: quadratic, 42 s for a zone of
+    /// 100 members × 16 tokens leaving.
+    fn drop_emptied_zones(&mut self) {
+        if !self.zone_pass || self.tokens.len() <= EXACT_COST_TOKENS {
+            return;
+        }
+        let mut live = vec![false; self.zone_tokens.len()];
+        for slot in self.slots.iter().filter(|s| s.active) {
+            live[slot.zone as usize] = true;
+        }
+        let gone = |zone: u32| !live[zone as usize];
+        let doomed: Vec<Token> = self
+            .tokens
+            .iter()
+            .filter(|&(_, &s)| gone(self.slots[s].zone))
+            .map(|(&t, _)| t)
+            .collect();
+        if doomed.is_empty() || doomed.len() == self.tokens.len() {
+            return;
+        }
+        for t in doomed {
+            if let Some(slot) = self.tokens.remove(&t) {
+                self.slots[slot].tokens.remove(&t);
+                self.zone_tokens[self.slots[slot].zone as usize] -= 1;
+            }
+        }
+        let seq: Sequence = self.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+        let mut dense = vec![0i128; self.slots.len()];
+        self.cyclic_loads(&seq, self.first_pass(&self.zone_tokens), 1, &mut dense);
+        for (slot, load) in dense.into_iter().enumerate() {
+            let gained = load - self.slots[slot].load;
+            if gained > 0 && self.slots[slot].active {
+                self.received += gained as f64;
+            }
+            self.slots[slot].load = load;
+        }
+    }
+
+    /// Tokens per zone after `op` (two-pass walks).
+    fn zone_counts_after(&self, op: Op) -> Vec<usize> {
+        let mut counts = self.zone_tokens.clone();
+        let zone_of = |slot: usize| self.slots[slot].zone as usize;
+        match op {
+            Op::Insert(_, slot) => counts[zone_of(slot)] += 1,
+            Op::Remove(t) => counts[zone_of(self.tokens[&t])] -= 1,
+            Op::Reassign(t, slot) | Op::Relocate(t, _, slot) => {
+                counts[zone_of(self.tokens[&t])] -= 1;
+                counts[zone_of(slot)] += 1;
+            }
+            Op::Shift(..) => {}
+        }
+        counts
+    }
+
+    /// Tokens per zone after `op` if it changes which zones hold tokens
+    /// (two-pass walks only): then every walk may change, and windows are
+    /// not exact.
+    fn zones_after(&self, op: Op) -> Option<Vec<usize>> {
+        if !self.zone_pass {
+            return None;
+        }
+        let counts = self.zone_counts_after(op);
+        let present = |c: &[usize]| c.iter().map(|&n| n > 0).collect::<Vec<bool>>();
+        (present(&counts) != present(&self.zone_tokens)).then_some(counts)
     }
 
     /// The change of every slot's load that `op` would make.
@@ -208,9 +364,17 @@ impl Layout {
                 break;
             }
         }
-        // Back: tokens before lo until rf distinct keys are seen; forward:
-        // tokens after hi likewise. Ranges ending before the window keep
-        // their walks; rings too small for a window are evaluated whole.
+        if let Some(counts) = self.zones_after(op) {
+            // Which zones the first pass sees changes: every walk may.
+            self.evaluate_whole(op, Some(&counts), out);
+            return;
+        }
+        // Back: tokens before lo until rf distinct keys (and, two-pass,
+        // every zone) are seen; forward: tokens after hi likewise. Ranges
+        // ending before the window keep their walks; rings too small for a
+        // window are evaluated whole.
+        let first_zones = self.first_pass(&self.zone_tokens);
+        let mut zones: Vec<u32> = Vec::with_capacity(first_zones);
         let mut back: Vec<(Token, usize)> = Vec::new();
         let mut keys: Vec<u32> = Vec::with_capacity(self.rf);
         let mut full = true;
@@ -227,15 +391,20 @@ impl Layout {
             let key = self.slots[s].key;
             if !keys.contains(&key) {
                 keys.push(key);
-                if keys.len() == self.rf {
-                    full = false;
-                    break;
-                }
+            }
+            let zone = self.slots[s].zone;
+            if zones.len() < first_zones && !zones.contains(&zone) {
+                zones.push(zone);
+            }
+            if keys.len() >= self.rf && zones.len() >= first_zones {
+                full = false;
+                break;
             }
         }
         let mut fwd: Vec<(Token, usize)> = Vec::new();
         if !full {
             keys.clear();
+            zones.clear();
             full = true;
             for (&t, &s) in self
                 .tokens
@@ -249,15 +418,19 @@ impl Layout {
                 let key = self.slots[s].key;
                 if !keys.contains(&key) {
                     keys.push(key);
-                    if keys.len() == self.rf {
-                        full = false;
-                        break;
-                    }
+                }
+                let zone = self.slots[s].zone;
+                if zones.len() < first_zones && !zones.contains(&zone) {
+                    zones.push(zone);
+                }
+                if keys.len() >= self.rf && zones.len() >= first_zones {
+                    full = false;
+                    break;
                 }
             }
         }
         if full {
-            self.evaluate_whole(op, out);
+            self.evaluate_whole(op, None, out);
             return;
         }
         let at = back.len();
@@ -287,9 +460,8 @@ impl Layout {
         out.retain(|&(_, d)| d != 0);
     }
 
-    /// [`Layout::evaluate`] on the whole ring, for rings too small (or with
-    /// too few distinct members) for a window.
-    fn evaluate_whole(&self, op: Op, out: &mut Vec<(usize, i128)>) {
+    /// The whole token sequence before and after `op`.
+    fn whole_sequences(&self, op: Op) -> (Sequence, Sequence) {
         let before: Vec<(Token, usize)> = self.tokens.iter().map(|(&t, &s)| (t, s)).collect();
         let mut after = before.clone();
         let insert = |after: &mut Vec<(Token, usize)>, p: Token, slot: usize| {
@@ -315,15 +487,136 @@ impl Layout {
                 insert(&mut after, x, slot);
             }
         }
+        (before, after)
+    }
+
+    /// What the plan moves if the ring ends as `seq` (with `first_zones`
+    /// zones in the walks' first pass): every range's data, for each member
+    /// that stays and holds it, that the member did not hold before the
+    /// change. Exact, on the whole ring.
+    fn plan_moved(&self, seq: &[(Token, usize)], first_zones: usize) -> f64 {
+        let k = seq.len();
+        let mut moved = 0.0;
+        let mut picks = Vec::with_capacity(self.rf);
+        for i in 0..k {
+            let prev = seq[(i + k - 1) % k].0;
+            let end = seq[i].0;
+            let len = if k == 1 {
+                TOKEN_SPACE as f64
+            } else {
+                end.wrapping_sub(prev) as f64
+            };
+            self.walk(
+                (0..k).map(|step| seq[(i + step) % k].1),
+                first_zones,
+                &mut picks,
+            );
+            for &p in &picks {
+                if self.slots[p].active {
+                    let held = if k == 1 {
+                        let half = end.wrapping_add(1 << 63);
+                        self.held_before(p, end, half) + self.held_before(p, half, end)
+                    } else {
+                        self.held_before(p, prev, end)
+                    };
+                    moved += len - held as f64;
+                }
+            }
+        }
+        moved
+    }
+
+    /// [`Layout::plan_moved`] after `op`, for rings of at most
+    /// [`EXACT_COST_TOKENS`] tokens with the ring before the change known.
+    fn plan_moved_after(&self, op: Op) -> Option<f64> {
+        if self.tokens.len() > EXACT_COST_TOKENS || self.before.is_none() {
+            return None;
+        }
+        let (_, after) = self.whole_sequences(op);
+        let first = self.zones_after(op).map_or_else(
+            || self.first_pass(&self.zone_tokens),
+            |z| self.first_pass(&z),
+        );
+        Some(self.plan_moved(&after, first))
+    }
+
+    /// What `op` hands to members that stay, range by range: the data
+    /// each gains that it did not hold just before (a member that gains one
+    /// range and loses another has a load delta of their difference, but
+    /// moves the whole of the first). Two-pass walks reshuffle that way, so
+    /// their edits are judged by this; it is worked out on the whole ring,
+    /// and only for rings of at most [`GROSS_TOKENS`] tokens (`None`
+    /// otherwise).
+    fn gross_gain(&self, op: Op) -> Option<f64> {
+        if self.tokens.len() > GROSS_TOKENS {
+            return None;
+        }
+        let (before, after) = self.whole_sequences(op);
+        if before.is_empty() || after.is_empty() {
+            return None;
+        }
+        let first_before = self.first_pass(&self.zone_tokens);
+        let first_after = self
+            .zones_after(op)
+            .map_or(first_before, |z| self.first_pass(&z));
+        let picks = |seq: &[(Token, usize)], first: usize| -> Vec<Vec<usize>> {
+            let k = seq.len();
+            (0..k)
+                .map(|i| {
+                    let mut out = Vec::with_capacity(self.rf);
+                    self.walk((0..k).map(|step| seq[(i + step) % k].1), first, &mut out);
+                    out
+                })
+                .collect()
+        };
+        let old = picks(&before, first_before);
+        let new = picks(&after, first_after);
+        // Elementary pieces: every token of both; a piece ending at `p` is
+        // in the range of the first token at or after `p` in each sequence.
+        let mut points: Vec<Token> = before.iter().chain(&after).map(|&(t, _)| t).collect();
+        points.sort_unstable();
+        points.dedup();
+        let owner_range = |seq: &[(Token, usize)], p: Token| {
+            let at = seq.partition_point(|&(t, _)| t < p);
+            if at == seq.len() { 0 } else { at }
+        };
+        let mut gained = 0.0;
+        for (i, &p) in points.iter().enumerate() {
+            let prev = points[(i + points.len() - 1) % points.len()];
+            let len = if points.len() == 1 {
+                TOKEN_SPACE as f64
+            } else {
+                p.wrapping_sub(prev) as f64
+            };
+            let was = &old[owner_range(&before, p)];
+            for &m in &new[owner_range(&after, p)] {
+                if self.slots[m].active && !was.contains(&m) {
+                    gained += len;
+                }
+            }
+        }
+        Some(gained)
+    }
+
+    /// [`Layout::evaluate`] on the whole ring, for rings too small (or with
+    /// too few distinct members) for a window, and for edits after which
+    /// the zones holding tokens are `zones_after` (two-pass walks).
+    fn evaluate_whole(&self, op: Op, zones_after: Option<&[usize]>, out: &mut Vec<(usize, i128)>) {
+        let (before, after) = self.whole_sequences(op);
         let mut dense = vec![0i128; self.slots.len()];
-        self.cyclic_loads(&before, -1, &mut dense);
+        let first_before = self.first_pass(&self.zone_tokens);
+        let first_after = zones_after.map_or(first_before, |z| self.first_pass(z));
+        self.cyclic_loads(&before, first_before, -1, &mut dense);
         if !after.is_empty() {
-            self.cyclic_loads(&after, 1, &mut dense);
+            self.cyclic_loads(&after, first_after, 1, &mut dense);
         }
         out.extend(dense.into_iter().enumerate().filter(|&(_, d)| d != 0));
     }
 
     fn apply(&mut self, op: Op, delta: &[(usize, i128)]) {
+        if self.zone_pass {
+            self.zone_tokens = self.zone_counts_after(op);
+        }
         match op {
             Op::Insert(p, slot) => {
                 self.tokens.insert(p, slot);
@@ -494,6 +787,16 @@ impl Layout {
                     continue;
                 }
                 let mut cost = self.cost(&delta);
+                if self.zone_pass
+                    && !matches!(op, Op::Remove(_))
+                    && best.is_none_or(|(b, _)| cost < b)
+                    && self
+                        .gross_gain(op)
+                        .is_some_and(|gross| gross - given > 0.01 * given)
+                {
+                    // Two-pass walks: loads can hide a reshuffle.
+                    continue;
+                }
                 if until_target {
                     // The shedding member's own relief counts too.
                     let own: i128 = delta
@@ -614,6 +917,15 @@ impl Layout {
                     }
                     let score = self.cost(&delta) / gain;
                     if best.is_none_or(|(b, _)| score < b) {
+                        if self.zone_pass
+                            && !first
+                            && self
+                                .gross_gain(op)
+                                .is_some_and(|gross| gross - gain > 0.01 * gain)
+                        {
+                            // Two-pass walks: loads can hide a reshuffle.
+                            continue;
+                        }
                         best = Some((score, op));
                         best_delta.clone_from(&delta);
                     }
@@ -674,6 +986,7 @@ impl Layout {
     fn polish(&mut self, budget: f64, slack: f64, forced: f64) {
         let mut delta = Vec::new();
         let mut best_delta = Vec::new();
+        let mut best_delta_cut = Vec::new();
         // What the change moves so far, at most (greedy steps count what
         // they handed over; transfers what they add to the plan).
         let mut spent = self.received;
@@ -726,6 +1039,19 @@ impl Layout {
             }
             // (score, op, what it adds to the plan)
             let mut best: Option<(f64, Op, f64)> = None;
+            if self.zone_pass {
+                // Two-pass walks: a shift often changes three members (the
+                // fill pass moves on too), so transfers are not sized to
+                // even two out but tried at a few sizes.
+                best = self.best_shift(high, &candidates, left, &mut delta, &mut best_delta);
+                candidates.clear();
+                if let Some(other) = self.best_cut(high, left, &mut delta, &mut best_delta_cut)
+                    && best.is_none_or(|(s, _, _)| other.0 < s)
+                {
+                    best = Some(other);
+                    best_delta.clone_from(&best_delta_cut);
+                }
+            }
             for op in candidates {
                 self.evaluate(op, &mut delta);
                 // A pure transfer out of `high`.
@@ -791,6 +1117,141 @@ impl Layout {
         }
     }
 
+    /// The shift out of `high` (among `candidates`, each the largest shift
+    /// of its token, tried at eighths of it) that lowers the cost most per
+    /// unit of plan movement, adding at most `left` to the plan; its delta
+    /// in `best_delta`. Every key between a shifted token's old and new
+    /// place has the same walk before and after, so each member whose load
+    /// changes gains or loses that whole interval.
+    fn best_shift(
+        &self,
+        high: usize,
+        candidates: &[Op],
+        left: f64,
+        delta: &mut Vec<(usize, i128)>,
+        best_delta: &mut Vec<(usize, i128)>,
+    ) -> Option<(f64, Op, f64)> {
+        let mut best: Option<(f64, Op, f64)> = None;
+        for &op in candidates {
+            let Op::Shift(t, x) = op else { continue };
+            let back = t.wrapping_sub(x) < x.wrapping_sub(t);
+            let full = if back {
+                t.wrapping_sub(x)
+            } else {
+                x.wrapping_sub(t)
+            };
+            for eighth in 1..=8u64 {
+                let amount = ((u128::from(full) * u128::from(eighth)) / 8) as u64;
+                if amount < 1 {
+                    continue;
+                }
+                let (a, b, op) = if back {
+                    let a = t.wrapping_sub(amount);
+                    (a, t, Op::Shift(t, a))
+                } else {
+                    let b = t.wrapping_add(amount);
+                    (t, b, Op::Shift(t, b))
+                };
+                self.evaluate(op, delta);
+                if !delta.iter().any(|&(s, d)| s == high && d < 0) {
+                    continue;
+                }
+                let mut moves = 0.0;
+                for &(s, d) in delta.iter() {
+                    if !self.slots[s].active {
+                        continue;
+                    }
+                    let fresh = amount as f64 - self.held_before(s, a, b) as f64;
+                    moves += if d > 0 { fresh } else { -fresh };
+                }
+                if moves > left {
+                    continue;
+                }
+                // Per unit of movement, but a free transfer is judged by
+                // its whole gain, not per unit of size (small ones would
+                // always win).
+                let score = self.cost(delta) / (moves.max(0.0) + 0.05 * self.slots[high].target);
+                if score < 0.0 && best.is_none_or(|(s, _, _)| score < s) {
+                    best = Some((score, op, moves));
+                    best_delta.clone_from(delta);
+                }
+            }
+        }
+        best
+    }
+
+    /// Two-pass walks: the best edit that gives one of the least loaded
+    /// members a piece of a range `high` holds first (a new token at an
+    /// eighth of the range, or the whole token), scored like
+    /// [`Layout::best_shift`]; what it adds to the plan is counted as all
+    /// it hands over ([`Layout::gross_gain`]; data held before the change is
+    /// not looked up: an upper bound).
+    fn best_cut(
+        &self,
+        high: usize,
+        left: f64,
+        delta: &mut Vec<(usize, i128)>,
+        best_delta: &mut Vec<(usize, i128)>,
+    ) -> Option<(f64, Op, f64)> {
+        let mut best: Option<(f64, Op, f64)> = None;
+        let lows = self.least_loaded(3, high);
+        // The plan's movement so far, for exact costs on small rings.
+        let now = (self.tokens.len() <= EXACT_COST_TOKENS && self.before.is_some()).then(|| {
+            let seq: Vec<(Token, usize)> = self.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+            self.plan_moved(&seq, self.first_pass(&self.zone_tokens))
+        });
+        for t in self.largest_tokens(high, self.breadth()) {
+            let len = self.range_len(t);
+            for &low in &lows {
+                let mut ops = vec![Op::Reassign(t, low)];
+                for eighth in 1..8u128 {
+                    let p = t.wrapping_sub((len * eighth / 8) as u64);
+                    if !self.tokens.contains_key(&p) {
+                        ops.push(Op::Insert(p, low));
+                    }
+                }
+                for op in ops {
+                    self.evaluate(op, delta);
+                    if !delta.iter().any(|&(s, d)| s == high && d < 0) {
+                        continue;
+                    }
+                    let cost = self.cost(delta);
+                    // What the members gain in all is at least their net
+                    // gain: without exact prices (which can be lower: data
+                    // going back to who held it costs nothing), skip the
+                    // whole-ring count for a cut that could not win even
+                    // at that.
+                    let net: f64 = delta
+                        .iter()
+                        .filter(|&&(s, d)| d > 0 && self.slots[s].active)
+                        .map(|&(_, d)| d as f64)
+                        .sum();
+                    let floor = cost / (net + 0.05 * self.slots[high].target);
+                    if cost >= 0.0 || now.is_none() && best.is_some_and(|(s, _, _)| floor >= s) {
+                        continue;
+                    }
+                    let exact = now.and_then(|now| Some(self.plan_moved_after(op)? - now));
+                    let moves: f64 = exact.or_else(|| self.gross_gain(op)).unwrap_or_else(|| {
+                        delta
+                            .iter()
+                            .filter(|&&(s, d)| d > 0 && self.slots[s].active)
+                            .map(|&(_, d)| d as f64)
+                            .sum()
+                    });
+                    if moves > left {
+                        continue;
+                    }
+                    let score = cost / (moves.max(0.0) + 0.05 * self.slots[high].target);
+                    if score < 0.0 && best.is_none_or(|(s, _, _)| score < s) {
+                        best = Some((score, op, moves));
+                        best_delta.clone_from(delta);
+                    }
+                }
+            }
+        }
+        best
+    }
+
     /// Drops tokens whose successor has the same owner: the walk from either
     /// is the same, so no replica set changes, and the ring stays small.
     fn merge_runs(&mut self) {
@@ -812,6 +1273,10 @@ impl Layout {
             }
             if let Some(slot) = self.tokens.remove(&t) {
                 self.slots[slot].tokens.remove(&t);
+                if self.zone_pass {
+                    // Its successor, of the same owner, keeps the zone.
+                    self.zone_tokens[self.slots[slot].zone as usize] -= 1;
+                }
             }
         }
     }
@@ -983,10 +1448,127 @@ pub(crate) fn fresh(
     Ring::from_sorted_parts(config, members, tokens, owners)
 }
 
+impl Layout {
+    /// The layout of `ring` for the members `specs` (the ring's, then
+    /// joiners), those not `active` leaving, with targets and loads for
+    /// `replication` as it will be after the change.
+    fn new(
+        ring: &Ring,
+        specs: Vec<MemberSpec>,
+        active: &[bool],
+        joiners: Vec<usize>,
+        replication: &Replication,
+    ) -> Layout {
+        let config = ring.config();
+        let mut zone_ids: BTreeMap<Option<&str>, u32> = BTreeMap::new();
+        for s in &specs {
+            let next = zone_ids.len() as u32;
+            zone_ids.entry(s.zone.as_deref()).or_insert(next);
+        }
+        // Zones of the members that stay, numbered densely for the targets.
+        let mut live_zones: BTreeMap<Option<&str>, u32> = BTreeMap::new();
+        for (s, _) in specs.iter().zip(active).filter(|(_, a)| **a) {
+            let next = live_zones.len() as u32;
+            live_zones.entry(s.zone.as_deref()).or_insert(next);
+        }
+        let live: Vec<usize> = (0..specs.len()).filter(|&i| active[i]).collect();
+        let live_specs: Vec<MemberSpec> = live.iter().map(|&i| specs[i].clone()).collect();
+        let live_zone_of: Vec<u32> = live_specs
+            .iter()
+            .map(|s| live_zones[&s.zone.as_deref()])
+            .collect();
+        let effective = Replication {
+            factor: replication.factor.min(live.len()).max(1),
+            zone_aware: replication.zone_aware,
+        };
+        let rule = TargetRule::of(&effective, live_zones.len());
+        let live_targets = targets(&live_specs, &live_zone_of, live_zones.len(), &effective);
+        let mut target = vec![0.0; specs.len()];
+        for (k, &i) in live.iter().enumerate() {
+            target[i] = live_targets[k];
+        }
+        let by_zone = rule == TargetRule::ZonesCapped;
+        // Zone-aware with at least as many replicas as zones (one zone, or more
+        // replicas than zones once one has emptied), walks are the ring's
+        // two-pass walk: one member per zone while zones holding tokens remain
+        // (the emptied zone's tokens count until the last is gone, so the
+        // walks before the change are exact), then distinct members.
+        // A ring of one zone before and after has no first pass to follow.
+        let zone_pass =
+            effective.zone_aware && !by_zone && (ring.zone_count() > 1 || live_zones.len() > 1);
+        let slots: Vec<Slot> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| Slot {
+                key: if by_zone {
+                    zone_ids[&spec.zone.as_deref()]
+                } else {
+                    i as u32
+                },
+                zone: zone_ids[&spec.zone.as_deref()],
+                spec: spec.clone(),
+                active: active[i],
+                load: 0,
+                target: target[i],
+                tokens: BTreeSet::new(),
+            })
+            .collect();
+        let mut layout = Layout {
+            config,
+            rf: effective.factor,
+            tokens: BTreeMap::new(),
+            slots,
+            joiners,
+            zone_pass,
+            zone_tokens: vec![0; zone_ids.len()],
+            received: 0.0,
+            before: Some((ring.clone(), ring.effective(replication))),
+        };
+        for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
+            layout.tokens.insert(t, o as usize);
+            layout.slots[o as usize].tokens.insert(t);
+            layout.zone_tokens[layout.slots[o as usize].zone as usize] += 1;
+        }
+        let seq: Vec<(Token, usize)> = layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+        let mut dense = vec![0i128; layout.slots.len()];
+        layout.cyclic_loads(&seq, layout.first_pass(&layout.zone_tokens), 1, &mut dense);
+        for (slot, load) in dense.into_iter().enumerate() {
+            layout.slots[slot].load = load;
+        }
+        layout
+    }
+}
+
+/// A fresh ring ([`fresh`]) for `members`, balanced for `replication`.
+/// Where the walk keeps every `rf` consecutive tokens' owners apart that is
+/// the fresh layout itself; zone-aware with more replicas than zones (and
+/// at least two zones) the two-pass walk does not, and the layout is
+/// polished by transfers. Nothing a fresh layout holds was held before
+/// (it is only made when the members held everything, or will), so the
+/// transfers cost nothing.
+pub(crate) fn fresh_balanced(
+    config: RingConfig,
+    members: Vec<MemberSpec>,
+    replication: &Replication,
+) -> Ring {
+    let ring = fresh(config, members.clone(), replication);
+    let zones: BTreeSet<Option<&str>> = members.iter().map(|m| m.zone.as_deref()).collect();
+    let effective = ring.effective(replication);
+    if TargetRule::of(&effective, zones.len()) != TargetRule::PerZoneAndFill
+        || effective.factor >= members.len()
+    {
+        return ring;
+    }
+    let active = vec![true; members.len()];
+    let mut layout = Layout::new(&ring, members, &active, Vec::new(), replication);
+    layout.before = None;
+    layout.polish(f64::INFINITY, FRESH_SLACK, 1.0);
+    layout.into_ring()
+}
+
 /// Applies a validated, non-empty change to a non-empty ring for
 /// `replication` (rf ≥ 2, and fewer replicas than the members left).
 pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replication) -> Ring {
-    let config = ring.config();
     // The members after the change, and their zones.
     let mut specs: Vec<MemberSpec> = ring.members().to_vec();
     let mut active = vec![true; specs.len()];
@@ -1016,76 +1598,8 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
         specs.push(spec.clone());
         active.push(true);
     }
-    let mut zone_ids: BTreeMap<Option<&str>, u32> = BTreeMap::new();
-    for s in &specs {
-        let next = zone_ids.len() as u32;
-        zone_ids.entry(s.zone.as_deref()).or_insert(next);
-    }
-    // Zones of the members that stay, numbered densely for the targets.
-    let mut live_zones: BTreeMap<Option<&str>, u32> = BTreeMap::new();
-    for (s, _) in specs.iter().zip(&active).filter(|(_, a)| **a) {
-        let next = live_zones.len() as u32;
-        live_zones.entry(s.zone.as_deref()).or_insert(next);
-    }
-    let live: Vec<usize> = (0..specs.len()).filter(|&i| active[i]).collect();
-    let live_specs: Vec<MemberSpec> = live.iter().map(|&i| specs[i].clone()).collect();
-    let live_zone_of: Vec<u32> = live_specs
-        .iter()
-        .map(|s| live_zones[&s.zone.as_deref()])
-        .collect();
-    let effective = Replication {
-        factor: replication.factor.min(live.len()).max(1),
-        zone_aware: replication.zone_aware,
-    };
-    let rule = TargetRule::of(&effective, live_zones.len());
-    let live_targets = targets(
-        &live_specs,
-        &live_zone_of,
-        live_zones.len(),
-        &effective,
-        Vec::new,
-    );
-    let mut target = vec![0.0; specs.len()];
-    for (k, &i) in live.iter().enumerate() {
-        target[i] = live_targets[k];
-    }
-    let by_zone = rule == TargetRule::ZonesCapped;
-    let slots: Vec<Slot> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| Slot {
-            key: if by_zone {
-                zone_ids[&spec.zone.as_deref()]
-            } else {
-                i as u32
-            },
-            spec: spec.clone(),
-            active: active[i],
-            load: 0,
-            target: target[i],
-            tokens: BTreeSet::new(),
-        })
-        .collect();
-    let mut layout = Layout {
-        config,
-        rf: effective.factor,
-        tokens: BTreeMap::new(),
-        slots,
-        joiners: joiners.clone(),
-        received: 0.0,
-        before: Some((ring.clone(), ring.effective(replication))),
-    };
-    for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
-        layout.tokens.insert(t, o as usize);
-        layout.slots[o as usize].tokens.insert(t);
-    }
-    let seq: Vec<(Token, usize)> = layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
-    let mut dense = vec![0i128; layout.slots.len()];
-    layout.cyclic_loads(&seq, 1, &mut dense);
-    for (slot, load) in dense.into_iter().enumerate() {
-        layout.slots[slot].load = load;
-    }
-
+    let mut layout = Layout::new(ring, specs, &active, joiners.clone(), replication);
+    layout.drop_emptied_zones();
     // DESIGN §4's ideal for this change: what the staying members lack.
     let ideal: f64 = layout
         .slots
@@ -1116,7 +1630,12 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
     if crate::cancel::cancelled() {
         return ring.clone();
     }
-    layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, POLISH_FORCED);
+    let forced = if layout.zone_pass {
+        ZONE_PASS_FORCED
+    } else {
+        POLISH_FORCED
+    };
+    layout.polish(POLISH_BUDGET * ideal, POLISH_SLACK, forced);
     layout.merge_runs();
     // Every member owns a token: one that got none takes half of the
     // largest range of the most loaded member.
@@ -1151,19 +1670,34 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
 mod tests {
     use super::*;
 
-    /// Every slot's tracked load equals a recount over the whole ring.
-    fn check_loads(layout: &Layout) {
+    /// Every slot's tracked load equals a recount over the whole ring, and
+    /// (all slots active, ids in order) the ring's own replica walks.
+    fn check_loads(layout: &Layout, replication: &Replication) {
         let seq: Vec<(Token, usize)> = layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
         let mut dense = vec![0i128; layout.slots.len()];
-        layout.cyclic_loads(&seq, 1, &mut dense);
+        layout.cyclic_loads(&seq, layout.first_pass(&layout.zone_tokens), 1, &mut dense);
         for (slot, &load) in dense.iter().enumerate() {
             assert_eq!(layout.slots[slot].load, load, "slot {slot}");
+        }
+        let members = layout.slots.iter().map(|s| s.spec.clone()).collect();
+        let (tokens, owners) = seq.iter().map(|&(t, s)| (t, s as u32)).unzip();
+        let ring = Ring::from_sorted_parts(layout.config, members, tokens, owners);
+        let loads = ring.replica_loads(replication);
+        for (slot, &load) in loads.iter().enumerate() {
+            assert_eq!(
+                layout.slots[slot].load, load as i128,
+                "ring walk, slot {slot}"
+            );
         }
     }
 
     #[test]
     fn evaluated_deltas_match_a_recount() {
-        for (rf, zones) in [(2usize, 3usize), (3, 0), (2, 0), (2, 4)] {
+        // (rf, zones): no zones; more zones than replicas (walks keep zones
+        // distinct); as many or fewer zones (two-pass walks, then a zone
+        // emptied token by token).
+        for (rf, zones) in [(2usize, 3usize), (3, 0), (2, 0), (2, 4), (3, 3), (3, 2)] {
+            let zone_pass = zones > 0 && rf >= zones;
             let members: Vec<MemberSpec> = (0..9)
                 .map(|i| {
                     let m = MemberSpec::new(format!("m{i}"));
@@ -1174,16 +1708,18 @@ mod tests {
                     }
                 })
                 .collect();
+            let replication = Replication::new(rf, zones > 0);
             let ring = Ring::with_members(RingConfig::default(), members.clone()).unwrap();
             let mut slots: Vec<Slot> = members
                 .iter()
                 .enumerate()
                 .map(|(i, spec)| Slot {
-                    key: if zones > 0 {
+                    key: if zones > 0 && !zone_pass {
                         (i % zones) as u32
                     } else {
                         i as u32
                     },
+                    zone: (i % zones.max(1)) as u32,
                     spec: spec.clone(),
                     active: true,
                     load: 0,
@@ -1191,9 +1727,15 @@ mod tests {
                     tokens: BTreeSet::new(),
                 })
                 .collect();
+            let mut new = MemberSpec::new("new");
+            if zones > 0 {
+                new = new.with_zone("z0");
+            }
             slots.push(Slot {
-                key: 0,
-                spec: MemberSpec::new("new"),
+                // Its zone's key when walks keep zones distinct, else its own.
+                key: if zones > 0 && !zone_pass { 0 } else { 9 },
+                zone: 0,
+                spec: new,
                 active: true,
                 load: 0,
                 target: 1.0,
@@ -1205,19 +1747,23 @@ mod tests {
                 tokens: BTreeMap::new(),
                 slots,
                 joiners: vec![9],
+                zone_pass,
+                zone_tokens: vec![0; zones.max(1)],
                 received: 0.0,
                 before: None,
             };
             for (&t, &o) in ring.tokens().iter().zip(ring.owner_indices()) {
                 layout.tokens.insert(t, o as usize);
                 layout.slots[o as usize].tokens.insert(t);
+                layout.zone_tokens[layout.slots[o as usize].zone as usize] += 1;
             }
             let seq: Vec<(Token, usize)> = layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
             let mut dense = vec![0i128; layout.slots.len()];
-            layout.cyclic_loads(&seq, 1, &mut dense);
+            layout.cyclic_loads(&seq, layout.first_pass(&layout.zone_tokens), 1, &mut dense);
             for (slot, load) in dense.into_iter().enumerate() {
                 layout.slots[slot].load = load;
             }
+            check_loads(&layout, &replication);
             let mut delta = Vec::new();
             let tokens: Vec<Token> = layout.tokens.keys().copied().collect();
             for (k, &t) in tokens.iter().enumerate().step_by(3) {
@@ -1238,7 +1784,40 @@ mod tests {
                 };
                 layout.evaluate(op, &mut delta);
                 layout.apply(op, &delta.clone());
-                check_loads(&layout);
+                check_loads(&layout, &replication);
+            }
+            if zone_pass {
+                // The last zone loses its tokens one by one (its members
+                // leaving): the last removal changes every walk.
+                let last = (zones - 1) as u32;
+                let doomed: Vec<Token> = layout
+                    .tokens
+                    .iter()
+                    .filter(|&(_, &s)| layout.slots[s].zone == last)
+                    .map(|(&t, _)| t)
+                    .collect();
+                for t in doomed {
+                    layout.evaluate(Op::Remove(t), &mut delta);
+                    layout.apply(Op::Remove(t), &delta.clone());
+                    for slot in 0..layout.slots.len() {
+                        if layout.slots[slot].zone == last && layout.slots[slot].tokens.is_empty() {
+                            layout.slots[slot].active = false;
+                        }
+                    }
+                    let seq: Vec<(Token, usize)> =
+                        layout.tokens.iter().map(|(&t, &s)| (t, s)).collect();
+                    let mut dense = vec![0i128; layout.slots.len()];
+                    layout.cyclic_loads(
+                        &seq,
+                        layout.first_pass(&layout.zone_tokens),
+                        1,
+                        &mut dense,
+                    );
+                    for (slot, &load) in dense.iter().enumerate() {
+                        assert_eq!(layout.slots[slot].load, load, "emptying, slot {slot}");
+                    }
+                }
+                assert_eq!(layout.zone_tokens[last as usize], 0);
             }
         }
     }
