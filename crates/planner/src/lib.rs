@@ -47,8 +47,8 @@ pub use bound::{zone_ideal_fraction, zone_ideal_from};
 pub use holdings::Holdings;
 pub use pace::{DEFAULT_MAX_MOVES_PER_MEMBER, Pace, in_progress, pace, turn_order, waves};
 pub use plan::{
-    Cleanup, Flow, Lineage, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply, holdings_with,
-    ideal_fraction, ideal_from, plan, replan,
+    Cleanup, Flow, Lineage, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply,
+    holdings_with, ideal_fraction, ideal_from, plan, replan,
 };
 
 use ringleader_ring::{Replication, Ring, RingError};

@@ -37,7 +37,7 @@ impl Lineage {
     }
 
     /// Whether this is [`Lineage::UNNUMBERED`].
-    pub fn is_unnumbered(self) -> bool {
+    pub fn is_unnumbered(&self) -> bool {
         self.0 == 0
     }
 }

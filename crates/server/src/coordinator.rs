@@ -48,8 +48,8 @@ use crate::settings::{Mode, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, PlanTimes, State};
 use ringleader_client::api::{MemberState, OutsideReason};
 use ringleader_planner::{
-    Holdings, Move, MoveState, Pace, Placement, Plan, PlanError, PlanOptions, holdings_with, plan,
-    replan,
+    Holdings, Lineage, Move, MoveId, MoveState, Pace, Placement, Plan, PlanError, PlanOptions,
+    holdings_with, plan, replan,
 };
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingError};
 use ringleader_watch::{Member, MemberSet};
@@ -74,6 +74,24 @@ pub enum CoordinatorError {
     /// that every shard sees the cancellation first.
     #[error("the cancelled plan is not stored yet; the next plan waits for it")]
     CancelNotStored,
+    /// The move belongs to a plan that was cancelled or replaced since: an
+    /// earlier lineage than the plan now in flight, or the plan now kept
+    /// cancelled. Nothing is marked done: a later plan may move the same
+    /// range between the same members, under another id.
+    #[error(
+        "move {id:?} belongs to plan lineage {lineage}, which is over (cancelled, replaced, or \
+         committed without this move; the current lineage is {current}): nothing is marked done, and the copy it made may have \
+         been cleaned up already. Drop that work and run the moves listed now: GET \
+         /v1/members/{{member}}/work (or GET /v1/plan)"
+    )]
+    EarlierPlan {
+        /// The move reported.
+        id: String,
+        /// Its lineage, as its id says.
+        lineage: Lineage,
+        /// The lineage of the newest plan.
+        current: Lineage,
+    },
 }
 
 /// Where the coordinator stands between member sets and plans.
@@ -861,8 +879,18 @@ impl Coordinator {
 
     fn make_plan(&mut self, desired: &[MemberSpec]) -> Result<(), CoordinatorError> {
         let from = self.committed();
+        // A revision (or the cancel of a revert) is the same plan: its
+        // lineage. A plan made afresh — after a commit, or after a cancel —
+        // is a new lineage, so none of its moves takes the id of an earlier
+        // plan's move (whose late report must not mark it done).
+        let lineage = if self.working.in_flight().is_some() {
+            self.working.lineage
+        } else {
+            self.working.lineage.next()
+        };
         let options = PlanOptions {
             unavailable: self.departed(desired),
+            lineage,
         };
         let revert =
             desired == self.working.committed.members() && self.settings == self.working.settings;
@@ -1016,6 +1044,7 @@ impl Coordinator {
         self.plans_made += 1;
         let commit_now = !revert && (self.settings.mode == Mode::Auto || record.plan.is_complete());
         self.working.plan = Some(record);
+        self.working.lineage = lineage;
         self.working.revision += 1;
         if commit_now {
             self.commit();
@@ -1041,6 +1070,7 @@ impl Coordinator {
         let desired = record.target.members().to_vec();
         let options = PlanOptions {
             unavailable: self.departed(&desired),
+            lineage: self.working.lineage,
         };
         let Ok(to) = Placement::new(record.target.clone(), record.settings.replication()) else {
             return;
@@ -1111,6 +1141,20 @@ impl Coordinator {
                 done: done.clone(),
                 remaining: 0,
                 committed: true,
+            });
+        }
+        // A move of an earlier plan (its id names its lineage): say so,
+        // rather than "no plan" or "no such move", so the shard drops it.
+        if !known_in_flight
+            && let Some(lineage) = MoveId::from(id).lineage()
+            && !lineage.is_unnumbered()
+            && (lineage < self.working.lineage
+                || (lineage == self.working.lineage && in_flight.is_none()))
+        {
+            return Err(CoordinatorError::EarlierPlan {
+                id: id.to_owned(),
+                lineage,
+                current: self.working.lineage,
             });
         }
         let record = self
@@ -1847,6 +1891,72 @@ mod tests {
                 .all(|c| c.member.as_str() == first.plan.moves[0].to.as_str()),
             "only what the done move copied is cleaned up"
         );
+    }
+
+    /// Regression (issue 10 (a)): move ids were derived from range, source
+    /// and target alone, so the plan made again after a cancel (the same
+    /// change from the same committed ring) reused the cancelled plan's ids,
+    /// and a shard's late report of a cancelled move — whose copy the
+    /// cancel's cleanups had dropped — marked the new plan's move done.
+    #[test]
+    fn a_late_ack_of_a_cancelled_plans_move_marks_nothing_done_in_the_next_plan() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + Duration::from_secs(10));
+        c.tick(t0 + Duration::from_secs(15));
+        store(&mut c);
+        let first = c.state().plan.clone().expect("a plan to four");
+        let late = first.plan.moves[0].clone();
+        // db-3 goes away past its grace: the plan is cancelled (stored).
+        c.observe(pods(3), t0 + Duration::from_secs(20));
+        c.tick(t0 + Duration::from_secs(80));
+        c.tick(t0 + Duration::from_secs(85));
+        assert_eq!(
+            c.state().plan.as_ref().map(|p| p.state),
+            Some(PlanState::Cancelled)
+        );
+        store(&mut c);
+        // It comes back: the same change from the same ring moves the same
+        // ranges between the same members, in a new lineage.
+        c.observe(pods(4), t0 + Duration::from_secs(90));
+        c.tick(t0 + Duration::from_secs(95));
+        store(&mut c);
+        let second = c.state().in_flight().cloned().expect("the plan made again");
+        let again = second
+            .plan
+            .moves
+            .iter()
+            .find(|m| (m.range, &m.from, &m.to) == (late.range, &late.from, &late.to))
+            .expect("the same move is needed again");
+        assert_ne!(again.id, late.id, "another plan: another id");
+        assert_eq!(again.id.lineage(), Some(late.id.lineage().unwrap().next()));
+        let version = c.version();
+        match c.move_done(late.id.as_str()) {
+            Err(e @ CoordinatorError::EarlierPlan { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("cancelled") && message.contains("/work"),
+                    "{message}"
+                );
+            }
+            other => panic!("a late ack of the cancelled move answered {other:?}"),
+        }
+        assert!(
+            c.state()
+                .plan
+                .iter()
+                .flat_map(|p| &p.plan.moves)
+                .all(|m| m.state != MoveState::Done),
+            "nothing is done"
+        );
+        assert!(
+            !c.has_unsaved() && c.version() == version,
+            "nothing changed"
+        );
+        // The new plan's own id is accepted.
+        c.move_done(again.id.as_str()).unwrap();
     }
 
     /// Regression (issue 10, item 2): a source not ready for a second
