@@ -703,6 +703,41 @@ mod tests {
         assert_eq!(State::decode(&state.encode_format1(), "t").unwrap(), state);
     }
 
+    /// A format-2 state as the build before lineages wrote it (3 → 4
+    /// members, hashed, the first move done; one move of the last committed
+    /// plan), with the ids that build derived for its moves.
+    #[test]
+    fn a_format_2_state_written_before_lineages_reads_with_its_ids_unchanged() {
+        let hex = include_str!("fixtures/format2-before-lineages.hex").trim();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let state = State::decode(&bytes, "fixture").unwrap();
+        assert_eq!(state.lineage, Lineage::UNNUMBERED);
+        let ids: Vec<(&str, MoveState)> = state
+            .plan
+            .as_ref()
+            .unwrap()
+            .plan
+            .moves
+            .iter()
+            .chain(&state.last_committed)
+            .map(|m| (m.id.as_str(), m.state))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("9234f0f2a1da6893", MoveState::Done),
+                ("7756c945cf8c9bcc", MoveState::Pending),
+                ("eb433f9ddd041e5c", MoveState::Pending),
+                ("7756c945cf8c9bcc", MoveState::Done),
+            ]
+        );
+        // Written again by this build, byte for byte the same.
+        assert_eq!(state.encode().unwrap(), bytes);
+    }
+
     #[test]
     fn derived_ids_of_a_lineage_are_stored_as_compactly_as_unnumbered_ones() {
         let numbered = state().encode().unwrap();
