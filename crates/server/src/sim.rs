@@ -17,7 +17,9 @@
 //! minimality (rf 1; other factors are measured and reported), stability of
 //! moves, visibility of cancelled moves, `source_lost` only when every
 //! holder is gone, no orphaned data, the grace counting only while the
-//! source is synced, readiness, and no write over a successor's state.
+//! source is synced, readiness, no write over a successor's state, and that
+//! an ack marks done only a move of the plan lineage the shard had its id
+//! from (shards remember ids of earlier plans and report them late).
 //!
 //! `cargo test -p ringleader --lib sim` runs 300 seeds; the long mode is
 //! `RINGLEADER_SIM_SEEDS=100000 RINGLEADER_SIM_STEPS=200 cargo test --release
@@ -987,9 +989,18 @@ impl Sim {
                 .is_some_and(|m| m.state == MoveState::Done)
         };
         let mut done: Vec<(String, u64)> = Vec::new();
-        if let Some(record) = now.plan.as_ref().filter(|p| p.state != PlanState::Committed) {
+        if let Some(record) = now
+            .plan
+            .as_ref()
+            .filter(|p| p.state != PlanState::Committed)
+        {
             let earlier = before.filter(|_| continues(record));
-            for m in record.plan.moves.iter().filter(|m| m.state == MoveState::Done) {
+            for m in record
+                .plan
+                .moves
+                .iter()
+                .filter(|m| m.state == MoveState::Done)
+            {
                 if !was_done(m.id.as_str(), earlier) {
                     done.push((m.id.to_string(), lineage));
                 }
