@@ -133,6 +133,7 @@ fuzz_target!(|input: Input| {
             .take(3)
             .map(|&n| MemberId::new(format!("m{}", n % 10)))
             .collect(),
+        lineage: ringleader_planner::Lineage(1),
     };
 
     let first = match plan(&from, &to, &options) {

@@ -15,8 +15,9 @@
 //! next to the [`ideal_fraction`] for the change.
 //!
 //! Plans are tracked while they run: moves are pending, ready, done,
-//! cancelled or source-lost, with ids derived from range, source and target, so they are
-//! stable across restarts. [`replan`] plans again mid-flight from what is true
+//! cancelled or source-lost, with ids derived from the plan's [`Lineage`], the range,
+//! source and target, so they are stable across restarts and never reused by
+//! a later plan. [`replan`] plans again mid-flight from what is true
 //! now, keeping the ids and states of moves still needed. [`apply`] carries a
 //! plan out on paper; for a correct plan the result equals the target in every
 //! replica set ([`Holdings`]). [`pace()`] decides when moves run (which are
@@ -47,8 +48,8 @@ pub use bound::{zone_ideal_fraction, zone_ideal_from};
 pub use holdings::Holdings;
 pub use pace::{DEFAULT_MAX_MOVES_PER_MEMBER, Pace, in_progress, pace, turn_order, waves};
 pub use plan::{
-    Cleanup, Flow, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply, holdings_with,
-    ideal_fraction, ideal_from, plan, plan_comparing_every_range, replan,
+    Cleanup, Flow, Lineage, Move, MoveId, MoveState, Plan, PlanOptions, Summary, apply,
+    holdings_with, ideal_fraction, ideal_from, plan, plan_comparing_every_range, replan,
 };
 
 use ringleader_ring::{Replication, Ring, RingError};

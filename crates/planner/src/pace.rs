@@ -251,7 +251,7 @@ mod tests {
         let range = TokenRange::new(start, start + len);
         let (from, to) = (MemberId::new(from), MemberId::new(to));
         Move {
-            id: MoveId::derive(range, &from, &to),
+            id: MoveId::derive(crate::Lineage(1), range, &from, &to),
             range,
             from,
             to,

@@ -7,22 +7,86 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-/// A move's stable id: a hash of its range, source and target, so a
-/// restarted coordinator computes the same ids for the same moves.
+/// A plan *lineage*: a plan as first made and every revision of it (a
+/// replan while it is in flight keeps the lineage, and the moves still needed
+/// keep their ids). A cancel (the members went back to the committed set) or
+/// a commit ends the lineage: the next plan made takes the next number.
+///
+/// Move ids carry their lineage ([`MoveId::derive`]), so a move of a later
+/// plan never takes the id of a move of an earlier one, even when it moves
+/// the same range between the same members. Without that, a shard's late
+/// report of the earlier move (cancelled, its copy dropped by the cancel's
+/// cleanups) would mark the later one done, and the data would be lost.
+///
+/// `Lineage(0)` is *unnumbered*: plans stored by builds before lineages
+/// existed, whose move ids carry none. It is also what previews and other
+/// plans that nobody acks use.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Lineage(pub u64);
+
+impl Lineage {
+    /// Plans from builds before lineages, and plans nobody reports on.
+    pub const UNNUMBERED: Lineage = Lineage(0);
+
+    /// The lineage of the plan made after this one's cancel or commit.
+    pub fn next(self) -> Lineage {
+        Lineage(self.0 + 1)
+    }
+
+    /// Whether this is [`Lineage::UNNUMBERED`].
+    pub fn is_unnumbered(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Lineage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A move's stable id: its plan's [`Lineage`] and a hash of its range,
+/// source and target, so a restarted coordinator computes the same ids for
+/// the same moves, and a later plan never reuses an earlier one's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct MoveId(String);
 
 impl MoveId {
-    /// The id of moving `range` from `from` to `to`.
-    pub fn derive(range: TokenRange, from: &MemberId, to: &MemberId) -> Self {
+    /// The id of moving `range` from `from` to `to` in a plan of `lineage`:
+    /// `<lineage>-<16 hex digits>` (`7-a2e4147a6a9eb6d5`), or the 16 hex
+    /// digits alone for [`Lineage::UNNUMBERED`] (the ids of earlier builds,
+    /// unchanged).
+    pub fn derive(lineage: Lineage, range: TokenRange, from: &MemberId, to: &MemberId) -> Self {
         let mut bytes = Vec::with_capacity(16 + from.as_str().len() + to.as_str().len() + 1);
         bytes.extend_from_slice(&range.start.to_le_bytes());
         bytes.extend_from_slice(&range.end.to_le_bytes());
         bytes.extend_from_slice(from.as_str().as_bytes());
         bytes.push(0xff); // never in UTF-8: separates the two ids unambiguously
         bytes.extend_from_slice(to.as_str().as_bytes());
-        MoveId(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
+        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+        if lineage.is_unnumbered() {
+            MoveId(format!("{hash:016x}"))
+        } else {
+            MoveId(format!("{lineage}-{hash:016x}"))
+        }
+    }
+
+    /// The lineage this id names, when it has the shape [`MoveId::derive`]
+    /// gives: `Some(n)` for `<n>-<16 hex digits>` (n ≥ 1), `Some(0)` for 16
+    /// hex digits alone, `None` for anything else (a hand-made id).
+    pub fn lineage(&self) -> Option<Lineage> {
+        let hex = |h: &str| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        match self.0.split_once('-') {
+            None => hex(&self.0).then_some(Lineage::UNNUMBERED),
+            Some((n, h)) if hex(h) && !n.starts_with('0') => {
+                n.parse().ok().filter(|&n| n > 0).map(Lineage)
+            }
+            Some(_) => None,
+        }
     }
 
     /// The id as text.
@@ -214,6 +278,10 @@ pub struct PlanOptions {
     /// a source when another holder exists; a range only they hold becomes a
     /// `source_lost` move.
     pub unavailable: BTreeSet<MemberId>,
+    /// The lineage the plan belongs to: fresh moves' ids carry it
+    /// ([`MoveId::derive`]). A revision ([`replan`]) is given the lineage of
+    /// the plan it revises; moves it keeps keep their ids whatever this is.
+    pub lineage: Lineage,
 }
 
 /// The plan that takes data placed as `from` to placement `to`.
@@ -265,7 +333,8 @@ pub fn plan_comparing_every_range(
 ///   (`options.unavailable`) — keeps its id, source and state (`ready` or
 ///   `pending`; a cancelled one needed again comes back `pending`). A source that
 ///   is only down (within its grace) is not unavailable: its moves wait.
-/// - What else is missing gets fresh moves.
+/// - What else is missing gets fresh moves, with ids of `options.lineage`
+///   (the lineage of the plan revised: a revision is the same plan).
 /// - Open moves no longer needed come back `cancelled`; moves already
 ///   cancelled stay listed as cancelled, and done ones as done, so a shard
 ///   learns that a range it streams is no longer wanted.
@@ -438,6 +507,8 @@ pub(crate) struct Context {
     unavailable: Vec<bool>,
     /// Open moves of the plan being replaced, by target: `(range, source)`.
     previous: HashMap<u32, Vec<(TokenRange, u32)>>,
+    /// What fresh moves' ids carry.
+    lineage: Lineage,
 }
 
 impl Context {
@@ -491,6 +562,7 @@ impl Context {
             unavailable,
             previous: by_target,
             roster,
+            lineage: options.lineage,
         }
     }
 
@@ -687,7 +759,7 @@ impl<'c> Differ<'c> {
                 let from = ctx.roster[m.from as usize].clone();
                 let to = ctx.roster[m.to as usize].clone();
                 Move {
-                    id: MoveId::derive(m.range, &from, &to),
+                    id: MoveId::derive(ctx.lineage, m.range, &from, &to),
                     range: m.range,
                     from,
                     to,
@@ -767,4 +839,63 @@ fn choose_source(
             )
         })
         .expect("a changed range has holders")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (TokenRange, MemberId, MemberId) {
+        (
+            TokenRange::new(10, 20),
+            MemberId::new("db-0"),
+            MemberId::new("db-3"),
+        )
+    }
+
+    #[test]
+    fn unnumbered_ids_are_the_ids_of_earlier_builds() {
+        let (range, from, to) = ids();
+        // The hash alone, as builds before lineages derived (and stored) it.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&10u64.to_le_bytes());
+        bytes.extend_from_slice(&20u64.to_le_bytes());
+        bytes.extend_from_slice(b"db-0\xffdb-3");
+        let legacy = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes));
+        let id = MoveId::derive(Lineage::UNNUMBERED, range, &from, &to);
+        assert_eq!(id.as_str(), legacy);
+        assert_eq!(id.lineage(), Some(Lineage::UNNUMBERED));
+    }
+
+    #[test]
+    fn a_move_of_a_later_lineage_never_takes_an_earlier_ones_id() {
+        let (range, from, to) = ids();
+        let first = MoveId::derive(Lineage(1), range, &from, &to);
+        let second = MoveId::derive(Lineage(2), range, &from, &to);
+        assert_ne!(first, second);
+        assert_eq!(first.lineage(), Some(Lineage(1)));
+        assert_eq!(second.lineage(), Some(Lineage(2)));
+        assert!(second.as_str().starts_with("2-"), "{second}");
+        // The same move in the same lineage: the same id (restarts agree).
+        assert_eq!(MoveId::derive(Lineage(2), range, &from, &to), second);
+    }
+
+    #[test]
+    fn only_derived_shapes_name_a_lineage() {
+        for text in [
+            "kept from an older plan",
+            "0-00000000deadbeef",
+            "01-00000000deadbeef",
+            "3-deadbeef",
+            "-00000000deadbeef",
+            "x-00000000deadbeef",
+            "00000000deadbee",
+        ] {
+            assert_eq!(MoveId::from(text).lineage(), None, "{text}");
+        }
+        assert_eq!(
+            MoveId::from("12-00000000deadbeef").lineage(),
+            Some(Lineage(12))
+        );
+    }
 }

@@ -176,7 +176,7 @@ proptest! {
     #[test]
     fn unavailable_sources_are_avoided_or_flagged((from, to) in arb_transition(), down in 0usize..3) {
         let down: BTreeSet<MemberId> = from.ring().members().iter().take(down).map(|m| m.id.clone()).collect();
-        let options = PlanOptions { unavailable: down.clone() };
+        let options = PlanOptions { unavailable: down.clone(), ..PlanOptions::default() };
         let plan = plan(&from, &to, &options).unwrap();
         check_plan(&from, &to, &plan)?;
         let before = Holdings::of(&from);

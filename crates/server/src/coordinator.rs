@@ -48,8 +48,8 @@ use crate::settings::{Mode, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, PlanTimes, State};
 use ringleader_client::api::{MemberState, OutsideReason};
 use ringleader_planner::{
-    Holdings, Move, MoveState, Pace, Placement, Plan, PlanError, PlanOptions, holdings_with, plan,
-    replan,
+    Holdings, Lineage, Move, MoveId, MoveState, Pace, Placement, Plan, PlanError, PlanOptions,
+    holdings_with, plan, replan,
 };
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingError};
 use ringleader_watch::{Member, MemberSet};
@@ -74,6 +74,24 @@ pub enum CoordinatorError {
     /// that every shard sees the cancellation first.
     #[error("the cancelled plan is not stored yet; the next plan waits for it")]
     CancelNotStored,
+    /// The move belongs to a plan that was cancelled or replaced since: an
+    /// earlier lineage than the plan now in flight, or the plan now kept
+    /// cancelled. Nothing is marked done: a later plan may move the same
+    /// range between the same members, under another id.
+    #[error(
+        "move {id:?} belongs to plan lineage {lineage}, which is over (cancelled, replaced, or \
+         committed without this move; the current lineage is {current}): nothing is marked done, and the copy it made may have \
+         been cleaned up already. Drop that work and run the moves listed now: GET \
+         /v1/members/{{member}}/work (or GET /v1/plan)"
+    )]
+    EarlierPlan {
+        /// The move reported.
+        id: String,
+        /// Its lineage, as its id says.
+        lineage: Lineage,
+        /// The lineage of the newest plan.
+        current: Lineage,
+    },
 }
 
 /// Where the coordinator stands between member sets and plans.
@@ -358,6 +376,108 @@ fn holdings_ring(
     };
     let mut specs: BTreeMap<&MemberId, &MemberSpec> = BTreeMap::new();
     for spec in committed.members().iter().chain(target.members()) {
+        specs.insert(&spec.id, spec);
+    }
+    let owning: BTreeSet<MemberId> = tokens.iter().map(|(_, m)| m.clone()).collect();
+    let members = specs
+        .into_iter()
+        .filter(|(id, _)| owning.contains(*id))
+        .map(|(_, spec)| spec.clone());
+    Ring::from_assignments(committed.config(), members, tokens).ok()
+}
+
+/// With one replica, a ring of where the data is, every copy counted: each
+/// range a done move copied is owned by one of its holders among the
+/// `desired` members — the one furthest below its share so far (ranges
+/// largest first, ties to the copy a done move made) — and every other range
+/// by its only holder. [`holdings_ring`] keeps a done move's copy only where
+/// the in-flight target still wants it there; after a revision moved the
+/// target elsewhere, the copy is data held all the same (seed 925 of the
+/// simulator: p3 held 2/12 of the ring and needed 1/12 more, but the
+/// holdings ring showed it 1/12, and every edit moved 1.5× the ideal).
+/// `None` with more replicas (who holds what then follows from the walk),
+/// across a reconfiguration, or without members.
+fn data_ring(
+    committed: &Ring,
+    target: &Ring,
+    replication: &ringleader_ring::Replication,
+    held: &Holdings,
+    desired: &[MemberSpec],
+) -> Option<Ring> {
+    if replication.factor != 1
+        || committed.config() != target.config()
+        || committed.is_empty()
+        || desired.is_empty()
+    {
+        return None;
+    }
+    let weights: BTreeMap<&MemberId, f64> = desired
+        .iter()
+        .map(|s| (&s.id, f64::from(s.weight)))
+        .collect();
+    let total_weight: f64 = weights.values().sum();
+    let share = |id: &MemberId| {
+        weights.get(id).map_or(0.0, |w| {
+            w / total_weight * ringleader_ring::TOKEN_SPACE as f64
+        })
+    };
+    let ranges = held.canonical();
+    let mut owners: Vec<Option<MemberId>> = vec![None; ranges.len()];
+    let mut load: BTreeMap<MemberId, f64> = BTreeMap::new();
+    let mut contested: Vec<usize> = Vec::new();
+    for (k, (range, holders)) in ranges.iter().enumerate() {
+        let wanted: Vec<&MemberId> = holders.iter().filter(|h| weights.contains_key(h)).collect();
+        match wanted.as_slice() {
+            [] => {
+                // Nobody wanted holds it (its holders left): as committed;
+                // the edit gives it away.
+                let owner = committed.owner_of_token(range.end).ok()?.clone();
+                *load.entry(owner.clone()).or_default() += range.len() as f64;
+                owners[k] = Some(owner);
+            }
+            [only] => {
+                *load.entry((*only).clone()).or_default() += range.len() as f64;
+                owners[k] = Some((*only).clone());
+            }
+            _ => contested.push(k),
+        }
+    }
+    contested.sort_by_key(|&k| std::cmp::Reverse(ranges[k].0.len()));
+    for k in contested {
+        let (range, holders) = &ranges[k];
+        let committed_owner = committed.owner_of_token(range.end).ok()?;
+        let owner = holders
+            .iter()
+            .filter(|h| weights.contains_key(h))
+            .max_by(|a, b| {
+                let deficit = |m: &MemberId| share(m) - load.get(m).copied().unwrap_or(0.0);
+                deficit(a)
+                    .total_cmp(&deficit(b))
+                    .then_with(|| (*b == committed_owner).cmp(&(*a == committed_owner)))
+                    .then_with(|| b.cmp(a))
+            })?
+            .clone();
+        *load.entry(owner.clone()).or_default() += range.len() as f64;
+        owners[k] = Some(owner);
+    }
+    let n = ranges.len();
+    // One token per run of one owner, at the run's end.
+    let tokens: Vec<(ringleader_ring::Token, MemberId)> = (0..n)
+        .filter(|&k| n == 1 || owners[k] != owners[(k + 1) % n])
+        .filter_map(|k| Some((ranges[k].0.end, owners[k].clone()?)))
+        .collect();
+    let tokens = if tokens.is_empty() {
+        vec![(ranges[n - 1].0.end, owners[n - 1].clone()?)]
+    } else {
+        tokens
+    };
+    let mut specs: BTreeMap<&MemberId, &MemberSpec> = BTreeMap::new();
+    for spec in committed
+        .members()
+        .iter()
+        .chain(target.members())
+        .chain(desired)
+    {
         specs.insert(&spec.id, spec);
     }
     let owning: BTreeSet<MemberId> = tokens.iter().map(|(_, m)| m.clone()).collect();
@@ -867,8 +987,18 @@ impl Coordinator {
 
     fn make_plan(&mut self, desired: &[MemberSpec]) -> Result<(), CoordinatorError> {
         let from = self.committed();
+        // A revision (or the cancel of a revert) is the same plan: its
+        // lineage. A plan made afresh — after a commit, or after a cancel —
+        // is a new lineage, so none of its moves takes the id of an earlier
+        // plan's move (whose late report must not mark it done).
+        let lineage = if self.working.in_flight().is_some() {
+            self.working.lineage
+        } else {
+            self.working.lineage.next()
+        };
         let options = PlanOptions {
             unavailable: self.departed(desired),
+            lineage,
         };
         let revert =
             desired == self.working.committed.members() && self.settings == self.working.settings;
@@ -882,7 +1012,8 @@ impl Coordinator {
             Some(current) => {
                 // The target that moves least from the holdings, among the
                 // rings made from the in-flight target, from the committed
-                // ring, and from the ring of where the data is now.
+                // ring, from the ring of where the data is now, and (one
+                // replica) from the ring of every copy held.
                 let held = holdings_with(&from, &current.plan);
                 let from_holdings = holdings_ring(
                     &self.working.committed,
@@ -895,10 +1026,18 @@ impl Coordinator {
                 // store could not read back loses to any other (if all are
                 // such, the check below refuses it).
                 let mut best: Option<(bool, Ring, Plan)> = None;
+                let from_data = data_ring(
+                    &self.working.committed,
+                    &current.target,
+                    &self.settings.replication(),
+                    &held,
+                    desired,
+                );
                 let bases = [
                     Some(&current.target),
                     Some(&self.working.committed),
                     from_holdings.as_ref(),
+                    from_data.as_ref(),
                 ];
                 for base in bases.into_iter().flatten() {
                     let ring = next_ring(base, &self.settings, desired)?;
@@ -1022,6 +1161,7 @@ impl Coordinator {
         self.plans_made += 1;
         let commit_now = !revert && (self.settings.mode == Mode::Auto || record.plan.is_complete());
         self.working.plan = Some(record);
+        self.working.lineage = lineage;
         self.working.revision += 1;
         if commit_now {
             self.commit();
@@ -1047,6 +1187,7 @@ impl Coordinator {
         let desired = record.target.members().to_vec();
         let options = PlanOptions {
             unavailable: self.departed(&desired),
+            lineage: self.working.lineage,
         };
         let Ok(to) = Placement::new(record.target.clone(), record.settings.replication()) else {
             return;
@@ -1117,6 +1258,20 @@ impl Coordinator {
                 done: done.clone(),
                 remaining: 0,
                 committed: true,
+            });
+        }
+        // A move of an earlier plan (its id names its lineage): say so,
+        // rather than "no plan" or "no such move", so the shard drops it.
+        if !known_in_flight
+            && let Some(lineage) = MoveId::from(id).lineage()
+            && !lineage.is_unnumbered()
+            && (lineage < self.working.lineage
+                || (lineage == self.working.lineage && in_flight.is_none()))
+        {
+            return Err(CoordinatorError::EarlierPlan {
+                id: id.to_owned(),
+                lineage,
+                current: self.working.lineage,
             });
         }
         let record = self
@@ -1948,6 +2103,72 @@ mod tests {
                 .all(|c| c.member.as_str() == first.plan.moves[0].to.as_str()),
             "only what the done move copied is cleaned up"
         );
+    }
+
+    /// Regression (issue 10 (a)): move ids were derived from range, source
+    /// and target alone, so the plan made again after a cancel (the same
+    /// change from the same committed ring) reused the cancelled plan's ids,
+    /// and a shard's late report of a cancelled move — whose copy the
+    /// cancel's cleanups had dropped — marked the new plan's move done.
+    #[test]
+    fn a_late_ack_of_a_cancelled_plans_move_marks_nothing_done_in_the_next_plan() {
+        let t0 = Instant::now();
+        let mut c = coordinator_at(Mode::Ack, t0);
+        c.observe(pods(3), t0);
+        c.tick(t0 + SETTLE);
+        c.observe(pods(4), t0 + Duration::from_secs(10));
+        c.tick(t0 + Duration::from_secs(15));
+        store(&mut c);
+        let first = c.state().plan.clone().expect("a plan to four");
+        let late = first.plan.moves[0].clone();
+        // db-3 goes away past its grace: the plan is cancelled (stored).
+        c.observe(pods(3), t0 + Duration::from_secs(20));
+        c.tick(t0 + Duration::from_secs(80));
+        c.tick(t0 + Duration::from_secs(85));
+        assert_eq!(
+            c.state().plan.as_ref().map(|p| p.state),
+            Some(PlanState::Cancelled)
+        );
+        store(&mut c);
+        // It comes back: the same change from the same ring moves the same
+        // ranges between the same members, in a new lineage.
+        c.observe(pods(4), t0 + Duration::from_secs(90));
+        c.tick(t0 + Duration::from_secs(95));
+        store(&mut c);
+        let second = c.state().in_flight().cloned().expect("the plan made again");
+        let again = second
+            .plan
+            .moves
+            .iter()
+            .find(|m| (m.range, &m.from, &m.to) == (late.range, &late.from, &late.to))
+            .expect("the same move is needed again");
+        assert_ne!(again.id, late.id, "another plan: another id");
+        assert_eq!(again.id.lineage(), Some(late.id.lineage().unwrap().next()));
+        let version = c.version();
+        match c.move_done(late.id.as_str()) {
+            Err(e @ CoordinatorError::EarlierPlan { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("cancelled") && message.contains("/work"),
+                    "{message}"
+                );
+            }
+            other => panic!("a late ack of the cancelled move answered {other:?}"),
+        }
+        assert!(
+            c.state()
+                .plan
+                .iter()
+                .flat_map(|p| &p.plan.moves)
+                .all(|m| m.state != MoveState::Done),
+            "nothing is done"
+        );
+        assert!(
+            !c.has_unsaved() && c.version() == version,
+            "nothing changed"
+        );
+        // The new plan's own id is accepted.
+        c.move_done(again.id.as_str()).unwrap();
     }
 
     /// Regression (issue 10, item 2): a source not ready for a second

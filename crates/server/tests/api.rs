@@ -686,6 +686,69 @@ async fn reacking_a_done_move_after_a_restart_answers_200_not_409() {
     error(status, &body, StatusCode::CONFLICT, "conflict");
 }
 
+/// Issue 10 (a): move ids carry their plan's lineage; a report of a move of
+/// a plan that is over (here: the committed one, with an id it never had)
+/// is told so, with what to do, and marks nothing done in the plan now in
+/// flight.
+#[tokio::test]
+async fn a_report_of_an_earlier_plans_move_answers_409_and_marks_nothing_done() {
+    let done = |id: &str| {
+        Request::post(format!("/v1/plan/moves/{id}/done"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("a request")
+    };
+    let c = coordinator(3).await;
+    c.send(SourceEvent::Members(testing::members(4)));
+    let view = c
+        .wait_for("a plan", |v| v.plan_in_progress().is_some())
+        .await;
+    let first: Vec<String> = view
+        .plan_in_progress()
+        .map(|p| p.plan.moves.iter().map(|m| m.id.as_str().to_owned()))
+        .into_iter()
+        .flatten()
+        .collect();
+    let app = open_app(&c);
+    for id in &first {
+        let (status, _, body) = call(&app, done(id)).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    let lineage = first[0]
+        .split_once('-')
+        .expect("a numbered id")
+        .0
+        .to_owned();
+    c.send(SourceEvent::Members(testing::members(5)));
+    let view = c
+        .wait_for("the next plan", |v| v.plan_in_progress().is_some())
+        .await;
+    let next = view.plan_in_progress().expect("a plan").clone();
+    assert!(
+        next.plan
+            .moves
+            .iter()
+            .all(|m| !m.id.as_str().starts_with(&format!("{lineage}-"))),
+        "the next plan is another lineage"
+    );
+    let (status, _, body) = call(&app, done(&format!("{lineage}-0123456789abcdef"))).await;
+    let message = error(status, &body, StatusCode::CONFLICT, "conflict");
+    assert!(
+        message.contains(&format!("plan lineage {lineage}")) && message.contains("/work"),
+        "{message}"
+    );
+    let (_, _, body) = call(&app, get("/v1/plan")).await;
+    let plan: Value = serde_json::from_slice(&body).expect("a plan");
+    assert!(
+        plan["plan"]["moves"]
+            .as_array()
+            .expect("moves")
+            .iter()
+            .all(|m| m["state"] != "done"),
+        "nothing is done: {plan}"
+    );
+}
+
 #[tokio::test]
 async fn reads_are_authenticated_by_flag_with_a_token() {
     let c = coordinator(3).await;

@@ -596,7 +596,7 @@ pub async fn get_plan(
         (status = 401, description = "no valid bearer token", body = ErrorResponse),
         (status = 403, description = "writes are disabled, or the token's user may not write", body = ErrorResponse),
         (status = 404, description = "no such move in the plan", body = ErrorResponse),
-        (status = 409, description = "no plan in flight, or the move was cancelled", body = ErrorResponse),
+        (status = 409, description = "no plan in flight, the move was cancelled, or it belongs to an earlier plan (cancelled or replaced since; its id names its plan's lineage): nothing is marked done", body = ErrorResponse),
         (status = 429, description = "too many tokens being reviewed at once", body = ErrorResponse),
         (status = 503, description = "no leader reachable (code not_leader), the token could not be checked (auth_unavailable), the state could not be saved", body = ErrorResponse)))]
 pub async fn post_move_done(
@@ -643,6 +643,9 @@ pub async fn post_move_done(
             ApiError::not_found(e.to_string())
         }
         CommandError::Coordinator(CoordinatorError::Plan(PlanError::MoveCancelled(_))) => {
+            ApiError::conflict(e.to_string())
+        }
+        CommandError::Coordinator(CoordinatorError::EarlierPlan { .. }) => {
             ApiError::conflict(e.to_string())
         }
         CommandError::Coordinator(other) => ApiError::bad_request(other.to_string()),

@@ -21,8 +21,11 @@
 //! numbers: sorted and delta-coded they take about 6–7 bytes each. A plan's
 //! target shares all but a few of the committed ring's tokens, so it costs
 //! what the change costs. A move's id is stored only when it is not the one
-//! derived from its range, source and target ([`MoveId::derive`]), which is
-//! the usual case. Names and move states go through JSON tables, so a state
+//! derived from its lineage, range, source and target ([`MoveId::derive`]),
+//! which is the usual case: the header holds the lineage once for the plan
+//! (the state's, [`State::lineage`]) and once for the last committed plan's
+//! moves. States written before lineages have neither field: their ids
+//! derive unnumbered, as they were written. Names and move states go through JSON tables, so a state
 //! or a field added to them (serde) needs no change here.
 //!
 //! Format 1 (the JSON of earlier builds) is still read, so an upgrade keeps
@@ -30,7 +33,7 @@
 
 use super::{PlanRecord, PlanState, PlanTimes, State};
 use crate::settings::RingSettings;
-use ringleader_planner::{Cleanup, Move, MoveId, MoveState, Plan, Summary};
+use ringleader_planner::{Cleanup, Lineage, Move, MoveId, MoveState, Plan, Summary};
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingConfig, Strategy, Token, TokenRange};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -54,6 +57,13 @@ struct Header {
     names: Vec<MemberId>,
     /// Move states, by index.
     move_states: Vec<MoveState>,
+    /// The state's lineage ([`State::lineage`]): the plan's derived move ids
+    /// carry it. Absent (0) in states written before lineages.
+    #[serde(default, skip_serializing_if = "Lineage::is_unnumbered")]
+    lineage: Lineage,
+    /// The lineage the last committed plan's done moves were derived in.
+    #[serde(default, skip_serializing_if = "Lineage::is_unnumbered")]
+    last_committed_lineage: Lineage,
 }
 
 /// A ring's settings and members (its tokens are in a section).
@@ -176,7 +186,7 @@ pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
     let mut tables = Tables::default();
     if let Some(p) = &state.plan {
         target_diff(&mut body, committed, &p.target);
-        put_moves(&mut body, &p.plan.moves, &mut tables);
+        put_moves(&mut body, &p.plan.moves, state.lineage, &mut tables);
         put(&mut body, p.plan.cleanups.len() as u64);
         let mut previous = 0;
         for c in &p.plan.cleanups {
@@ -184,7 +194,19 @@ pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
             put_range(&mut body, c.range, &mut previous);
         }
     }
-    put_moves(&mut body, &state.last_committed, &mut tables);
+    // The committed plan was of an earlier lineage than the state's once a
+    // plan is made after it: its moves' ids say which.
+    let last_committed_lineage = state
+        .last_committed
+        .first()
+        .and_then(|m| m.id.lineage())
+        .unwrap_or(Lineage::UNNUMBERED);
+    put_moves(
+        &mut body,
+        &state.last_committed,
+        last_committed_lineage,
+        &mut tables,
+    );
     let header = Header {
         settings: state.settings,
         epoch: state.epoch,
@@ -203,6 +225,8 @@ pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
         }),
         names: tables.names,
         move_states: tables.states,
+        lineage: state.lineage,
+        last_committed_lineage,
     };
     let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(16 + header.len() + body.len());
@@ -245,7 +269,8 @@ impl Tables {
     }
 }
 
-fn put_moves(out: &mut Vec<u8>, moves: &[Move], tables: &mut Tables) {
+/// Moves whose ids were derived in `lineage` store none.
+fn put_moves(out: &mut Vec<u8>, moves: &[Move], lineage: Lineage, tables: &mut Tables) {
     put(out, moves.len() as u64);
     let mut previous = 0;
     for m in moves {
@@ -253,7 +278,7 @@ fn put_moves(out: &mut Vec<u8>, moves: &[Move], tables: &mut Tables) {
         put(out, tables.name(&m.from));
         put(out, tables.name(&m.to));
         put(out, tables.state(m.state));
-        put_move_id(out, m);
+        put_move_id(out, m, lineage);
     }
 }
 
@@ -275,9 +300,9 @@ fn put_range(out: &mut Vec<u8>, range: TokenRange, previous: &mut Token) {
     *previous = range.start;
 }
 
-fn put_move_id(out: &mut Vec<u8>, m: &Move) {
+fn put_move_id(out: &mut Vec<u8>, m: &Move, lineage: Lineage) {
     let id = m.id.as_str();
-    if MoveId::derive(m.range, &m.from, &m.to).as_str() == id {
+    if MoveId::derive(lineage, m.range, &m.from, &m.to).as_str() == id {
         out.push(0);
         return;
     }
@@ -368,7 +393,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State, String> {
         Some(p) => {
             let target = read_target(&mut r, &committed, &p.target)
                 .map_err(|e| format!("its plan's target ring is invalid: {e}"))?;
-            let moves = read_moves(&mut r, &header.names, &header.move_states)
+            let moves = read_moves(&mut r, &header.names, &header.move_states, header.lineage)
                 .map_err(|e| format!("its plan's moves are invalid: {e}"))?;
             let cleanups = read_cleanups(&mut r, &header.names)
                 .map_err(|e| format!("its plan's cleanups are invalid: {e}"))?;
@@ -391,8 +416,13 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State, String> {
             })
         }
     };
-    let last_committed = read_moves(&mut r, &header.names, &header.move_states)
-        .map_err(|e| format!("its last committed plan's moves are invalid: {e}"))?;
+    let last_committed = read_moves(
+        &mut r,
+        &header.names,
+        &header.move_states,
+        header.last_committed_lineage,
+    )
+    .map_err(|e| format!("its last committed plan's moves are invalid: {e}"))?;
     if r.at != bytes.len() {
         return Err(format!(
             "{} bytes follow the end of the state",
@@ -406,6 +436,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State, String> {
         committed,
         plan,
         last_committed,
+        lineage: header.lineage,
     })
 }
 
@@ -531,10 +562,12 @@ fn read_range(r: &mut Reader<'_>, previous: &mut Token) -> Result<TokenRange, St
     Ok(TokenRange::new(start, end))
 }
 
+/// Moves; a derived id is derived in `lineage`.
 fn read_moves(
     r: &mut Reader<'_>,
     names: &[MemberId],
     states: &[MoveState],
+    lineage: Lineage,
 ) -> Result<Vec<Move>, String> {
     // A move takes at least 6 bytes: range (2), from, to, state, id kind.
     let n = r.count("moves", 6)?;
@@ -546,7 +579,7 @@ fn read_moves(
         let to = names[r.index("member name", names.len())?].clone();
         let state = states[r.index("move state", states.len())?];
         let id = match r.take(1)?[0] {
-            0 => MoveId::derive(range, &from, &to),
+            0 => MoveId::derive(lineage, range, &from, &to),
             1 => {
                 let raw: [u8; 8] = r.take(8)?.try_into().map_err(|_| "short move id")?;
                 MoveId::from(format!("{:016x}", u64::from_le_bytes(raw)).as_str())
@@ -594,8 +627,9 @@ mod tests {
     }
 
     /// 20 members, a plan to 23 with moves in every state, ids derived,
-    /// hex and free-form.
-    fn state() -> State {
+    /// hex and free-form; the plan of `lineage`, the last committed one's
+    /// moves of the lineage before (unnumbered both, for 0).
+    fn state_of(lineage: Lineage) -> State {
         let settings = RingSettings {
             rf: 3,
             zone_aware: true,
@@ -606,7 +640,11 @@ mod tests {
         let target = committed.rebalance_to(&members).unwrap();
         let from = Placement::new(committed.clone(), settings.replication()).unwrap();
         let to = Placement::new(target.clone(), settings.replication()).unwrap();
-        let mut plan = ringleader_planner::plan(&from, &to, &PlanOptions::default()).unwrap();
+        let options = PlanOptions {
+            lineage,
+            ..PlanOptions::default()
+        };
+        let mut plan = ringleader_planner::plan(&from, &to, &options).unwrap();
         assert!(plan.moves.len() >= 4 && !plan.cleanups.is_empty());
         plan.moves[0].state = MoveState::Done;
         plan.moves[1].state = MoveState::Cancelled;
@@ -614,13 +652,16 @@ mod tests {
         plan.moves[2].id = MoveId::from("00000000deadbeef");
         plan.moves[3].id = MoveId::from("kept from an older plan");
         let mut state = State::fresh(settings).unwrap();
+        let before = Lineage(lineage.0.saturating_sub(1));
         state.last_committed = plan.moves[4..].iter().take(3).cloned().collect();
         for m in &mut state.last_committed {
             m.state = MoveState::Done;
+            m.id = MoveId::derive(before, m.range, &m.from, &m.to);
         }
         state.committed = committed;
         state.epoch = 4;
         state.revision = 9;
+        state.lineage = lineage;
         state.plan = Some(PlanRecord {
             id: "e4-x".into(),
             from_epoch: 4,
@@ -635,6 +676,10 @@ mod tests {
             },
         });
         state
+    }
+
+    fn state() -> State {
+        state_of(Lineage(7))
     }
 
     #[test]
@@ -653,8 +698,62 @@ mod tests {
 
     #[test]
     fn format_1_json_still_reads() {
-        let state = state();
+        // Format 1 was written by builds before lineages only.
+        let state = state_of(Lineage::UNNUMBERED);
         assert_eq!(State::decode(&state.encode_format1(), "t").unwrap(), state);
+    }
+
+    /// A format-2 state as the build before lineages wrote it (3 → 4
+    /// members, hashed, the first move done; one move of the last committed
+    /// plan), with the ids that build derived for its moves.
+    #[test]
+    fn a_format_2_state_written_before_lineages_reads_with_its_ids_unchanged() {
+        let hex = include_str!("fixtures/format2-before-lineages.hex").trim();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let state = State::decode(&bytes, "fixture").unwrap();
+        assert_eq!(state.lineage, Lineage::UNNUMBERED);
+        let ids: Vec<(&str, MoveState)> = state
+            .plan
+            .as_ref()
+            .unwrap()
+            .plan
+            .moves
+            .iter()
+            .chain(&state.last_committed)
+            .map(|m| (m.id.as_str(), m.state))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("9234f0f2a1da6893", MoveState::Done),
+                ("7756c945cf8c9bcc", MoveState::Pending),
+                ("eb433f9ddd041e5c", MoveState::Pending),
+                ("7756c945cf8c9bcc", MoveState::Done),
+            ]
+        );
+        // Written again by this build, byte for byte the same.
+        assert_eq!(state.encode().unwrap(), bytes);
+    }
+
+    #[test]
+    fn derived_ids_of_a_lineage_are_stored_as_compactly_as_unnumbered_ones() {
+        let numbered = state().encode().unwrap();
+        let unnumbered = state_of(Lineage::UNNUMBERED).encode().unwrap();
+        // The two lineages in the header, nothing per move.
+        assert!(
+            numbered.len() <= unnumbered.len() + 48,
+            "{} bytes against {}",
+            numbered.len(),
+            unnumbered.len()
+        );
+        let read = State::decode(&numbered, "t").unwrap();
+        assert_eq!(read.lineage, Lineage(7));
+        let plan = &read.plan.as_ref().unwrap().plan;
+        assert_eq!(plan.moves[0].id.lineage(), Some(Lineage(7)));
+        assert_eq!(read.last_committed[0].id.lineage(), Some(Lineage(6)));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use configmap::{
 pub use file::FileStore;
 
 use crate::settings::RingSettings;
-use ringleader_planner::{Cleanup, Move, Plan, Summary};
+use ringleader_planner::{Cleanup, Lineage, Move, Plan, Summary};
 use ringleader_ring::{Ring, RingSnapshot};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -123,6 +123,12 @@ pub struct State {
     /// first time, not 409 (DESIGN §5: acks are idempotent, also after the
     /// commit). No larger than the plan the state held just before.
     pub last_committed: Vec<Move>,
+    /// The lineage of the newest plan made on this state (the plan in
+    /// flight, or the cancelled or committed one kept for reading): a
+    /// revision keeps it, a plan made after a cancel or a commit takes the
+    /// next ([`Lineage`]), so its move ids are new ones. `Lineage(0)` in
+    /// states of builds before lineages (and before the first plan).
+    pub lineage: Lineage,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -431,6 +437,7 @@ impl State {
             committed: Ring::new(settings.ring_config())?,
             plan: None,
             last_committed: Vec::new(),
+            lineage: Lineage::UNNUMBERED,
         })
     }
 
@@ -484,7 +491,7 @@ impl State {
     }
 
     /// Format 1's JSON, as earlier builds wrote it (for tests of reading
-    /// it).
+    /// it). Those builds knew no lineages: the state's is not written.
     #[cfg(test)]
     pub(crate) fn encode_format1(&self) -> Vec<u8> {
         let stored = StoredState {
@@ -562,6 +569,8 @@ impl State {
             committed,
             plan,
             last_committed: stored.last_committed,
+            // Written before lineages: its move ids carry none.
+            lineage: Lineage::UNNUMBERED,
         })
     }
 }
