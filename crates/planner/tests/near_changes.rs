@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 use ringleader_planner::{
-    Holdings, Placement, PlanOptions, apply, plan, plan_comparing_every_range,
+    Holdings, Lineage, Placement, PlanOptions, apply, plan, plan_comparing_every_range,
 };
 use ringleader_ring::{
     MemberId, MemberSpec, MembershipChange, Replication, Ring, RingConfig,
@@ -58,7 +58,10 @@ fn change_of(
 }
 
 fn check(from: &Placement, to: &Placement, unavailable: BTreeSet<MemberId>) {
-    let options = PlanOptions { unavailable };
+    let options = PlanOptions {
+        unavailable,
+        lineage: Lineage(1),
+    };
     let fast = plan(from, to, &options).expect("plan");
     let full = plan_comparing_every_range(from, to, &options).expect("plan");
     assert_eq!(fast, full, "the shortcut changed the plan");
