@@ -5,7 +5,7 @@ use crate::{MemberId, MemberSpec, RingError, TOKEN_SPACE, Token, TokenRange, has
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Replication factors up to this walk the ring with a fixed buffer
 /// ([`Ring::replica_indices_at`]).
@@ -188,6 +188,11 @@ pub(crate) struct RingData {
     pub(crate) tokens: Vec<Token>,
     pub(crate) owners: Vec<u32>,
     index: TokenIndex,
+    /// For each position, how far clockwise the second and the third zone
+    /// begin ([`zone_steps`]); built by the first zone-aware query of 2 or 3
+    /// replicas, so a ring never asked for them (a ring of one zone, a
+    /// client asking owners only) holds none.
+    zone_steps: OnceLock<Vec<[u8; 2]>>,
 }
 
 impl fmt::Debug for Ring {
@@ -320,7 +325,7 @@ impl Ring {
             let next = zones.len() as u32;
             zones.entry(m.zone.as_deref()).or_insert(next);
         }
-        let zone_of = members.iter().map(|m| zones[&m.zone.as_deref()]).collect();
+        let zone_of: Vec<u32> = members.iter().map(|m| zones[&m.zone.as_deref()]).collect();
         let zone_count = zones.len();
         let index = TokenIndex::build(&tokens, &owners);
         Self(Arc::new(RingData {
@@ -331,6 +336,7 @@ impl Ring {
             tokens,
             owners,
             index,
+            zone_steps: OnceLock::new(),
         }))
     }
 
@@ -529,11 +535,45 @@ impl Ring {
         if replication.factor == 1 {
             // Zones or not, the owner alone.
             out.push(self.0.owners[position]);
+        } else if replication.zone_aware
+            && replication.factor <= 3
+            && replication.factor <= self.0.zone_count
+            && self.replicas_by_zone_steps(position, replication.factor, out)
+        {
+            // One member from each of the first `factor` zones met: read
+            // from the precomputed steps.
         } else if replication.factor <= WALK_BUFFER && self.0.zone_count <= 64 {
             self.replicas_walk_short(position, replication, out);
         } else {
             self.replicas_walk_long(position, replication, out);
         }
+    }
+
+    /// Zone-aware replicas for a factor of 2 or 3, no more than the zones:
+    /// the owner at `position` and those where the walk meets its second
+    /// and third zone, which [`zone_steps`] recorded. Writes them and returns
+    /// true, or returns false (writing nothing) when a step is too long to
+    /// have been recorded.
+    #[inline(always)]
+    fn replicas_by_zone_steps(&self, position: usize, factor: usize, out: &mut Vec<u32>) -> bool {
+        let owners = &self.0.owners;
+        let n = owners.len();
+        let steps = self
+            .0
+            .zone_steps
+            .get_or_init(|| zone_steps(owners, &self.0.zone_of, self.0.zone_count));
+        let [second, third] = steps[position];
+        if second == 0 || (factor == 3 && third == 0) {
+            return false;
+        }
+        // A step is shorter than the ring: one subtraction wraps it.
+        let wrap = |step: u8| {
+            let at = position + usize::from(step);
+            if at >= n { at - n } else { at }
+        };
+        let picks = [owners[position], owners[wrap(second)], owners[wrap(third)]];
+        out.extend_from_slice(&picks[..factor]);
+        true
     }
 
     /// The owners clockwise from `position`, once around the ring.
@@ -763,6 +803,50 @@ impl Ring {
 /// The invariants of a ring's parts: unique non-empty ids sorted, valid
 /// weights, tokens sorted and distinct, owners in range, every member with
 /// a token.
+/// For each position of a ring of two zones or more, the steps clockwise to
+/// the first owner of a second zone and to the first of a third zone, or 0
+/// when there is no such owner or it lies more than 255 steps away (the walk
+/// then reads the owners instead). With them, a zone-aware factor of 2 or 3
+/// is the owners at those positions, read from the cache line of the first
+/// one most of the time (steps average 1.5 and 4.5 with three equal zones),
+/// instead of a walk that looks each owner's zone up. Two bytes a token:
+/// 500 KiB at 256,000 tokens, built in 0.7–1.3 ms there (one pass, on the
+/// ring's first query that needs them).
+fn zone_steps(owners: &[u32], zone_of: &[u32], zone_count: usize) -> Vec<[u8; 2]> {
+    let n = owners.len();
+    if zone_count < 2 || n == 0 {
+        return Vec::new();
+    }
+    let mut steps = vec![[0u8; 2]; n];
+    // Walking backwards, `first`, `second` and `third` are the first three
+    // zones met clockwise from `at`, in the order met, each with where it
+    // is met first (a position past `n` is one round later); `NONE` for a
+    // zone not met yet. The walk starts 256 positions into the next round,
+    // far enough for every step that is recorded.
+    let [mut first, mut second, mut third] = [(NONE, 0usize); 3];
+    for at in (0..n + n.min(256)).rev() {
+        let zone = zone_of[owners[if at >= n { at - n } else { at }] as usize];
+        if zone != first.0 {
+            if zone != second.0 {
+                third = second;
+            }
+            second = first;
+        }
+        first = (zone, at);
+        if at < n {
+            let step = |(z, met): (u32, usize)| {
+                if z == NONE {
+                    0
+                } else {
+                    u8::try_from(met - at).unwrap_or(0)
+                }
+            };
+            steps[at] = [step(second), step(third)];
+        }
+    }
+    steps
+}
+
 fn check_parts(
     config: &RingConfig,
     members: &[MemberSpec],
@@ -839,4 +923,112 @@ pub fn spread_of(ownership: &[Ownership]) -> f64 {
     let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
     let variance = ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / ratios.len() as f64;
     variance.sqrt() / mean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The steps to a second and a third zone, found by walking from every
+    /// position: the obviously-right form of [`zone_steps`].
+    fn walked_steps(owners: &[u32], zone_of: &[u32]) -> Vec<[u8; 2]> {
+        let n = owners.len();
+        let zone = |at: usize| zone_of[owners[at % n] as usize];
+        (0..n)
+            .map(|at| {
+                let mut met = vec![zone(at)];
+                let mut steps = [0u8; 2];
+                for step in 1..n {
+                    if met.len() == 3 {
+                        break;
+                    }
+                    if !met.contains(&zone(at + step)) {
+                        steps[met.len() - 1] = u8::try_from(step).unwrap_or(0);
+                        met.push(zone(at + step));
+                    }
+                }
+                steps
+            })
+            .collect()
+    }
+
+    /// A ring of `members` in `zones` (member `i` in zone `zone(i)`) whose
+    /// tokens' owners are `owners`.
+    fn ring_of(members: usize, zone: impl Fn(usize) -> usize, owners: &[u32]) -> Ring {
+        let specs = (0..members)
+            .map(|i| MemberSpec::new(format!("m{i:03}")).with_zone(format!("z{}", zone(i))))
+            .collect();
+        let tokens = (0..owners.len() as u64).map(|t| t * 1000).collect();
+        Ring::from_sorted(
+            RingConfig::new(Strategy::Hashed, 1024),
+            specs,
+            tokens,
+            owners.to_vec(),
+        )
+        .expect("valid ring")
+    }
+
+    fn check(ring: &Ring) {
+        let data = &ring.0;
+        let mut fast = Vec::new();
+        let mut walked = Vec::new();
+        for rf in 1..=ring.len().min(5) {
+            let replication = Replication::new(rf, true);
+            for position in 0..data.owners.len() {
+                ring.replica_indices_at(position, &replication, &mut fast);
+                walked.clear();
+                ring.replicas_walk_long(position, &replication, &mut walked);
+                assert_eq!(fast, walked, "rf {rf} at {position}");
+            }
+        }
+        let built = data.zone_steps.get().expect("built by the queries");
+        assert_eq!(*built, walked_steps(&data.owners, &data.zone_of));
+    }
+
+    #[test]
+    fn zone_steps_match_the_walk_with_runs_past_255_and_wrap_around() {
+        // Zone 0 holds a run of 300 tokens, so steps from its start are too
+        // long to record; zone 2's only token is the last one, so the steps
+        // to it from the first tokens wrap around.
+        let mut owners = vec![0u32; 300];
+        owners.extend([1, 3, 1, 3, 0, 1]);
+        owners.extend(std::iter::repeat_n(4, 260));
+        owners.push(2);
+        check(&ring_of(5, |i| [0, 1, 2, 1, 0][i], &owners));
+    }
+
+    #[test]
+    fn zone_steps_match_the_walk_on_random_rings() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for zones in 2..=5usize {
+            for members in [zones, zones + 1, 7, 20] {
+                for tokens in [members, 50, 600] {
+                    // Members of unequal zones: lower zones hold more members,
+                    // and member 0 holds most tokens half the time.
+                    let zone = |i: usize| if i < zones { i } else { (i * 7) % zones % 3 };
+                    let heavy = next() % 2 == 0;
+                    let mut owners: Vec<u32> = (0..members as u32).collect();
+                    owners.extend((members..tokens).map(|_| {
+                        let r = next();
+                        if heavy && r % 100 < 97 {
+                            0
+                        } else {
+                            (r % members as u64) as u32
+                        }
+                    }));
+                    // Shuffle, so every member keeps a token somewhere.
+                    for i in (1..owners.len()).rev() {
+                        owners.swap(i, (next() % (i as u64 + 1)) as usize);
+                    }
+                    check(&ring_of(members, zone, &owners));
+                }
+            }
+        }
+    }
 }

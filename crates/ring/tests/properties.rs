@@ -567,3 +567,64 @@ fn joiners_cut_ranges_all_around_the_ring() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Zone-aware replicas (read from precomputed zone steps for factors 2
+    /// and 3) agree with the walk on rings of 2 to 5 zones of unequal
+    /// sizes, where one member may hold most tokens so that a zone's run
+    /// can be longer than the 255 steps recorded, for factors 1 to 5, on
+    /// and next to tokens and past the last one (wrapping).
+    #[test]
+    fn zone_aware_replicas_agree_with_walk_on_unequal_zones(
+        zones in 2u8..=5,
+        member_zones in prop::collection::vec(any::<u8>(), 2..12),
+        extra in prop::collection::vec((any::<u64>(), any::<u8>(), any::<u8>()), 0..700),
+        heavy in prop_oneof![Just(0u8), Just(128), Just(252)],
+        probes in prop::collection::vec(any::<u64>(), 24),
+    ) {
+        // The first member of each zone is in it; the others are spread
+        // unevenly (lower zones more often).
+        let ids: Vec<MemberSpec> = member_zones
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| {
+                let zone = if i < usize::from(zones) { i as u8 } else { (z % zones).min(z % 3) };
+                MemberSpec::new(format!("m{i}")).with_zone(format!("z{zone}"))
+            })
+            .collect();
+        // One token for each member, then more: most of them member 0's
+        // when `heavy` is high.
+        let mut assigned: BTreeMap<Token, MemberId> = BTreeMap::new();
+        for (i, spec) in ids.iter().enumerate() {
+            assigned.insert(hash_key(format!("seed-{i}").as_bytes()), spec.id.clone());
+        }
+        for &(token, coin, pick) in &extra {
+            let owner = if coin < heavy { 0 } else { usize::from(pick) % ids.len() };
+            assigned.entry(token).or_insert_with(|| ids[owner].id.clone());
+        }
+        let ring = Ring::from_assignments(
+            RingConfig::new(TokenStrategy::Hashed, 1024),
+            ids.clone(),
+            assigned.into_iter(),
+        ).unwrap();
+        let tokens = ring.tokens();
+        let n = tokens.len();
+        let mut all: Vec<Token> = probes;
+        all.extend([0, u64::MAX, tokens[n - 1].wrapping_add(1), tokens[0]]);
+        for k in 0..24 {
+            let t = tokens[k * n / 24];
+            all.extend([t, t.wrapping_add(1)]);
+        }
+        for rf in 1..=5.min(ring.len()) {
+            for zone_aware in [true, false] {
+                let replication = Replication::new(rf, zone_aware);
+                for &probe in &all {
+                    let got: Vec<MemberId> = ring.replicas_of_token(probe, &replication).unwrap().into_iter().cloned().collect();
+                    prop_assert_eq!(got, walk_replicas(&ring, probe, &replication), "rf {} zone-aware {} probe {}", rf, zone_aware, probe);
+                }
+            }
+        }
+    }
+}
