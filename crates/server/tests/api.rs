@@ -604,25 +604,27 @@ async fn writes_without_a_configured_writer_are_refused_saying_how_to_enable_the
     assert!(message.contains("--auth-token-file"), "{message}");
 }
 
+/// `POST /v1/plan/moves/{id}/done`, with a bearer token when one is given.
+fn report_done(token: Option<&str>, id: &str) -> Request<Body> {
+    let mut request = Request::post(format!("/v1/plan/moves/{id}/done"));
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    request.body(Body::empty()).expect("a request")
+}
+
 #[tokio::test]
 async fn writes_check_the_token_and_the_move_id() {
     let c = coordinator(3).await;
     let app = open_app(&c);
-    let done = |token: Option<&str>, id: &str| {
-        let mut request = Request::post(format!("/v1/plan/moves/{id}/done"));
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        request.body(Body::empty()).expect("a request")
-    };
-    let (status, _, body) = call(&app, done(None, "abc")).await;
+    let (status, _, body) = call(&app, report_done(None, "abc")).await;
     error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-    let (status, _, body) = call(&app, done(Some("wrong-token-of-any-length"), "abc")).await;
+    let (status, _, body) = call(&app, report_done(Some("wrong-token-of-any-length"), "abc")).await;
     error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-    let (status, _, body) = call(&app, done(Some(TOKEN), "not%20an%20id")).await;
+    let (status, _, body) = call(&app, report_done(Some(TOKEN), "not%20an%20id")).await;
     error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     // No plan in flight: nothing to report done.
-    let (status, _, body) = call(&app, done(Some(TOKEN), "abc")).await;
+    let (status, _, body) = call(&app, report_done(Some(TOKEN), "abc")).await;
     error(status, &body, StatusCode::CONFLICT, "conflict");
 }
 
@@ -631,12 +633,7 @@ async fn writes_check_the_token_and_the_move_id() {
 /// moved): the committed plan's done moves were kept in memory only.
 #[tokio::test]
 async fn reacking_a_done_move_after_a_restart_answers_200_not_409() {
-    let done = |id: &str| {
-        Request::post(format!("/v1/plan/moves/{id}/done"))
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .body(Body::empty())
-            .expect("a request")
-    };
+    let done = |id: &str| report_done(Some(TOKEN), id);
     let c = coordinator(3).await;
     c.send(SourceEvent::Members(testing::members(4)));
     let view = c
@@ -692,12 +689,7 @@ async fn reacking_a_done_move_after_a_restart_answers_200_not_409() {
 /// flight.
 #[tokio::test]
 async fn a_report_of_an_earlier_plans_move_answers_409_and_marks_nothing_done() {
-    let done = |id: &str| {
-        Request::post(format!("/v1/plan/moves/{id}/done"))
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .body(Body::empty())
-            .expect("a request")
-    };
+    let done = |id: &str| report_done(Some(TOKEN), id);
     let c = coordinator(3).await;
     c.send(SourceEvent::Members(testing::members(4)));
     let view = c
