@@ -1444,15 +1444,17 @@ impl Sim {
             && moved as f64 > 1.05 * ideal + 64.0
         {
             self.fail(format_args!(
-                "plan {} moves {:.5} of the data, the ideal from the holdings is {:.5} (ratio {ratio:.3}); {:?}; {} moves done before; revision of {:?}; members {:?} -> {:?}",
+                "plan {} moves {:.5} of the data, the ideal from the holdings is {:.5} (ratio {ratio:.3}); {:?}; {} moves done before; revision of {:?}; members {:?} -> {:?}; committed balance {:.4}, target balance {:.4}",
                 record.id,
                 moved as f64 / TOKEN_SPACE as f64,
                 ideal / TOKEN_SPACE as f64,
                 self.settings,
                 record.plan.moves.iter().filter(|m| m.state == MoveState::Done).count(),
                 previous_plan.map(|p| p.id.clone()),
-                now.committed.members().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-                record.target.members().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+                now.committed.members().iter().map(|m| (m.id.as_str(), m.weight)).collect::<Vec<_>>(),
+                record.target.members().iter().map(|m| (m.id.as_str(), m.weight)).collect::<Vec<_>>(),
+                now.committed.balance(),
+                record.target.balance(),
             ));
         }
     }
