@@ -604,6 +604,19 @@ async fn writes_without_a_configured_writer_are_refused_saying_how_to_enable_the
     assert!(message.contains("--auth-token-file"), "{message}");
 }
 
+/// Scales `c` from 3 to 4 members and returns the ids of the plan it makes.
+async fn move_ids_of_the_first_plan(c: &Running) -> Vec<String> {
+    c.send(SourceEvent::Members(testing::members(4)));
+    let view = c
+        .wait_for("a plan", |v| v.plan_in_progress().is_some())
+        .await;
+    view.plan_in_progress()
+        .map(|p| p.plan.moves.iter().map(|m| m.id.as_str().to_owned()))
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// `POST /v1/plan/moves/{id}/done`, with a bearer token when one is given.
 fn report_done(token: Option<&str>, id: &str) -> Request<Body> {
     let mut request = Request::post(format!("/v1/plan/moves/{id}/done"));
@@ -635,16 +648,7 @@ async fn writes_check_the_token_and_the_move_id() {
 async fn reacking_a_done_move_after_a_restart_answers_200_not_409() {
     let done = |id: &str| report_done(Some(TOKEN), id);
     let c = coordinator(3).await;
-    c.send(SourceEvent::Members(testing::members(4)));
-    let view = c
-        .wait_for("a plan", |v| v.plan_in_progress().is_some())
-        .await;
-    let ids: Vec<String> = view
-        .plan_in_progress()
-        .map(|p| p.plan.moves.iter().map(|m| m.id.as_str().to_owned()))
-        .into_iter()
-        .flatten()
-        .collect();
+    let ids = move_ids_of_the_first_plan(&c).await;
     assert!(!ids.is_empty());
     let app = open_app(&c);
     let mut last = Vec::new();
@@ -691,16 +695,7 @@ async fn reacking_a_done_move_after_a_restart_answers_200_not_409() {
 async fn a_report_of_an_earlier_plans_move_answers_409_and_marks_nothing_done() {
     let done = |id: &str| report_done(Some(TOKEN), id);
     let c = coordinator(3).await;
-    c.send(SourceEvent::Members(testing::members(4)));
-    let view = c
-        .wait_for("a plan", |v| v.plan_in_progress().is_some())
-        .await;
-    let first: Vec<String> = view
-        .plan_in_progress()
-        .map(|p| p.plan.moves.iter().map(|m| m.id.as_str().to_owned()))
-        .into_iter()
-        .flatten()
-        .collect();
+    let first = move_ids_of_the_first_plan(&c).await;
     let app = open_app(&c);
     for id in &first {
         let (status, _, body) = call(&app, done(id)).await;
