@@ -10,7 +10,10 @@
 //! and a delete followed by a re-create are seen; any event in the
 //! directory triggers a check), and a poll every second (configurable) as a
 //! fallback for file systems without events. A check reads the file and
-//! parses it only if its content hash changed.
+//! parses it only if its content hash changed. A write waits 30 ms before
+//! the check (an editor may still be writing); a rename is checked at once,
+//! also cutting such a wait short: a file renamed into place is whole, and
+//! the change is on the path of DESIGN §8's event→plan figure.
 //!
 //! A file that cannot be read or parsed, or whose slices are invalid, makes
 //! health `Failing` with the reason (line and column for parse errors) and
@@ -18,6 +21,7 @@
 //! comes back.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,6 +72,7 @@ impl FileSource {
         let runner = FileRunner {
             config: self,
             changed: Arc::new(Notify::new()),
+            renamed: Arc::new(Notify::new()),
             watcher: None,
             last_read: LastRead::Never,
             last_members: None,
@@ -99,6 +104,9 @@ enum LastRead {
 struct FileRunner {
     config: FileSource,
     changed: Arc<Notify>,
+    /// The followed file was swapped in whole ([`swaps_in_whole`]): check
+    /// at once.
+    renamed: Arc<Notify>,
     watcher: Option<notify::RecommendedWatcher>,
     last_read: LastRead,
     last_members: Option<MemberSet>,
@@ -106,6 +114,28 @@ struct FileRunner {
     first: bool,
     out: VecDeque<SourceEvent>,
 }
+
+/// How long a write in the directory waits before the file is read.
+const WRITE_SETTLE: Duration = Duration::from_millis(30);
+
+/// Whether `event` swapped a whole file in as `file_name` (the followed
+/// file's name): a rename onto it (`mv`, editors' atomic saves), or onto
+/// `..data`, the symlink a ConfigMap volume swaps to update its files. The
+/// file read after one is never half-written. Renames of other files wait
+/// like writes: the followed file may be being written in place meanwhile.
+fn swaps_in_whole(event: &notify::Event, file_name: &OsStr) -> bool {
+    matches!(
+        event.kind,
+        notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+    ) && event.paths.iter().any(|path| {
+        path.file_name()
+            .is_some_and(|name| name == file_name || name == CONFIGMAP_DATA_LINK)
+    })
+}
+
+/// The symlink a ConfigMap volume renames over to switch all its files at
+/// once (kubelet's atomic writer).
+const CONFIGMAP_DATA_LINK: &str = "..data";
 
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -120,10 +150,16 @@ impl FileRunner {
             return;
         }
         let changed = self.changed.clone();
+        let renamed = self.renamed.clone();
+        let file_name = self.config.path.file_name().unwrap_or_default().to_owned();
         let dir = parent_dir(&self.config.path).to_owned();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Err(error) = &event {
-                tracing::debug!(%error, "file watch error; the poll still runs");
+            match &event {
+                Err(error) => {
+                    tracing::debug!(%error, "file watch error; the poll still runs");
+                }
+                Ok(event) if swaps_in_whole(event, &file_name) => renamed.notify_one(),
+                Ok(_) => {}
             }
             changed.notify_one();
         })
@@ -144,9 +180,15 @@ impl FileRunner {
             self.first = false;
         } else {
             tokio::select! {
+                biased;
+                () = self.renamed.notified() => {}
                 () = self.changed.notified() => {
-                    // Let a burst of writes (an editor saving) finish.
-                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    // Let a burst of writes (an editor saving) finish,
+                    // unless a rename swaps a whole file in meanwhile.
+                    tokio::select! {
+                        () = self.renamed.notified() => {}
+                        () = tokio::time::sleep(WRITE_SETTLE) => {}
+                    }
                 }
                 () = tokio::time::sleep(self.config.poll_interval) => {}
             }
@@ -248,5 +290,55 @@ impl FileRunner {
                 self.fail(message);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    fn event(kind: EventKind, paths: &[&str]) -> Event {
+        paths
+            .iter()
+            .fold(Event::new(kind), |e, p| e.add_path(PathBuf::from(p)))
+    }
+
+    #[test]
+    fn only_a_rename_onto_the_file_or_the_configmap_link_swaps_it_in_whole() {
+        let name = OsStr::new("slices.yaml");
+        let rename = |mode| EventKind::Modify(ModifyKind::Name(mode));
+        assert!(swaps_in_whole(
+            &event(rename(RenameMode::To), &["/d/slices.yaml"]),
+            name
+        ));
+        assert!(swaps_in_whole(
+            &event(
+                rename(RenameMode::Both),
+                &["/d/next.yaml", "/d/slices.yaml"]
+            ),
+            name
+        ));
+        assert!(swaps_in_whole(
+            &event(rename(RenameMode::To), &["/d/..data"]),
+            name
+        ));
+        // Another file renamed, or the followed file written in place: wait.
+        assert!(!swaps_in_whole(
+            &event(rename(RenameMode::To), &["/d/other.yaml"]),
+            name
+        ));
+        assert!(!swaps_in_whole(
+            &event(
+                EventKind::Modify(ModifyKind::Data(DataChange::Content)),
+                &["/d/slices.yaml"]
+            ),
+            name
+        ));
+        assert!(!swaps_in_whole(
+            &event(EventKind::Create(CreateKind::File), &["/d/slices.yaml"]),
+            name
+        ));
     }
 }

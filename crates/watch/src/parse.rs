@@ -425,8 +425,18 @@ fn parse_yaml(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> 
             documents -= 1;
             continue;
         }
-        let deserializer = serde_yaml_ng::Deserializer::from_str(&document.text);
-        read_shape(&shape, deserializer, out).map_err(yaml_error)?;
+        // The objects come from the value already parsed (parsing 1,000
+        // endpoints of YAML twice was a fifth of a change's time at 1,000
+        // members); only when that fails is the text deserialized again, for
+        // an error with its line and column.
+        let mut objects = ParsedObjects::default();
+        if read_shape(&shape, &value, &mut objects).is_ok() {
+            out.slices.append(&mut objects.slices);
+            out.services.append(&mut objects.services);
+        } else {
+            let deserializer = serde_yaml_ng::Deserializer::from_str(&document.text);
+            read_shape(&shape, deserializer, out).map_err(yaml_error)?;
+        }
     }
     Ok(documents)
 }
