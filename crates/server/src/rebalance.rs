@@ -109,14 +109,11 @@ pub(crate) fn polish_towards(ring: &Ring, held: &Holdings, bound: f64) -> Option
     // Each round hands over one piece (or part of one): bounded by the
     // pieces there are, the cuts they may take and the members.
     let mut rounds = 4 * (pieces.len() + members.len());
-    loop {
-        let Some(high) = (0..members.len()).max_by(|&a, &b| {
-            pressure(&load, a)
-                .total_cmp(&pressure(&load, b))
-                .then_with(|| b.cmp(&a))
-        }) else {
-            break;
-        };
+    while let Some(high) = (0..members.len()).max_by(|&a, &b| {
+        pressure(&load, a)
+            .total_cmp(&pressure(&load, b))
+            .then_with(|| b.cmp(&a))
+    }) {
         if pressure(&load, high) <= bound + ROUNDING || rounds == 0 {
             break;
         }
@@ -197,7 +194,10 @@ pub(crate) fn polish_towards(ring: &Ring, held: &Holdings, bound: f64) -> Option
         .map(|k| (pieces[k].range.end, members[pieces[k].owner].id.clone()))
         .collect();
     let tokens = if tokens.is_empty() {
-        vec![(pieces[n - 1].range.end, members[pieces[n - 1].owner].id.clone())]
+        vec![(
+            pieces[n - 1].range.end,
+            members[pieces[n - 1].owner].id.clone(),
+        )]
     } else {
         tokens
     };
