@@ -985,6 +985,15 @@ impl Coordinator {
         all
     }
 
+    /// With one replica and `balanced` tokens, the balance every planned
+    /// target keeps to ([`crate::rebalance::balance_bound`]); `None`
+    /// otherwise (hashed tokens are only as even as their count allows; with
+    /// more replicas balance follows the replica walks).
+    fn one_replica_bound(&self) -> Option<f64> {
+        (self.settings.rf == 1 && self.settings.strategy == ringleader_ring::Strategy::Balanced)
+            .then(|| crate::rebalance::balance_bound(self.settings.tokens_per_member))
+    }
+
     fn make_plan(&mut self, desired: &[MemberSpec]) -> Result<(), CoordinatorError> {
         let from = self.committed();
         // A revision (or the cancel of a revert) is the same plan: its
@@ -1025,7 +1034,6 @@ impl Coordinator {
                 // edit keeps the moves shards may be streaming. A ring the
                 // store could not read back loses to any other (if all are
                 // such, the check below refuses it).
-                let mut best: Option<(bool, Ring, Plan)> = None;
                 let from_data = data_ring(
                     &self.working.committed,
                     &current.target,
@@ -1039,22 +1047,40 @@ impl Coordinator {
                     from_holdings.as_ref(),
                     from_data.as_ref(),
                 ];
+                // With one replica each edit also comes polished back
+                // within the allocator's bound (crate::rebalance), and a
+                // balanced candidate beats an unbalanced one: the least
+                // moving edit can inherit the holdings' unevenness, which
+                // the next plan would then pay to repair (seed 219,731).
+                let bound = self.one_replica_bound();
+                let mut rings: Vec<Ring> = Vec::new();
                 for base in bases.into_iter().flatten() {
                     let ring = next_ring(base, &self.settings, desired)?;
+                    if let Some(polished) =
+                        bound.and_then(|b| crate::rebalance::polish_towards(&ring, &held, b))
+                    {
+                        rings.push(polished);
+                    }
+                    rings.push(ring);
+                }
+                let mut best: Option<((bool, bool), Ring, Plan)> = None;
+                for ring in rings {
                     if best.as_ref().is_some_and(|(_, r, _)| *r == ring) {
                         continue;
                     }
                     let storable =
                         Ring::try_from(ringleader_ring::RingSnapshot::from(&ring)).is_ok();
+                    let balanced = bound.is_none_or(|b| ring.balance() <= b + 1e-9);
+                    let class = (storable, balanced);
                     let to = Placement::new(ring.clone(), self.settings.replication())?;
                     let candidate = replan(&from, &current.plan, &to, &options)?;
                     let better = match &best {
                         None => true,
-                        Some((best_storable, _, _)) if storable != *best_storable => storable,
+                        Some((best_class, _, _)) if class != *best_class => class > *best_class,
                         Some((_, _, b)) => remaining(&candidate) < remaining(b),
                     };
                     if better {
-                        best = Some((storable, ring, candidate));
+                        best = Some((class, ring, candidate));
                     }
                 }
                 let (_, ring, revised) = best.expect("the in-flight target is a candidate");
@@ -1071,6 +1097,14 @@ impl Coordinator {
                     return Err(CoordinatorError::CancelNotStored);
                 }
                 let ring = next_ring(&self.working.committed, &self.settings, desired)?;
+                // The allocator's polish is bounded by a share of the ideal;
+                // past its bound the target is polished from the committed
+                // holdings (crate::rebalance), so every committed ring is
+                // within it.
+                let ring = self
+                    .one_replica_bound()
+                    .and_then(|b| crate::rebalance::polish_towards(&ring, &Holdings::of(&from), b))
+                    .unwrap_or(ring);
                 let to = Placement::new(ring.clone(), self.settings.replication())?;
                 let fresh = plan(&from, &to, &options)?;
                 (ring, fresh)

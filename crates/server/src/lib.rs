@@ -11,6 +11,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod plan_times;
+mod rebalance;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

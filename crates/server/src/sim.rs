@@ -1233,6 +1233,22 @@ impl Sim {
             if reweighted {
                 self.figures.weight_commits += 1;
             }
+            // Balance: every committed one-replica `balanced` ring is
+            // within the allocator's bound (an unbalanced one makes the next
+            // plan pay to repair it: seed 219,731).
+            let settings = now.settings;
+            if settings.rf == 1 && settings.strategy == Strategy::Balanced {
+                let bound = crate::rebalance::balance_bound(settings.tokens_per_member);
+                let balance = now.committed.balance();
+                if balance > bound + 1e-9 {
+                    self.fail(format_args!(
+                        "epoch {} committed a ring at balance {balance:.4}, over the bound {bound:.4} for {} tokens per member; members {:?}",
+                        now.epoch,
+                        settings.tokens_per_member,
+                        now.committed.members().iter().map(|m| (m.id.as_str(), m.weight)).collect::<Vec<_>>(),
+                    ));
+                }
+            }
             self.acked.retain(|(e, _)| *e >= now.epoch);
         }
         self.check_lineage(previous, now);
