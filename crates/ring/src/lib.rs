@@ -49,7 +49,7 @@ mod ring;
 mod snapshot;
 mod token;
 
-pub use alloc::MembershipChange;
+pub use alloc::{MembershipChange, one_replica_balance_bound};
 pub use cancel::{Cancelled, cancellable};
 pub use error::RingError;
 pub use member::{MemberId, MemberSpec};

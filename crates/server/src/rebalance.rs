@@ -18,17 +18,7 @@
 use ringleader_planner::Holdings;
 use ringleader_ring::{MemberId, Ring, TOKEN_SPACE, Token, TokenRange};
 
-/// The balance (load / target, one replica) the `balanced` allocator's
-/// polish stops at: `1 + max(0.6 / tokens per member, 0.01)` (see
-/// `Layout::polish` in `ringleader_ring::alloc`). With `T` tokens per member
-/// a nominal range is `1/T` of a member's share and the allocator's cuts are
-/// half of one, so a bound tighter than a fraction of `1/T` would cost more
-/// movement than it saves; 1.15 at 4 tokens, 1.075 at 8, 1.0375 at 16.
-/// Every one-replica target the coordinator plans is within it (the
-/// simulator asserts so on every committed ring).
-pub(crate) fn balance_bound(tokens_per_member: u32) -> f64 {
-    1.0 + (0.6 / f64::from(tokens_per_member.max(1))).max(0.01)
-}
+pub(crate) use ringleader_ring::one_replica_balance_bound as balance_bound;
 
 /// Balances below the bound by less than this count as within it (float
 /// rounding of loads summed in tokens).
@@ -59,7 +49,7 @@ struct Piece {
 /// over-loaded by receiving; a piece larger than what is handed over is cut
 /// (one new token).
 pub(crate) fn polish_towards(ring: &Ring, held: &Holdings, bound: f64) -> Option<Ring> {
-    if ring.is_empty() || ring.len() < 2 || ring.balance() <= bound + ROUNDING {
+    if ring.len() < 2 || ring.balance() <= bound + ROUNDING {
         return None;
     }
     let members = ring.members();
