@@ -216,11 +216,12 @@ const THREE_WITHOUT_ZONES: Table = Table {
 
 /// rf 2 over 3 zones: DESIGN §8's balance; movement within 1.10 of the
 /// zone-aware bound is not reached yet (docs/benchmarks.md), so the check
-/// is the worst seen in simulation with a margin.
+/// is the worst seen in simulation with a margin: 1.433 at N = 30 since
+/// leavers' ranges go to joiners across zones (1.466 before).
 const TWO_OVER_THREE: Table = Table {
     balance: 1.10,
     movement: f64::INFINITY,
-    zone_movement: 1.6,
+    zone_movement: 1.5,
 };
 
 proptest! {

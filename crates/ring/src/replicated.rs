@@ -721,6 +721,70 @@ impl Layout {
         all.into_iter().map(|(_, s)| s).collect()
     }
 
+    /// Zone-aware with fewer replicas than zones, before a leaver's tokens
+    /// are given up: a leaver's token `t` is the next replica of the range
+    /// before it when that range's owner is of another zone (the walk goes
+    /// on to the first token of a zone it has not seen). A joiner's token
+    /// put just after that owner's token (`p + 1`) takes the leaver's place
+    /// there and nothing else: the range moves from the leaver's zone to
+    /// the joiner's, a pure hand-off that re-pairs zones as the zone-aware
+    /// bound's best plans do (docs/benchmarks.md), where handing `t` itself
+    /// across zones would also re-pair the ranges after it. Taken for every
+    /// token where a joiner of a third zone still needs the data.
+    fn hand_trailing_ranges_to_joiners(&mut self, slot: usize) {
+        if !self.by_zone || self.joiners.is_empty() {
+            return;
+        }
+        let mut delta = Vec::new();
+        let mut best_delta = Vec::new();
+        let own: Vec<Token> = self.slots[slot].tokens.iter().copied().collect();
+        for t in own {
+            let Some(p) = self.predecessor(t) else {
+                continue;
+            };
+            if p == t || t.wrapping_sub(p) < 2 {
+                continue;
+            }
+            let before = self.tokens[&p];
+            if self.slots[before].key == self.slots[slot].key {
+                continue;
+            }
+            let x = p.wrapping_add(1);
+            let mut best: Option<(f64, usize)> = None;
+            for &j in &self.joiners {
+                let zone = self.slots[j].key;
+                if zone == self.slots[slot].key || zone == self.slots[before].key {
+                    continue;
+                }
+                let need = self.slots[j].target - self.slots[j].load as f64;
+                if need <= 0.0 {
+                    continue;
+                }
+                self.evaluate(Op::Insert(x, j), &mut delta);
+                let gain = gain_of(&delta, j);
+                let given = -gain_of(&delta, slot);
+                if gain <= 0.0
+                    || gain > need + 0.02 * self.slots[j].target
+                    || extra_of(&delta, slot, true) > 0.01 * given
+                {
+                    continue;
+                }
+                // The leaver's data lands somewhere whatever is done with
+                // it; on a member at its target it costs 2 a unit
+                // (d(load²/target) = 2 · load/target), so a joiner is taken
+                // while it is cheaper than that.
+                let cost = self.cost(&delta);
+                if cost < 2.0 * given && best.is_none_or(|(b, _)| cost < b) {
+                    best = Some((cost, j));
+                    best_delta.clone_from(&delta);
+                }
+            }
+            if let Some((_, j)) = best {
+                self.apply(Op::Insert(x, j), &best_delta);
+            }
+        }
+    }
+
     /// Gives up the tokens of `slot` (leaving, or shedding weight while it is
     /// over target): each token, largest range first, is dropped or handed
     /// to a joiner or one of the least loaded members, whichever lowers the
@@ -1635,6 +1699,7 @@ pub(crate) fn apply(ring: &Ring, change: &MembershipChange, replication: &Replic
         .sum();
     let leavers: Vec<usize> = (0..layout.slots.len()).filter(|&s| !active[s]).collect();
     for &slot in &leavers {
+        layout.hand_trailing_ranges_to_joiners(slot);
         layout.give_up(slot, false);
     }
     for &slot in &shrunk {
