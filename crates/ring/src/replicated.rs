@@ -22,7 +22,11 @@
 //!   joiner or to one of the least loaded members, whichever balances best;
 //! * only the joining member gains data in a join, and only the leaving
 //!   member's data moves in a leave, so a change moves what it must and no
-//!   more.
+//!   more; the exception is zone-aware with fewer replicas than zones, where
+//!   a zone shrinking while another grows forces keys to change zone pairs
+//!   (docs/benchmarks.md, the zone-aware bound): a leaver's ranges go to a
+//!   joiner of another zone first, and handing a leaver's token across zones
+//!   to a joiner may move up to half again what it gives.
 //!
 //! Candidates are evaluated on a small window around the edit: a range's
 //! replica walk reaches position `c` only if fewer than `rf` distinct
