@@ -277,11 +277,19 @@ struct Slot {
 /// sorted, the list stays a sorted `Vec` (a member has a few hundred
 /// ranges: inserting into one moves a few KiB, cheaper than a B-tree's
 /// nodes to allocate, walk and free).
+///
+/// Before any edit touches a member its list is not even built: the layout
+/// knows only its count and widest range, and where its tokens are in the
+/// ring the edit started from ([`Layout::build_ranges`] builds the list from
+/// there). Building all 1,000 lists of 256 ranges was a tenth of a change.
 struct Ranges {
     list: Vec<(u128, Token)>,
     sorted: bool,
-    /// The largest of `list` while it is unsorted.
+    /// The largest range while `list` is unsorted or not built.
     widest: Option<(u128, Token)>,
+    /// Not built yet: the ranges are those the ring the edit started from
+    /// gives the tokens at `Layout::positions[start..end]`.
+    unbuilt: Option<(u32, u32)>,
 }
 
 impl Ranges {
@@ -290,19 +298,26 @@ impl Ranges {
             list: Vec::new(),
             sorted: true,
             widest: None,
+            unbuilt: None,
         }
     }
 
-    fn unsorted(list: Vec<(u128, Token)>) -> Self {
+    /// The ranges at `positions[start..end]` of the ring an edit starts
+    /// from, the widest of them `widest`, not built yet.
+    fn unbuilt(start: u32, end: u32, widest: Option<(u128, Token)>) -> Self {
         Self {
-            widest: list.iter().max().copied(),
-            list,
+            list: Vec::new(),
             sorted: false,
+            widest,
+            unbuilt: Some((start, end)),
         }
     }
 
     fn len(&self) -> usize {
-        self.list.len()
+        match self.unbuilt {
+            Some((start, end)) => (end - start) as usize,
+            None => self.list.len(),
+        }
     }
 
     /// The largest range.
@@ -316,6 +331,7 @@ impl Ranges {
 
     /// The ranges, sorted.
     fn sorted(&mut self) -> &[(u128, Token)] {
+        debug_assert!(self.unbuilt.is_none(), "Layout::build_ranges first");
         if !self.sorted {
             self.list.sort_unstable();
             self.sorted = true;
@@ -362,6 +378,10 @@ struct Layout {
     total_weight: u64,
     /// Members joining in this change: they get leavers' data first.
     joiners: Vec<usize>,
+    /// The ring the edit started from, and its token positions grouped by
+    /// owner: where the ranges of members not touched yet are.
+    base: Ring,
+    positions: Vec<u32>,
 }
 
 impl Layout {
@@ -382,29 +402,51 @@ impl Layout {
                 .collect(),
             total_weight: ring.0.members.iter().map(|m| u64::from(m.weight)).sum(),
             joiners: Vec::new(),
+            base: ring.clone(),
+            positions: Vec::new(),
         };
-        // Each member's ranges in one pass over the sorted tokens: at
-        // 256,000 tokens, inserting them one by one into B-trees was most of
-        // a change's cost.
-        // Each member's list sized first: grown push by push, the lists
-        // were reallocated eight or nine times each (5 % of a change).
-        let mut counts = vec![0usize; layout.slots.len()];
-        for &owner in &ring.0.owners {
-            counts[owner as usize] += 1;
-        }
-        let mut ranges: Vec<Vec<(u128, Token)>> =
-            counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+        // One pass for each member's load and widest range, and the token
+        // positions grouped by owner (a counting sort): the range lists
+        // themselves are built only for members an edit touches.
+        let members = layout.slots.len();
+        let mut starts = vec![0u32; members + 1];
+        let mut widest: Vec<Option<(u128, Token)>> = vec![None; members];
         for position in 0..ring.0.tokens.len() {
             let slot = ring.0.owners[position] as usize;
-            let len = ring.range_at(position).len();
-            let end = ring.0.tokens[position];
-            layout.slots[slot].load += len;
-            ranges[slot].push((len, end));
+            let range = (ring.range_at(position).len(), ring.0.tokens[position]);
+            layout.slots[slot].load += range.0;
+            widest[slot] = widest[slot].max(Some(range));
+            starts[slot + 1] += 1;
         }
-        for (slot, list) in layout.slots.iter_mut().zip(ranges) {
-            slot.ranges = Ranges::unsorted(list);
+        for slot in 0..members {
+            starts[slot + 1] += starts[slot];
+        }
+        let mut next = starts.clone();
+        layout.positions = vec![0; ring.0.tokens.len()];
+        for (position, &owner) in ring.0.owners.iter().enumerate() {
+            let at = &mut next[owner as usize];
+            layout.positions[*at as usize] = position as u32;
+            *at += 1;
+        }
+        for (slot, s) in layout.slots.iter_mut().enumerate() {
+            s.ranges = Ranges::unbuilt(starts[slot], starts[slot + 1], widest[slot]);
         }
         layout
+    }
+
+    /// Builds the range list of `slot` if no edit touched it yet: every
+    /// change to a member's ranges goes through its list, so until then
+    /// they are the ones of the ring the edit started from.
+    fn build_ranges(&mut self, slot: usize) -> &mut Ranges {
+        let ranges = &mut self.slots[slot].ranges;
+        if let Some((start, end)) = ranges.unbuilt.take() {
+            let base = &self.base;
+            ranges.list = self.positions[start as usize..end as usize]
+                .iter()
+                .map(|&p| (base.range_at(p as usize).len(), base.0.tokens[p as usize]))
+                .collect();
+        }
+        ranges
     }
 
     fn target(&self, slot: usize) -> f64 {
@@ -444,9 +486,10 @@ impl Layout {
     }
 
     fn set_range(&mut self, slot: usize, token: Token, old: u128, new: u128) {
+        let ranges = self.build_ranges(slot);
+        ranges.remove(&(old, token));
+        ranges.insert((new, token));
         let s = &mut self.slots[slot];
-        s.ranges.remove(&(old, token));
-        s.ranges.insert((new, token));
         s.load = s.load - old + new;
     }
 
@@ -456,7 +499,7 @@ impl Layout {
         if self.tokens.is_empty() {
             self.tokens.insert(p, owner);
             self.slots[owner].load += TOKEN_SPACE;
-            self.slots[owner].ranges.insert((TOKEN_SPACE, p));
+            self.build_ranges(owner).insert((TOKEN_SPACE, p));
             return;
         }
         let next = self.successor(p);
@@ -467,7 +510,7 @@ impl Layout {
         self.set_range(next_owner, next, next_len, next_len - taken);
         self.tokens.insert(p, owner);
         self.slots[owner].load += taken;
-        self.slots[owner].ranges.insert((taken, p));
+        self.build_ranges(owner).insert((taken, p));
     }
 
     /// Drops token `t`; its range goes to the owner of its successor.
@@ -476,7 +519,7 @@ impl Layout {
         let len = self.range_len(t);
         let next = self.successor(t);
         let next_len = self.range_len(next);
-        self.slots[owner].ranges.remove(&(len, t));
+        self.build_ranges(owner).remove(&(len, t));
         self.slots[owner].load -= len;
         self.tokens.remove(t);
         if next != t {
@@ -489,9 +532,9 @@ impl Layout {
     fn reassign(&mut self, t: Token, owner: usize) {
         let from = self.tokens.owner(t);
         let len = self.range_len(t);
-        self.slots[from].ranges.remove(&(len, t));
+        self.build_ranges(from).remove(&(len, t));
         self.slots[from].load -= len;
-        self.slots[owner].ranges.insert((len, t));
+        self.build_ranges(owner).insert((len, t));
         self.slots[owner].load += len;
         self.tokens.insert(t, owner);
     }
@@ -536,8 +579,7 @@ impl Layout {
     fn range_to_cut(&mut self, slot: usize, salt: u64) -> Option<(u128, Token)> {
         let (widest, _) = self.slots[slot].ranges.last()?;
         let floor = widest.saturating_sub(2);
-        self.slots[slot]
-            .ranges
+        self.build_ranges(slot)
             .from((floor, 0))
             .iter()
             .min_by_key(|&&(_, t)| scramble(t ^ salt))
@@ -629,8 +671,8 @@ impl Layout {
                 // Never more than still needed: overshooting would push
                 // data on to someone else.
                 let high = (desired + desired / 2).min(remaining);
-                let near = self.slots[donor]
-                    .ranges
+                let near = self
+                    .build_ranges(donor)
                     .between((low, 0), (high, Token::MAX))
                     .iter()
                     .min_by_key(|&&(len, _)| len.abs_diff(desired))
