@@ -371,21 +371,21 @@ impl Ranges {
 
 /// A ring being edited: the ring's sorted tokens with the edits beside
 /// them (crate::token_map), so inserts and removals are cheap.
-struct Layout {
+struct Layout<'a> {
     config: RingConfig,
-    tokens: TokenMap,
+    tokens: TokenMap<'a>,
     slots: Vec<Slot>,
     total_weight: u64,
     /// Members joining in this change: they get leavers' data first.
     joiners: Vec<usize>,
     /// The ring the edit started from, and its token positions grouped by
     /// owner: where the ranges of members not touched yet are.
-    base: Ring,
+    base: &'a Ring,
     positions: Vec<u32>,
 }
 
-impl Layout {
-    fn from_ring(ring: &Ring) -> Self {
+impl<'a> Layout<'a> {
+    fn from_ring(ring: &'a Ring) -> Self {
         let mut layout = Layout {
             config: ring.0.config,
             tokens: TokenMap::from_sorted(&ring.0.tokens, &ring.0.owners),
@@ -402,7 +402,7 @@ impl Layout {
                 .collect(),
             total_weight: ring.0.members.iter().map(|m| u64::from(m.weight)).sum(),
             joiners: Vec::new(),
-            base: ring.clone(),
+            base: ring,
             positions: Vec::new(),
         };
         // One pass for each member's load and widest range, and the token
