@@ -27,11 +27,11 @@
 //! and the same change always give the same new ring: a restarted coordinator
 //! computes what it computed before.
 
+use crate::token_map::TokenMap;
 use crate::{
     MemberId, MemberSpec, Replication, Ring, RingConfig, RingError, Strategy, TOKEN_SPACE, Token,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::Bound;
 
 /// The balance (load / target, one replica) the `balanced` allocator's
 /// polish stops at: `1 + max(0.6 / tokens per member, 0.01)`. With `T`
@@ -277,11 +277,19 @@ struct Slot {
 /// sorted, the list stays a sorted `Vec` (a member has a few hundred
 /// ranges: inserting into one moves a few KiB, cheaper than a B-tree's
 /// nodes to allocate, walk and free).
+///
+/// Before any edit touches a member its list is not even built: the layout
+/// knows only its count and widest range, and where its tokens are in the
+/// ring the edit started from ([`Layout::build_ranges`] builds the list from
+/// there). Building all 1,000 lists of 256 ranges was a tenth of a change.
 struct Ranges {
     list: Vec<(u128, Token)>,
     sorted: bool,
-    /// The largest of `list` while it is unsorted.
+    /// The largest range while `list` is unsorted or not built.
     widest: Option<(u128, Token)>,
+    /// Not built yet: the ranges are those the ring the edit started from
+    /// gives the tokens at `Layout::positions[start..end]`.
+    unbuilt: Option<(u32, u32)>,
 }
 
 impl Ranges {
@@ -290,19 +298,26 @@ impl Ranges {
             list: Vec::new(),
             sorted: true,
             widest: None,
+            unbuilt: None,
         }
     }
 
-    fn unsorted(list: Vec<(u128, Token)>) -> Self {
+    /// The ranges at `positions[start..end]` of the ring an edit starts
+    /// from, the widest of them `widest`, not built yet.
+    fn unbuilt(start: u32, end: u32, widest: Option<(u128, Token)>) -> Self {
         Self {
-            widest: list.iter().max().copied(),
-            list,
+            list: Vec::new(),
             sorted: false,
+            widest,
+            unbuilt: Some((start, end)),
         }
     }
 
     fn len(&self) -> usize {
-        self.list.len()
+        match self.unbuilt {
+            Some((start, end)) => (end - start) as usize,
+            None => self.list.len(),
+        }
     }
 
     /// The largest range.
@@ -316,6 +331,7 @@ impl Ranges {
 
     /// The ranges, sorted.
     fn sorted(&mut self) -> &[(u128, Token)] {
+        debug_assert!(self.unbuilt.is_none(), "Layout::build_ranges first");
         if !self.sorted {
             self.list.sort_unstable();
             self.sorted = true;
@@ -353,21 +369,26 @@ impl Ranges {
     }
 }
 
-/// A ring being edited: tokens in a B-tree so inserts and removals are cheap.
-struct Layout {
+/// A ring being edited: the ring's sorted tokens with the edits beside
+/// them (crate::token_map), so inserts and removals are cheap.
+struct Layout<'a> {
     config: RingConfig,
-    tokens: BTreeMap<Token, usize>,
+    tokens: TokenMap<'a>,
     slots: Vec<Slot>,
     total_weight: u64,
     /// Members joining in this change: they get leavers' data first.
     joiners: Vec<usize>,
+    /// The ring the edit started from, and its token positions grouped by
+    /// owner: where the ranges of members not touched yet are.
+    base: &'a Ring,
+    positions: Vec<u32>,
 }
 
-impl Layout {
-    fn from_ring(ring: &Ring) -> Self {
+impl<'a> Layout<'a> {
+    fn from_ring(ring: &'a Ring) -> Self {
         let mut layout = Layout {
             config: ring.0.config,
-            tokens: BTreeMap::new(),
+            tokens: TokenMap::from_sorted(&ring.0.tokens, &ring.0.owners),
             slots: ring
                 .0
                 .members
@@ -381,28 +402,51 @@ impl Layout {
                 .collect(),
             total_weight: ring.0.members.iter().map(|m| u64::from(m.weight)).sum(),
             joiners: Vec::new(),
+            base: ring,
+            positions: Vec::new(),
         };
-        // Built from sorted runs (B-trees bulk-load those in linear time):
-        // at 256,000 tokens, inserting one by one was most of a change's cost.
-        let mut ranges: Vec<Vec<(u128, Token)>> = vec![Vec::new(); layout.slots.len()];
+        // One pass for each member's load and widest range, and the token
+        // positions grouped by owner (a counting sort): the range lists
+        // themselves are built only for members an edit touches.
+        let members = layout.slots.len();
+        let mut starts = vec![0u32; members + 1];
+        let mut widest: Vec<Option<(u128, Token)>> = vec![None; members];
         for position in 0..ring.0.tokens.len() {
             let slot = ring.0.owners[position] as usize;
-            let len = ring.range_at(position).len();
-            let end = ring.0.tokens[position];
-            layout.slots[slot].load += len;
-            ranges[slot].push((len, end));
+            let range = (ring.range_at(position).len(), ring.0.tokens[position]);
+            layout.slots[slot].load += range.0;
+            widest[slot] = widest[slot].max(Some(range));
+            starts[slot + 1] += 1;
         }
-        layout.tokens = ring
-            .0
-            .tokens
-            .iter()
-            .zip(&ring.0.owners)
-            .map(|(&t, &o)| (t, o as usize))
-            .collect();
-        for (slot, list) in layout.slots.iter_mut().zip(ranges) {
-            slot.ranges = Ranges::unsorted(list);
+        for slot in 0..members {
+            starts[slot + 1] += starts[slot];
+        }
+        let mut next = starts.clone();
+        layout.positions = vec![0; ring.0.tokens.len()];
+        for (position, &owner) in ring.0.owners.iter().enumerate() {
+            let at = &mut next[owner as usize];
+            layout.positions[*at as usize] = position as u32;
+            *at += 1;
+        }
+        for (slot, s) in layout.slots.iter_mut().enumerate() {
+            s.ranges = Ranges::unbuilt(starts[slot], starts[slot + 1], widest[slot]);
         }
         layout
+    }
+
+    /// Builds the range list of `slot` if no edit touched it yet: every
+    /// change to a member's ranges goes through its list, so until then
+    /// they are the ones of the ring the edit started from.
+    fn build_ranges(&mut self, slot: usize) -> &mut Ranges {
+        let ranges = &mut self.slots[slot].ranges;
+        if let Some((start, end)) = ranges.unbuilt.take() {
+            let base = &self.base;
+            ranges.list = self.positions[start as usize..end as usize]
+                .iter()
+                .map(|&p| (base.range_at(p as usize).len(), base.0.tokens[p as usize]))
+                .collect();
+        }
+        ranges
     }
 
     fn target(&self, slot: usize) -> f64 {
@@ -419,19 +463,15 @@ impl Layout {
 
     fn predecessor(&self, token: Token) -> Token {
         self.tokens
-            .range(..token)
-            .next_back()
-            .or_else(|| self.tokens.iter().next_back())
-            .map(|(&t, _)| t)
+            .before(token)
+            .or_else(|| self.tokens.last())
             .expect("layout is not empty")
     }
 
     fn successor(&self, token: Token) -> Token {
         self.tokens
-            .range((Bound::Excluded(token), Bound::Unbounded))
-            .next()
-            .or_else(|| self.tokens.iter().next())
-            .map(|(&t, _)| t)
+            .after(token)
+            .or_else(|| self.tokens.first())
             .expect("layout is not empty")
     }
 
@@ -446,9 +486,10 @@ impl Layout {
     }
 
     fn set_range(&mut self, slot: usize, token: Token, old: u128, new: u128) {
+        let ranges = self.build_ranges(slot);
+        ranges.remove(&(old, token));
+        ranges.insert((new, token));
         let s = &mut self.slots[slot];
-        s.ranges.remove(&(old, token));
-        s.ranges.insert((new, token));
         s.load = s.load - old + new;
     }
 
@@ -458,42 +499,42 @@ impl Layout {
         if self.tokens.is_empty() {
             self.tokens.insert(p, owner);
             self.slots[owner].load += TOKEN_SPACE;
-            self.slots[owner].ranges.insert((TOKEN_SPACE, p));
+            self.build_ranges(owner).insert((TOKEN_SPACE, p));
             return;
         }
         let next = self.successor(p);
         let prev = self.predecessor(p);
         let next_len = self.range_len(next);
         let taken = p.wrapping_sub(prev) as u128;
-        let next_owner = self.tokens[&next];
+        let next_owner = self.tokens.owner(next);
         self.set_range(next_owner, next, next_len, next_len - taken);
         self.tokens.insert(p, owner);
         self.slots[owner].load += taken;
-        self.slots[owner].ranges.insert((taken, p));
+        self.build_ranges(owner).insert((taken, p));
     }
 
     /// Drops token `t`; its range goes to the owner of its successor.
     fn remove(&mut self, t: Token) {
-        let owner = self.tokens[&t];
+        let owner = self.tokens.owner(t);
         let len = self.range_len(t);
         let next = self.successor(t);
         let next_len = self.range_len(next);
-        self.slots[owner].ranges.remove(&(len, t));
+        self.build_ranges(owner).remove(&(len, t));
         self.slots[owner].load -= len;
-        self.tokens.remove(&t);
+        self.tokens.remove(t);
         if next != t {
-            let next_owner = self.tokens[&next];
+            let next_owner = self.tokens.owner(next);
             self.set_range(next_owner, next, next_len, next_len + len);
         }
     }
 
     /// Hands token `t` and its range to `owner`.
     fn reassign(&mut self, t: Token, owner: usize) {
-        let from = self.tokens[&t];
+        let from = self.tokens.owner(t);
         let len = self.range_len(t);
-        self.slots[from].ranges.remove(&(len, t));
+        self.build_ranges(from).remove(&(len, t));
         self.slots[from].load -= len;
-        self.slots[owner].ranges.insert((len, t));
+        self.build_ranges(owner).insert((len, t));
         self.slots[owner].load += len;
         self.tokens.insert(t, owner);
     }
@@ -538,8 +579,7 @@ impl Layout {
     fn range_to_cut(&mut self, slot: usize, salt: u64) -> Option<(u128, Token)> {
         let (widest, _) = self.slots[slot].ranges.last()?;
         let floor = widest.saturating_sub(2);
-        self.slots[slot]
-            .ranges
+        self.build_ranges(slot)
             .from((floor, 0))
             .iter()
             .min_by_key(|&&(_, t)| scramble(t ^ salt))
@@ -631,8 +671,8 @@ impl Layout {
                 // Never more than still needed: overshooting would push
                 // data on to someone else.
                 let high = (desired + desired / 2).min(remaining);
-                let near = self.slots[donor]
-                    .ranges
+                let near = self
+                    .build_ranges(donor)
                     .between((low, 0), (high, Token::MAX))
                     .iter()
                     .min_by_key(|&&(len, _)| len.abs_diff(desired))
@@ -719,7 +759,7 @@ impl Layout {
     /// moved.
     fn hand_off(&mut self, slot: usize, t: Token, len: u128, piece: u128, limit: u128) -> bool {
         let next = self.successor(t);
-        let neighbour = self.tokens[&next];
+        let neighbour = self.tokens.owner(next);
         let receiver = self.receiver_for(slot);
         // Nobody is starving: a joiner still far below target should get the
         // data instead, or it would have to take it from someone else later
@@ -803,9 +843,8 @@ impl Layout {
     /// kept. Only members with a surplus lose tokens and no surplus grows,
     /// so visiting every token drops exactly the tokens of a visit of just
     /// theirs.
-    fn into_ring_merging_surplus(self) -> Ring {
-        let mut entries: Vec<(Token, usize)> =
-            self.tokens.iter().map(|(&t, &slot)| (t, slot)).collect();
+    fn into_ring_merging_surplus(mut self) -> Ring {
+        let mut entries = std::mem::take(&mut self.tokens).into_entries();
         let mut count: Vec<usize> = self.slots.iter().map(|s| s.ranges.len()).collect();
         let wanted: Vec<usize> = self
             .slots
@@ -841,9 +880,8 @@ impl Layout {
         self.ring_of(entries)
     }
 
-    fn into_ring(self) -> Ring {
-        let entries: Vec<(Token, usize)> =
-            self.tokens.iter().map(|(&t, &slot)| (t, slot)).collect();
+    fn into_ring(mut self) -> Ring {
+        let entries = std::mem::take(&mut self.tokens).into_entries();
         self.ring_of(entries)
     }
 

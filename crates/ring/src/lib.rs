@@ -48,6 +48,7 @@ mod replicated;
 mod ring;
 mod snapshot;
 mod token;
+mod token_map;
 
 pub use alloc::{MembershipChange, one_replica_balance_bound};
 pub use cancel::{Cancelled, cancellable};

@@ -89,6 +89,20 @@ impl std::fmt::Debug for RingBodies {
     }
 }
 
+/// Drops `value` on tokio's blocking pool when there is a runtime, else
+/// here. A cache here often holds the last reference to the view it
+/// replaces: freeing that view (its rings with their indexes, its plan)
+/// took 2 % of a change's CPU at 1,000 × 256, on the first request that
+/// shows the new epoch.
+fn drop_off_path<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
+    }
+}
+
 impl RingBodies {
     /// The body of `view` with the token list asked for.
     pub fn body(
@@ -132,7 +146,7 @@ impl RingBodies {
                     plan: view.plan_view().cloned(),
                 };
                 let part = Part::new(serde_json::to_vec(&body)?);
-                *cached = Some((view.clone(), part.clone()));
+                drop_off_path(cached.replace((view.clone(), part.clone())));
                 part
             }
         };
@@ -173,8 +187,12 @@ impl RingBodies {
         let head = Arc::new(Head {
             open: Part::new(bytes),
         });
-        *self.head.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((view.clone(), version, head.clone()));
+        let previous = self
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace((view.clone(), version, head.clone()));
+        drop_off_path(previous);
         Ok(head)
     }
 
@@ -184,7 +202,7 @@ impl RingBodies {
             Some((ring, lists)) if Arc::ptr_eq(ring, &view.ring) => lists.clone(),
             _ => {
                 let lists = Arc::new(TokenLists::default());
-                *cached = Some((view.ring.clone(), lists.clone()));
+                drop_off_path(cached.replace((view.ring.clone(), lists.clone())));
                 lists
             }
         }
