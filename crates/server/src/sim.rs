@@ -1441,22 +1441,16 @@ impl Sim {
         }
         let excess = self.figures.excess.entry(key).or_insert(0.0);
         *excess = excess.max((moved as f64 - ideal) / replicas);
-        // Asserted where today's allocator can reach it: rf 1, balanced
-        // tokens (hashed ones are only as even as their count allows), from
-        // the committed placement (or a revision before any move is done):
-        // within 5 % of the ideal. A revision after moves are done takes the
-        // least-moving of the edits of the in-flight target, of the
-        // committed ring and of the ring of the holdings; the allocator
-        // edits rings, it does not build them from holdings, and with few
-        // tokens per member its whole-range hand-offs overshoot small
-        // ideals (3.5× at seed 101,972, 4 tokens per member): measured and
-        // reported, like the other factors (issue 11's business). With rf 1
-        // a fourth candidate, the ring of every copy held (`data_ring`),
-        // took seeds 1–4,000's worst from 2.0 to 1.25 (excess 0.25 → 0.05
-        // of the data); not yet a bound that holds over long runs.
+        // Asserted where the coordinator can reach it: rf 1, balanced
+        // tokens (hashed ones are only as even as their count allows),
+        // every plan and every revision: within 5 % of the ideal. From the
+        // committed placement (or before any move is done) the allocator's
+        // edits get there; after moves are done a range can have several
+        // holders, and the candidate laid out from the holdings
+        // (crate::held_target) moves the ideal exactly (seeds
+        // 250,001–270,000 reached 1.67 with the allocator's edits alone).
         if self.settings.rf == 1
             && self.settings.strategy == Strategy::Balanced
-            && !progressed
             && moved as f64 > 1.05 * ideal + 64.0
         {
             self.fail(format_args!(
