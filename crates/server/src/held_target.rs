@@ -18,7 +18,8 @@
 
 use ringleader_planner::Holdings;
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingConfig, TOKEN_SPACE, Token, TokenRange};
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 /// A piece of the ring being laid out: its range and, once decided, its
 /// owner (an index into the desired members).
@@ -155,50 +156,51 @@ pub(crate) fn one_replica_target(
             load[o] += p.range.len();
         }
     }
+    // (room left, lowest index first on ties).
+    let mut short: BinaryHeap<(u128, Reverse<usize>)> = (0..members.len())
+        .filter(|&m| load[m] < targets[m])
+        .map(|m| (targets[m] - load[m], Reverse(m)))
+        .collect();
+    let mut cut_off: Vec<Piece> = Vec::new();
     let mut k = 0;
-    // Each round places a piece whole or cuts it once: bounded.
-    let mut rounds = 2 * (pieces.len() + members.len()) + 2;
+    // Each round places a piece whole or fills a taker: bounded.
+    let mut rounds = pieces.len() + members.len() + 1;
     while k < pieces.len() && rounds > 0 {
         rounds -= 1;
         if pieces[k].owner.is_some() {
             k += 1;
             continue;
         }
-        let Some(taker) = (0..members.len())
-            .filter(|&m| load[m] < targets[m])
-            .max_by(|&a, &b| {
-                (targets[a] - load[a])
-                    .cmp(&(targets[b] - load[b]))
-                    .then_with(|| b.cmp(&a))
-            })
-        else {
-            // Rounding left a sliver: to the member that owns least.
+        let len = pieces[k].range.len();
+        let Some((room, Reverse(taker))) = short.pop() else {
+            // Nobody is short (cannot happen: the targets add up to the
+            // token space): to the member that owns least.
             let m = (0..members.len()).min_by_key(|&m| load[m])?;
-            load[m] += pieces[k].range.len();
+            load[m] += len;
             pieces[k].owner = Some(m);
             k += 1;
             continue;
         };
-        let room = targets[taker] - load[taker];
-        let len = pieces[k].range.len();
         if len <= room {
             pieces[k].owner = Some(taker);
             load[taker] += len;
+            if len < room {
+                short.push((room - len, Reverse(taker)));
+            }
             k += 1;
         } else {
+            // The taker's room cut off the piece's start; the rest waits
+            // for the next taker (sorted back into place below).
             let (a, b) = split(pieces[k].range, room);
             pieces[k].range = b;
-            pieces.insert(
-                k,
-                Piece {
-                    range: a.expect("room is positive"),
-                    owner: Some(taker),
-                },
-            );
+            cut_off.push(Piece {
+                range: a.expect("room is positive"),
+                owner: Some(taker),
+            });
             load[taker] += room;
-            k += 1;
         }
     }
+    pieces.append(&mut cut_off);
     if pieces.iter().any(|p| p.owner.is_none()) {
         return None;
     }
@@ -251,71 +253,120 @@ fn split(range: TokenRange, amount: u128) -> (Option<TokenRange>, TokenRange) {
 
 /// How much of each group of shared ranges (holder set, total length) each
 /// holder keeps, counting towards what it `need`s: the most that can be
-/// kept in all, by a max-flow (source → group → holder → sink). Edmonds–Karp
-/// on a dense graph: groups and members are few.
+/// kept in all, by a max-flow (source → group → holder → sink),
+/// Edmonds–Karp on adjacency lists. Groups are as many as distinct sets of
+/// holders of ranges done moves copied: a handful in the simulator,
+/// thousands at most at 1,000 members, so the graph stays sparse.
 fn keep_shares(groups: &[(&[usize], u128)], need: &[u128]) -> Vec<BTreeMap<usize, u128>> {
     let g = groups.len();
-    let nodes = 2 + g + need.len();
     let (source, sink) = (0, 1);
     let group_node = |i: usize| 2 + i;
     let member_node = |m: usize| 2 + g + m;
-    let mut cap = vec![vec![0u128; nodes]; nodes];
+    let mut net = Network::new(2 + g + need.len());
+    // The edge index of each group → holder edge, to read its flow back.
+    let mut holder_edges: Vec<Vec<(usize, usize)>> = Vec::with_capacity(g);
     for (i, (holders, len)) in groups.iter().enumerate() {
-        cap[source][group_node(i)] = *len;
-        for &m in *holders {
-            cap[group_node(i)][member_node(m)] = *len;
-        }
-    }
-    for (m, &n) in need.iter().enumerate() {
-        cap[member_node(m)][sink] = n;
-    }
-    let original = cap.clone();
-    // Each augmentation saturates an edge of a shortest path: at most
-    // nodes × edges of them (Edmonds–Karp); the bound guards the loop.
-    for _ in 0..nodes * nodes * nodes {
-        let mut parent = vec![usize::MAX; nodes];
-        parent[source] = source;
-        let mut queue = VecDeque::from([source]);
-        while let Some(v) = queue.pop_front() {
-            for w in 0..nodes {
-                if parent[w] == usize::MAX && cap[v][w] > 0 {
-                    parent[w] = v;
-                    queue.push_back(w);
-                }
-            }
-        }
-        if parent[sink] == usize::MAX {
-            break;
-        }
-        let mut bottleneck = u128::MAX;
-        let mut w = sink;
-        while w != source {
-            let v = parent[w];
-            bottleneck = bottleneck.min(cap[v][w]);
-            w = v;
-        }
-        let mut w = sink;
-        while w != source {
-            let v = parent[w];
-            cap[v][w] -= bottleneck;
-            cap[w][v] += bottleneck;
-            w = v;
-        }
-    }
-    groups
-        .iter()
-        .enumerate()
-        .map(|(i, (holders, _))| {
+        net.edge(source, group_node(i), *len);
+        holder_edges.push(
             holders
                 .iter()
-                .map(|&m| {
-                    let edge = original[group_node(i)][member_node(m)];
-                    (m, edge - cap[group_node(i)][member_node(m)].min(edge))
-                })
+                .map(|&m| (m, net.edge(group_node(i), member_node(m), *len)))
+                .collect(),
+        );
+    }
+    for (m, &n) in need.iter().enumerate() {
+        if n > 0 {
+            net.edge(member_node(m), sink, n);
+        }
+    }
+    net.max_flow(source, sink);
+    holder_edges
+        .into_iter()
+        .map(|edges| {
+            edges
+                .into_iter()
+                .map(|(m, e)| (m, net.flow(e)))
                 .filter(|&(_, kept)| kept > 0)
                 .collect()
         })
         .collect()
+}
+
+/// A flow network: an edge and its reverse are adjacent (`e ^ 1`).
+struct Network {
+    adjacent: Vec<Vec<usize>>,
+    to: Vec<usize>,
+    cap: Vec<u128>,
+}
+
+impl Network {
+    fn new(nodes: usize) -> Self {
+        Self {
+            adjacent: vec![Vec::new(); nodes],
+            to: Vec::new(),
+            cap: Vec::new(),
+        }
+    }
+
+    /// Adds `from → to` with capacity `cap`; returns its index.
+    fn edge(&mut self, from: usize, to: usize, cap: u128) -> usize {
+        let e = self.to.len();
+        self.adjacent[from].push(e);
+        self.to.push(to);
+        self.cap.push(cap);
+        self.adjacent[to].push(e + 1);
+        self.to.push(from);
+        self.cap.push(0);
+        e
+    }
+
+    /// The flow through edge `e`: what its reverse took on.
+    fn flow(&self, e: usize) -> u128 {
+        self.cap[e ^ 1]
+    }
+
+    fn max_flow(&mut self, source: usize, sink: usize) {
+        let n = self.adjacent.len();
+        // Each augmentation along a shortest path saturates an edge; a
+        // path's length only grows: at most nodes × edges augmentations
+        // (Edmonds–Karp). The bound guards the loop.
+        for _ in 0..n.saturating_mul(self.to.len()).max(1) {
+            let mut via = vec![usize::MAX; n];
+            let mut seen = vec![false; n];
+            seen[source] = true;
+            let mut queue = VecDeque::from([source]);
+            while let Some(v) = queue.pop_front() {
+                if v == sink {
+                    break;
+                }
+                for &e in &self.adjacent[v] {
+                    let w = self.to[e];
+                    if !seen[w] && self.cap[e] > 0 {
+                        seen[w] = true;
+                        via[w] = e;
+                        queue.push_back(w);
+                    }
+                }
+            }
+            if !seen[sink] {
+                return;
+            }
+            let mut bottleneck = u128::MAX;
+            let mut w = sink;
+            while w != source {
+                let e = via[w];
+                bottleneck = bottleneck.min(self.cap[e]);
+                w = self.to[e ^ 1];
+            }
+            let mut w = sink;
+            while w != source {
+                let e = via[w];
+                self.cap[e] -= bottleneck;
+                self.cap[e ^ 1] += bottleneck;
+                w = self.to[e ^ 1];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
