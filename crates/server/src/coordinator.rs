@@ -1079,6 +1079,28 @@ impl Coordinator {
                     }
                     rings.push(ring);
                 }
+                // After moves are done, with one replica: the ring laid out
+                // from the holdings (crate::held_target), which moves the
+                // ideal and nothing more. Last, so that any edit moving as
+                // little wins the tie (it keeps more of the moves shards
+                // may be streaming); only here, not on every fresh plan
+                // (event → plan is a speed target).
+                let progressed = current
+                    .plan
+                    .moves
+                    .iter()
+                    .any(|m| m.state == MoveState::Done);
+                if progressed
+                    && bound.is_some()
+                    && self.settings.ring_config() == current.target.config()
+                    && let Some(ring) = crate::held_target::one_replica_target(
+                        &held,
+                        self.settings.ring_config(),
+                        desired,
+                    )
+                {
+                    rings.push(ring);
+                }
                 let mut best: Option<((bool, bool), Ring, Plan)> = None;
                 for ring in rings {
                     if best.as_ref().is_some_and(|(_, r, _)| *r == ring) {

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod coordinator;
+mod held_target;
 pub mod http;
 pub mod lease;
 pub mod metrics;

@@ -31,7 +31,9 @@
 use crate::coordinator::{Coordinator, StoreHealth};
 use crate::settings::{Mode, Pace, RingSettings, Timing};
 use crate::state::{PlanRecord, PlanState, Resolution, State, resolve_conflict};
-use ringleader_planner::{Holdings, MoveState, Placement, holdings_with, ideal_from};
+use ringleader_planner::{
+    Holdings, MoveState, Placement, holdings_with, ideal_from, zone_ideal_from,
+};
 use ringleader_ring::{MemberId, Strategy, TOKEN_SPACE};
 use ringleader_watch::{Member, MemberId as PodId, MemberSet};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -157,6 +159,14 @@ pub(crate) struct Figures {
     pub worst: BTreeMap<(usize, bool), f64>,
     /// The worst moved − ideal, as a fraction of all replicas, by the same.
     pub excess: BTreeMap<(usize, bool), f64>,
+    /// [`Figures::worst`] over plans where no member changes zone: a zone
+    /// change re-pairs replicas while loads barely change, so DESIGN's
+    /// ideal (what members lack) is tiny and the ratio says little.
+    pub worst_same_zones: BTreeMap<(usize, bool), f64>,
+    /// The worst moved over the zone-aware lower bound
+    /// (`ringleader_planner::zone_ideal_from`, never below the ideal), over
+    /// every plan whose bound is at least 1 % of the replicas.
+    pub worst_zone_bound: BTreeMap<(usize, bool), f64>,
     /// Plans cancelled by a return to the committed member set.
     pub cancels: u64,
     /// Epochs committed.
@@ -186,6 +196,14 @@ impl Figures {
         }
         for (key, w) in other.excess {
             let e = self.excess.entry(key).or_insert(0.0);
+            *e = e.max(w);
+        }
+        for (key, w) in other.worst_same_zones {
+            let e = self.worst_same_zones.entry(key).or_insert(0.0);
+            *e = e.max(w);
+        }
+        for (key, w) in other.worst_zone_bound {
+            let e = self.worst_zone_bound.entry(key).or_insert(0.0);
             *e = e.max(w);
         }
     }
@@ -1408,13 +1426,27 @@ impl Sim {
         *self.figures.plans.entry(key).or_default() += 1;
         let worst = self.figures.worst.entry(key).or_insert(0.0);
         *worst = worst.max(ratio);
+        let zones_changed = record.target.members().iter().any(|m| {
+            now.committed
+                .member(m.id.as_str())
+                .is_some_and(|before| before.zone != m.zone)
+        });
+        if !zones_changed {
+            let worst = self.figures.worst_same_zones.entry(key).or_insert(0.0);
+            *worst = worst.max(ratio);
+        }
+        let zone_bound = zone_ideal_from(&held, &to) * replicas;
+        if zone_bound >= 0.01 * replicas {
+            let worst = self.figures.worst_zone_bound.entry(key).or_insert(0.0);
+            *worst = worst.max(moved as f64 / zone_bound.max(ideal));
+        }
         if std::env::var("RINGLEADER_SIM_SHOW_RATIO")
             .ok()
             .and_then(|v| v.parse::<f64>().ok())
             .is_some_and(|show| ratio > show)
         {
             eprintln!(
-                "sim seed {} step {}: moved/ideal {ratio:.3} ({:.4} / {:.4} of replicas), rf {rf}, {:?}, {} moves done; members {:?} -> {:?}",
+                "sim seed {} step {}: moved/ideal {ratio:.3} ({:.4} / {:.4} of replicas), rf {rf}, {:?}, {} moves done; members {:?} -> {:?}; {} tokens per member, zone-aware {}; weights {:?} -> {:?}; replica balance {:.3} -> {:.3}",
                 self.seed,
                 self.step,
                 moved as f64 / replicas,
@@ -1437,26 +1469,35 @@ impl Sim {
                     .iter()
                     .map(|m| m.id.as_str())
                     .collect::<Vec<_>>(),
+                self.settings.tokens_per_member,
+                self.settings.zone_aware,
+                now.committed
+                    .members()
+                    .iter()
+                    .map(|m| m.weight)
+                    .collect::<Vec<_>>(),
+                record
+                    .target
+                    .members()
+                    .iter()
+                    .map(|m| m.weight)
+                    .collect::<Vec<_>>(),
+                now.committed.replica_balance(&from.effective_replication()),
+                record.target.replica_balance(&to.effective_replication()),
             );
         }
         let excess = self.figures.excess.entry(key).or_insert(0.0);
         *excess = excess.max((moved as f64 - ideal) / replicas);
-        // Asserted where today's allocator can reach it: rf 1, balanced
-        // tokens (hashed ones are only as even as their count allows), from
-        // the committed placement (or a revision before any move is done):
-        // within 5 % of the ideal. A revision after moves are done takes the
-        // least-moving of the edits of the in-flight target, of the
-        // committed ring and of the ring of the holdings; the allocator
-        // edits rings, it does not build them from holdings, and with few
-        // tokens per member its whole-range hand-offs overshoot small
-        // ideals (3.5× at seed 101,972, 4 tokens per member): measured and
-        // reported, like the other factors (issue 11's business). With rf 1
-        // a fourth candidate, the ring of every copy held (`data_ring`),
-        // took seeds 1–4,000's worst from 2.0 to 1.25 (excess 0.25 → 0.05
-        // of the data); not yet a bound that holds over long runs.
+        // Asserted where the coordinator can reach it: rf 1, balanced
+        // tokens (hashed ones are only as even as their count allows),
+        // every plan and every revision: within 5 % of the ideal. From the
+        // committed placement (or before any move is done) the allocator's
+        // edits get there; after moves are done a range can have several
+        // holders, and the candidate laid out from the holdings
+        // (crate::held_target) moves the ideal exactly (seeds
+        // 250,001–270,000 reached 1.67 with the allocator's edits alone).
         if self.settings.rf == 1
             && self.settings.strategy == Strategy::Balanced
-            && !progressed
             && moved as f64 > 1.05 * ideal + 64.0
         {
             self.fail(format_args!(
@@ -1529,7 +1570,7 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
         all
     });
     eprintln!(
-        "sim: seeds {first}..{} × {steps} steps in {:?}: {} steps, {} commits ({} changing a weight), {} cancels, {} take-overs; plans checked by (rf, moves done) {:?}; worst moved/ideal (ideal ≥ 1 %) {:?}; worst moved − ideal (of all replicas) {:?}",
+        "sim: seeds {first}..{} × {steps} steps in {:?}: {} steps, {} commits ({} changing a weight), {} cancels, {} take-overs; plans checked by (rf, moves done) {:?}; worst moved/ideal (ideal ≥ 1 %) {:?}; worst moved − ideal (of all replicas) {:?}; worst moved/ideal where no member changes zone {:?}; worst moved over the zone-aware bound {:?}",
         first + seeds,
         started.elapsed(),
         totals.steps,
@@ -1539,7 +1580,9 @@ fn the_coordinator_keeps_every_rule_over_random_histories() {
         totals.takeovers,
         totals.plans,
         totals.worst,
-        totals.excess
+        totals.excess,
+        totals.worst_same_zones,
+        totals.worst_zone_bound
     );
     if seeds >= 100 && steps >= 100 {
         assert!(
