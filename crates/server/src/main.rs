@@ -20,6 +20,8 @@ use ringleader_client::api::{PreviewRequest, RingResponse};
 use ringleader_client::render;
 use ringleader_ring::{Replication, RingConfig, Strategy};
 use std::path::PathBuf;
+
+mod malloc;
 use std::time::Duration;
 
 /// A consistent-hash ring coordinator for stateful services on Kubernetes.
@@ -404,6 +406,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    malloc::tune();
     init_logging(args.log_format);
     let options = serve_options(&args)?;
     log_settings(&args, &options);
