@@ -1,5 +1,8 @@
-//! A one-replica target built straight from the holdings, for revisions of
-//! a plan some of whose moves are done.
+//! Targets laid out straight from the holdings: one replica
+//! ([`one_replica_target`]), and zone-aware with as many zones as replicas,
+//! where each zone's tokens are a one-replica ring ([`zoned_target`]). The
+//! coordinator tries them for revisions after moves are done (rf 1) and for
+//! any plan the allocator's edits make over 1.05 × the ideal.
 //!
 //! Mid-plan a range can have several holders (a done move's target, and its
 //! source, which keeps the data until the commit's cleanups). The least any
@@ -36,6 +39,55 @@ pub(crate) fn one_replica_target(
     config: RingConfig,
     desired: &[MemberSpec],
 ) -> Option<Ring> {
+    let tokens = layout(held, desired)?;
+    Ring::from_assignments(config, desired.iter().cloned(), tokens).ok()
+}
+
+/// The ring for `desired`, zone-aware with as many zones as replicas
+/// (`factor`, at least 2): a key's copy in zone z is the first token of
+/// zone z clockwise, so each zone's tokens form a one-replica ring of their
+/// own, and each is laid out from the holdings as [`one_replica_target`]
+/// lays out a whole ring (a member's data counts for its own zone, the one
+/// it is in now). Every member ends at its share of its zone's copy and the
+/// plan moves DESIGN §4's ideal: what members lack, zone by zone. Where two
+/// zones' layouts put a token at the same place, the later one moves up by
+/// one (a range of one token changes hands in that zone). `None` unless
+/// every member has a zone and there are exactly `factor` zones.
+pub(crate) fn zoned_target(
+    held: &Holdings,
+    config: RingConfig,
+    desired: &[MemberSpec],
+    factor: usize,
+) -> Option<Ring> {
+    if factor < 2 {
+        return None;
+    }
+    let mut zones: BTreeMap<&str, Vec<MemberSpec>> = BTreeMap::new();
+    for m in desired {
+        zones.entry(m.zone.as_deref()?).or_default().push(m.clone());
+    }
+    if zones.len() != factor {
+        return None;
+    }
+    let mut tokens: Vec<(Token, MemberId)> = Vec::new();
+    for members in zones.values() {
+        tokens.extend(layout(held, members)?);
+    }
+    tokens.sort_by_key(|(t, _)| *t);
+    let mut taken: std::collections::BTreeSet<Token> = std::collections::BTreeSet::new();
+    for (t, _) in &mut tokens {
+        while !taken.insert(*t) {
+            *t = t.wrapping_add(1);
+        }
+    }
+    Ring::from_assignments(config, desired.iter().cloned(), tokens).ok()
+}
+
+/// The tokens of a one-replica ring of `desired` where every member owns
+/// its weight's share and keeps as much of what it holds in `held` as any
+/// ring could (holders not among `desired` are ignored); `None` without
+/// members or holdings.
+fn layout(held: &Holdings, desired: &[MemberSpec]) -> Option<Vec<(Token, MemberId)>> {
     if desired.is_empty() || held.is_empty() {
         return None;
     }
@@ -216,7 +268,7 @@ pub(crate) fn one_replica_target(
     if tokens.is_empty() {
         tokens.push((pieces[n - 1].range.end, members[owner(n - 1)].id.clone()));
     }
-    Ring::from_assignments(config, members.into_iter().cloned(), tokens).ok()
+    Some(tokens)
 }
 
 /// Each member's weight share of the token space, in tokens; the few left
