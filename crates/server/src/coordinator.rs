@@ -518,7 +518,6 @@ fn plan_id(epoch: u64, revision: u64, ring: &Ring) -> String {
     format!("e{epoch}-{:012x}", hasher.digest() >> 16)
 }
 
-/// Data still to move in a plan (open moves), in tokens.
 /// A plan within this share of DESIGN §4's ideal (plus
 /// [`MINIMAL_TOKENS`]) is minimal enough (DESIGN §8: ≤ 1.05 × the ideal).
 pub(crate) const MINIMAL_SLACK: f64 = 1.05;
@@ -527,6 +526,7 @@ pub(crate) const MINIMAL_SLACK: f64 = 1.05;
 /// place move one of them a token on.
 pub(crate) const MINIMAL_TOKENS: f64 = 64.0;
 
+/// Data still to move in a plan (open moves), in tokens.
 fn remaining(plan: &Plan) -> u128 {
     plan.moves
         .iter()
@@ -1028,10 +1028,12 @@ impl Coordinator {
             > MINIMAL_SLACK * plan.summary.ideal_fraction * replicas + MINIMAL_TOKENS
     }
 
-    /// The target laid out from the holdings (crate::held_target), which
-    /// moves DESIGN §4's ideal and no more: with `balanced` tokens, for one
-    /// replica, or zone-aware with as many zones as replicas (each zone's
-    /// tokens a one-replica ring of their own). `None` where neither
+    /// The target laid out from the holdings (crate::held_target), with
+    /// `balanced` tokens: for one replica (it moves DESIGN §4's ideal and no
+    /// more), or zone-aware with as many zones as replicas (each zone's
+    /// tokens a one-replica ring of their own; not always exact after moves
+    /// across zones, simulator seed 422,661, so the caller keeps it only if
+    /// it moves less). `None` where neither
     /// applies or the layout is not a ring the store can hold. Tried only
     /// for a plan [`Self::over_minimal`]: the layout cuts ranges where the
     /// holdings end, so members get more tokens than their count, and the

@@ -20,9 +20,9 @@ use ringleader_client::api::{PreviewRequest, RingResponse};
 use ringleader_client::render;
 use ringleader_ring::{Replication, RingConfig, Strategy};
 use std::path::PathBuf;
+use std::time::Duration;
 
 mod malloc;
-use std::time::Duration;
 
 /// A consistent-hash ring coordinator for stateful services on Kubernetes.
 #[derive(Parser, Debug)]

@@ -1505,19 +1505,18 @@ impl Sim {
         // what they did, and whatever excess it had stays.
         let retargeted =
             previous_plan.is_none_or(|p| p.id != record.id || p.target != record.target);
-        let least = ideal;
         if retargeted
             && self.settings.rf == 1
             && self.settings.strategy == Strategy::Balanced
             && moved as f64
-                > crate::coordinator::MINIMAL_SLACK * least + crate::coordinator::MINIMAL_TOKENS
+                > crate::coordinator::MINIMAL_SLACK * ideal + crate::coordinator::MINIMAL_TOKENS
         {
             self.fail(format_args!(
                 "plan {} moves {:.5} of the data, the ideal from the holdings is {:.5} (ratio {:.3}); {:?}; {} moves done before; revision of {:?}; members {:?} -> {:?}; zones {:?}; committed balance {:.4}, target balance {:.4}",
                 record.id,
                 moved as f64 / TOKEN_SPACE as f64,
-                least / TOKEN_SPACE as f64,
-                moved as f64 / least,
+                ideal / TOKEN_SPACE as f64,
+                moved as f64 / ideal,
                 self.settings,
                 record.plan.moves.iter().filter(|m| m.state == MoveState::Done).count(),
                 previous_plan.map(|p| p.id.clone()),
