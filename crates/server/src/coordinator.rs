@@ -519,12 +519,20 @@ fn plan_id(epoch: u64, revision: u64, ring: &Ring) -> String {
 }
 
 /// A plan within this share of DESIGN §4's ideal (plus
-/// [`MINIMAL_TOKENS`]) is minimal enough (DESIGN §8: ≤ 1.05 × the ideal).
+/// [`minimal_tokens`]) is minimal enough (DESIGN §8: ≤ 1.05 × the ideal).
 pub(crate) const MINIMAL_SLACK: f64 = 1.05;
 
-/// Tokens of slack on top of [`MINIMAL_SLACK`]: layouts that meet in one
-/// place move one of them a token on.
-pub(crate) const MINIMAL_TOKENS: f64 = 64.0;
+/// Tokens of slack on top of [`MINIMAL_SLACK`] for a target of `members`
+/// members: what the ideal cannot see. It is a sum of one `f64` term per
+/// member (target − held, in tokens of a 2^64 space), each within a few
+/// units in the last place of exact: 2,048 tokens near the whole space, so
+/// a move of a few hundred tokens that lands a member exactly on its share
+/// can sit over an ideal of 0 (simulator seed 552,623: 202 tokens). Layouts
+/// that meet in one place move one of them up to 64 tokens on. Either way a
+/// few thousand tokens are 10^-16 of the data.
+pub(crate) fn minimal_tokens(members: usize) -> f64 {
+    64.0 + 4096.0 * members as f64
+}
 
 /// Data still to move in a plan (open moves), in tokens.
 fn remaining(plan: &Plan) -> u128 {
@@ -1018,22 +1026,22 @@ impl Coordinator {
             .then(|| crate::rebalance::balance_bound(self.settings.tokens_per_member))
     }
 
-    /// Whether `plan` (to a ring of the desired members) moves more than
+    /// Whether `plan` (to a ring of the `members` desired members) moves more than
     /// DESIGN §8 allows over the ideal from the holdings it was planned
     /// from, so that the layout from those holdings
     /// ([`Self::held_candidate`]) is worth a try.
-    fn over_minimal(&self, plan: &Plan) -> bool {
+    fn over_minimal(&self, plan: &Plan, members: usize) -> bool {
         let replicas = ringleader_ring::TOKEN_SPACE as f64 * self.settings.rf as f64;
         remaining(plan) as f64
-            > MINIMAL_SLACK * plan.summary.ideal_fraction * replicas + MINIMAL_TOKENS
+            > MINIMAL_SLACK * plan.summary.ideal_fraction * replicas + minimal_tokens(members)
     }
 
     /// The target laid out from the holdings (crate::held_target), with
     /// `balanced` tokens: for one replica (it moves DESIGN §4's ideal and no
     /// more), or zone-aware with as many zones as replicas (each zone's
-    /// tokens a one-replica ring of their own; not always exact after moves
-    /// across zones, simulator seed 422,661, so the caller keeps it only if
-    /// it moves less). `None` where neither
+    /// tokens a one-replica ring of their own: it moves the ideal zone by
+    /// zone; the caller keeps it only if it moves less than the allocator's
+    /// edit, which may keep more of the moves in flight). `None` where neither
     /// applies or the layout is not a ring the store can hold. Tried only
     /// for a plan [`Self::over_minimal`]: the layout cuts ranges where the
     /// holdings end, so members get more tokens than their count, and the
@@ -1177,7 +1185,7 @@ impl Coordinator {
                 let (class, ring, revised) = best.expect("the in-flight target is a candidate");
                 // Still over DESIGN §8's margin: the layout from the
                 // holdings, if it moves less.
-                let held_candidate = if !class.0 || self.over_minimal(&revised) {
+                let held_candidate = if !class.0 || self.over_minimal(&revised, desired.len()) {
                     self.held_candidate(&held, desired)?
                 } else {
                     None
@@ -1217,7 +1225,7 @@ impl Coordinator {
                 let fresh = plan(&from, &to, &options)?;
                 // Over DESIGN §8's margin (few tokens, weights changing):
                 // the layout from the committed holdings, if it moves less.
-                let held_candidate = if self.over_minimal(&fresh) {
+                let held_candidate = if self.over_minimal(&fresh, desired.len()) {
                     self.held_candidate(&Holdings::of(&from), desired)?
                 } else {
                     None

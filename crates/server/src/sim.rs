@@ -15,7 +15,9 @@
 //!
 //! After every step it checks DESIGN §4's and §5's rules and panics with a
 //! message naming the seed and the step: durability, monotonic epochs,
-//! minimality (rf 1; other factors are measured and reported), stability of
+//! minimality (rf 1, and rf ≥ 2 zone-aware with as many zones as replicas,
+//! each zone's ring measured against its own ideal; other settings are
+//! measured and reported), stability of
 //! moves, visibility of cancelled moves, `source_lost` only when every
 //! holder is gone, no orphaned data, the grace counting only while the
 //! source is synced, readiness, no write over a successor's state, and that
@@ -34,7 +36,7 @@ use crate::state::{PlanRecord, PlanState, Resolution, State, resolve_conflict};
 use ringleader_planner::{
     Holdings, MoveState, Placement, holdings_with, ideal_from, zone_ideal_from,
 };
-use ringleader_ring::{MemberId, Strategy, TOKEN_SPACE};
+use ringleader_ring::{MemberId, MemberSpec, Replication, Ring, Strategy, TOKEN_SPACE};
 use ringleader_watch::{Member, MemberId as PodId, MemberSet};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -1499,6 +1501,27 @@ impl Sim {
         // 421,289 and 473,057, fresh plans of 3 members × 4 tokens with
         // weights changing, 1.10 and 1.19: the layout is tried for them
         // too).
+        // Zone-aware with as many zones as replicas, each zone's tokens are
+        // a one-replica ring and the same holds (the per-zone layout,
+        // crate::held_target::zoned_target).
+        let zones: BTreeSet<Option<&str>> = record
+            .target
+            .members()
+            .iter()
+            .map(|m| m.zone.as_deref())
+            .collect();
+        let one_ring_per_zone = self.settings.zone_aware
+            && rf == self.settings.rf
+            && zones.len() == rf
+            && !zones.contains(&None);
+        // There a range counts for one holder in each zone (DESIGN's ideal
+        // lets two holders of one zone both keep it): the ideal zone by
+        // zone, never below DESIGN's, is the bound.
+        let least = if one_ring_per_zone {
+            ideal.max(per_zone_ideal(&held, &record.target))
+        } else {
+            ideal
+        };
         // A plan whose target is the one it had (lost moves given a source
         // once a done move holds their range) chose nothing: it was held to
         // this when its target was; done moves since shrink the ideal by
@@ -1506,17 +1529,19 @@ impl Sim {
         let retargeted =
             previous_plan.is_none_or(|p| p.id != record.id || p.target != record.target);
         if retargeted
-            && self.settings.rf == 1
+            && (self.settings.rf == 1 || one_ring_per_zone)
             && self.settings.strategy == Strategy::Balanced
             && moved as f64
-                > crate::coordinator::MINIMAL_SLACK * ideal + crate::coordinator::MINIMAL_TOKENS
+                > crate::coordinator::MINIMAL_SLACK * least
+                    + crate::coordinator::minimal_tokens(record.target.members().len())
         {
             self.fail(format_args!(
-                "plan {} moves {:.5} of the data, the ideal from the holdings is {:.5} (ratio {:.3}); {:?}; {} moves done before; revision of {:?}; members {:?} -> {:?}; zones {:?}; committed balance {:.4}, target balance {:.4}",
+                "plan {} moves {:.5} of the data ({moved} tokens), the ideal from the holdings is {:.5}, the bound {:.5} (ratio {:.3}); {:?}; {} moves done before; revision of {:?}; members {:?} -> {:?}; zones {:?}; committed balance {:.4}, target balance {:.4}",
                 record.id,
                 moved as f64 / TOKEN_SPACE as f64,
                 ideal / TOKEN_SPACE as f64,
-                moved as f64 / ideal,
+                least / TOKEN_SPACE as f64,
+                moved as f64 / least,
                 self.settings,
                 record.plan.moves.iter().filter(|m| m.state == MoveState::Done).count(),
                 previous_plan.map(|p| p.id.clone()),
@@ -1528,6 +1553,41 @@ impl Sim {
             ));
         }
     }
+}
+
+/// DESIGN §4's ideal zone by zone, in tokens of all replicas, for a
+/// zone-aware `target` with as many zones as replicas: there each zone's
+/// tokens are a one-replica ring of their own, so a range held by several
+/// members of one zone counts for one of them (a tighter bound than
+/// [`ideal_from`], which lets up to `rf` holders keep it whatever their
+/// zones).
+fn per_zone_ideal(held: &Holdings, target: &Ring) -> f64 {
+    let zones: BTreeSet<&str> = target
+        .members()
+        .iter()
+        .filter_map(|m| m.zone.as_deref())
+        .collect();
+    zones
+        .into_iter()
+        .map(|zone| {
+            let members: Vec<MemberSpec> = target
+                .members()
+                .iter()
+                .filter(|m| m.zone.as_deref() == Some(zone))
+                .cloned()
+                .collect();
+            let tokens: Vec<_> = target
+                .token_owners()
+                .filter(|(_, id)| members.iter().any(|m| &m.id == *id))
+                .map(|(t, id)| (t, id.clone()))
+                .collect();
+            let ring = Ring::from_assignments(target.config(), members, tokens)
+                .expect("a zone's tokens make a ring");
+            let placement =
+                Placement::new(ring, Replication::new(1, false)).expect("one replica is valid");
+            ideal_from(held, &placement) * TOKEN_SPACE as f64
+        })
+        .sum()
 }
 
 /// Runs `steps` steps of seed `seed`; panics on the first broken rule.
