@@ -844,21 +844,21 @@ impl<'a> Layout<'a> {
     /// so visiting every token drops exactly the tokens of a visit of just
     /// theirs.
     fn into_ring_merging_surplus(mut self) -> Ring {
-        let mut entries = std::mem::take(&mut self.tokens).into_entries();
+        let (mut tokens, mut owners) = std::mem::take(&mut self.tokens).into_parts();
         let mut count: Vec<usize> = self.slots.iter().map(|s| s.ranges.len()).collect();
         let wanted: Vec<usize> = self
             .slots
             .iter()
             .map(|s| self.config.tokens_for(&s.spec).expect("validated") as usize)
             .collect();
-        let n = entries.len();
+        let n = tokens.len();
         let mut kept = vec![true; n];
         let mut live = n;
         for i in 0..n {
             if live < 2 {
                 break;
             }
-            let owner = entries[i].1;
+            let owner = owners[i] as usize;
             if count[owner] <= wanted[owner] {
                 continue;
             }
@@ -867,27 +867,35 @@ impl<'a> Layout<'a> {
             } else {
                 kept.iter().position(|&k| k).expect("two tokens left")
             };
-            if entries[next].1 == owner {
+            if owners[next] as usize == owner {
                 kept[i] = false;
                 count[owner] -= 1;
                 live -= 1;
             }
         }
         if live < n {
-            let mut k = kept.iter();
-            entries.retain(|_| *k.next().expect("one flag a token"));
+            let mut at = 0;
+            for i in 0..n {
+                if kept[i] {
+                    tokens[at] = tokens[i];
+                    owners[at] = owners[i];
+                    at += 1;
+                }
+            }
+            tokens.truncate(at);
+            owners.truncate(at);
         }
-        self.ring_of(entries)
+        self.ring_of(tokens, owners)
     }
 
     fn into_ring(mut self) -> Ring {
-        let entries = std::mem::take(&mut self.tokens).into_entries();
-        self.ring_of(entries)
+        let (tokens, owners) = std::mem::take(&mut self.tokens).into_parts();
+        self.ring_of(tokens, owners)
     }
 
-    /// The ring of the active slots with these `(token, slot)` entries,
-    /// sorted by token.
-    fn ring_of(self, entries: Vec<(Token, usize)>) -> Ring {
+    /// The ring of the active slots with these tokens (sorted) and their
+    /// owners' slots.
+    fn ring_of(self, tokens: Vec<Token>, mut owners: Vec<u32>) -> Ring {
         // Members sorted by id; slot numbers remapped to member indices.
         let mut order: Vec<usize> = (0..self.slots.len())
             .filter(|&s| self.slots[s].active)
@@ -897,10 +905,9 @@ impl<'a> Layout<'a> {
         for (index, &slot) in order.iter().enumerate() {
             remap[slot] = index as u32;
         }
-        let (tokens, owners) = entries
-            .into_iter()
-            .map(|(t, slot)| (t, remap[slot]))
-            .unzip();
+        for owner in &mut owners {
+            *owner = remap[*owner as usize];
+        }
         let members = order
             .into_iter()
             .map(|slot| self.slots[slot].spec.clone())
