@@ -386,6 +386,26 @@ fn is_blank_yaml(text: &str) -> bool {
     })
 }
 
+/// A `List` or `EndpointSliceList` document whose items all read as
+/// EndpointSlices (kind `EndpointSlice` or none), as `kubectl get
+/// endpointslices -o yaml` prints them, read in one pass straight into the
+/// slices. The general path parses a document into a tree first, to learn
+/// every item's kind before reading it (kubectl prints `kind` after the
+/// other fields); at 1,000 endpoints the tree was a fifth of reading the
+/// file (median 10.7 → 8.5 ms), on the way from a change to its plan.
+/// `None` for anything else: the general path then reads the document, or
+/// says what is wrong with it, as before.
+fn list_of_slices(text: &str) -> Option<Vec<EndpointSlice>> {
+    #[derive(Deserialize)]
+    struct SliceList {
+        kind: Option<String>,
+        #[serde(default)]
+        items: Vec<EndpointSlice>,
+    }
+    let list: SliceList = serde_yaml_ng::from_str(text).ok()?;
+    matches!(list.kind.as_deref(), Some("List" | "EndpointSliceList")).then_some(list.items)
+}
+
 fn parse_yaml(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> {
     let mut documents = 0;
     for document in split_documents(text) {
@@ -401,6 +421,10 @@ fn parse_yaml(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> 
                 message: without_suffix(e.to_string(), line, column),
             }
         };
+        if let Some(mut slices) = list_of_slices(&document.text) {
+            out.slices.append(&mut slices);
+            continue;
+        }
         let value: Value = serde_yaml_ng::from_str(&document.text).map_err(yaml_error)?;
         let located = |message: String| {
             // Point at the first line with content.
@@ -474,6 +498,39 @@ endpoints:
         assert_eq!(parse_endpoint_slices(&list).unwrap().len(), 1);
         let stream = format!("---\n{SLICE}---\n# a comment only\n---\n{SLICE}...\n");
         assert_eq!(parse_endpoint_slices(&stream).unwrap().len(), 2);
+    }
+
+    /// A list of slices alone takes the one-pass path and reads as the
+    /// general path reads it; a list with a Service in it, or of another
+    /// kind, is left to the general path.
+    #[test]
+    fn a_list_of_slices_reads_in_one_pass_as_the_general_path_reads_it() {
+        let list = format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}",
+            SLICE
+                .lines()
+                .enumerate()
+                .map(|(i, l)| if i == 0 {
+                    format!("- {l}\n")
+                } else {
+                    format!("  {l}\n")
+                })
+                .collect::<String>()
+        );
+        let fast = list_of_slices(&list).expect("a list of slices");
+        let value: Value = serde_yaml_ng::from_str(&list).unwrap();
+        let mut general = ParsedObjects::default();
+        read_shape(&shape(&value).unwrap(), &value, &mut general).unwrap();
+        assert_eq!(fast, general.slices);
+        assert_eq!(fast.len(), 1);
+        for other in [
+            list.replace("kind: List", "kind: ServiceList"),
+            list.replace("kind: EndpointSlice", "kind: Service"),
+            list.replace("kind: List\n", ""),
+            include_str!("../tests/fixtures/mixed.yaml").to_owned(),
+        ] {
+            assert_eq!(list_of_slices(&other), None, "{other}");
+        }
     }
 
     #[test]
