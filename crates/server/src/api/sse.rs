@@ -33,6 +33,13 @@ fn state_event(state: &AppState) -> (String, WatchEvent) {
     )
 }
 
+/// `(epoch, revision)` of an event id (`epoch.revision`); `None` for the
+/// `members` events' empty id.
+fn position(id: &str) -> Option<(u64, u64)> {
+    let (epoch, revision) = id.split_once('.')?;
+    Some((epoch.parse().ok()?, revision.parse().ok()?))
+}
+
 fn to_sse((id, event): (String, WatchEvent)) -> Result<Event, Infallible> {
     let kind = event.kind.clone();
     // `members` events carry no id: they change nothing a resume needs.
@@ -70,18 +77,25 @@ pub async fn watch(
     // Subscribe before reading the current state, so nothing falls between.
     let receiver = state.handle.events.subscribe();
     let first = state_event(&state);
+    // A view is shown before its event is sent (runtime::outlets), so the
+    // state read here may already be one a live event announces: events
+    // of that position or before it say nothing new, and are left out.
+    let shown = position(&first.0);
     let initial = (last_seen.as_deref() != Some(first.0.as_str())).then_some(first);
     let for_lag = state.clone();
     let live = stream::unfold(
         (receiver, for_lag, permit),
-        |(mut rx, st, permit)| async move {
-            match rx.recv().await {
-                Ok(item) => Some((item, (rx, st, permit))),
-                Err(RecvError::Lagged(_)) => {
-                    let fresh = state_event(&st);
-                    Some((fresh, (rx, st, permit)))
+        move |(mut rx, st, permit)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(item) if position(&item.0).is_some_and(|p| Some(p) <= shown) => {}
+                    Ok(item) => return Some((item, (rx, st, permit))),
+                    Err(RecvError::Lagged(_)) => {
+                        let fresh = state_event(&st);
+                        return Some((fresh, (rx, st, permit)));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Err(RecvError::Closed) => None,
             }
         },
     );
@@ -98,4 +112,18 @@ pub async fn watch(
         .map(to_sse)
         .take_until(Box::pin(stopped));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::position;
+
+    #[test]
+    fn event_ids_order_by_epoch_then_revision() {
+        assert_eq!(position("12.3"), Some((12, 3)));
+        assert_eq!(position(""), None);
+        assert_eq!(position("x.1"), None);
+        assert!(position("9.10") < position("10.0"));
+        assert!(position("10.2") < position("10.10"));
+    }
 }
