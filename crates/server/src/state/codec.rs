@@ -37,6 +37,7 @@ use ringleader_planner::{Cleanup, Lineage, Move, MoveId, MoveState, Plan, Summar
 use ringleader_ring::{MemberId, MemberSpec, Ring, RingConfig, Strategy, Token, TokenRange};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// What a format-2 state starts with.
 pub const MAGIC: &[u8; 4] = b"RLST";
@@ -202,8 +203,10 @@ impl<'a> Reader<'a> {
 /// Format 2 bytes of a state.
 pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
     let committed = &state.committed;
-    let mut body = Vec::with_capacity(committed.tokens().len() * 9 + 1024);
-    ring_tokens(&mut body, committed);
+    // Everything after the committed ring's tokens first (it fills the
+    // tables the header names), then the header, then the ring's tokens
+    // written straight into the output: the bulk is copied once.
+    let mut body = Vec::new();
     let mut tables = Tables::default();
     if let Some(p) = &state.plan {
         target_diff(&mut body, committed, &p.target);
@@ -250,11 +253,13 @@ pub(super) fn encode(state: &State) -> Result<Vec<u8>, String> {
         last_committed_lineage,
     };
     let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(16 + header.len() + body.len());
+    let tokens = committed.tokens().len() * 9 + 16;
+    let mut out = Vec::with_capacity(16 + header.len() + tokens + body.len());
     out.extend_from_slice(MAGIC);
     put(&mut out, u64::from(BINARY_FORMAT));
     put(&mut out, header.len() as u64);
     out.extend_from_slice(&header);
+    ring_tokens(&mut out, committed);
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -309,6 +314,50 @@ fn put_moves(out: &mut Vec<u8>, moves: &[Move], lineage: Lineage, tables: &mut T
 const PARALLEL_TOKENS: usize = 1 << 16;
 
 fn ring_tokens(out: &mut Vec<u8>, ring: &Ring) {
+    if ring.tokens().len() < PARALLEL_TOKENS {
+        write_ring_tokens(out, ring);
+        return;
+    }
+    // (Encoding the section ahead, on a thread beside the planning of a
+    // plan that commits at once, was tried: the planning got slower by
+    // what the save gained.)
+    let section = section_of(ring);
+    out.extend_from_slice(section.get_or_init(|| {
+        let mut bytes = Vec::with_capacity(ring.tokens().len() * 9 + 16);
+        write_ring_tokens(&mut bytes, ring);
+        bytes
+    }));
+}
+
+/// A large ring's encoded token section, filled by the first save that
+/// writes it.
+type Section = Arc<OnceLock<Vec<u8>>>;
+
+/// The token section of the last large ring encoded, or being encoded.
+/// Every save of a state writes its committed ring whole, and that ring
+/// changes only when a plan commits: a plan in flight is saved on every
+/// move report, and rewriting 256,000 tokens each time was most of the
+/// save. One ring is kept (2.3 MB at 1,000 × 256), the ring with it.
+static LAST_SECTION: Mutex<Option<(Ring, Section)>> = Mutex::new(None);
+
+/// The cached section of `ring`, or a new empty one put in its place.
+fn section_of(ring: &Ring) -> Section {
+    let mut last = LAST_SECTION.lock().unwrap_or_else(PoisonError::into_inner);
+    match &*last {
+        Some((cached, section)) if cached == ring => section.clone(),
+        _ => {
+            let section = Section::default();
+            // The ring this replaces is dropped here, after the lock.
+            let _replaced = last.replace((ring.clone(), section.clone()));
+            drop(last);
+            section
+        }
+    }
+}
+
+/// The committed ring's section: the count, the token deltas (in two
+/// halves at once for a large ring), the owners.
+fn write_ring_tokens(out: &mut Vec<u8>, ring: &Ring) {
     let tokens = ring.tokens();
     put(out, tokens.len() as u64);
     if tokens.len() >= PARALLEL_TOKENS {
@@ -758,20 +807,37 @@ mod tests {
         }
     }
 
+    /// A large ring is written in two halves at once, and its section is
+    /// kept for the next save of the same ring: saved again, after another
+    /// ring, and as a copy of it, every state reads back identical.
     #[test]
-    fn a_ring_encoded_in_two_halves_reads_back_identical() {
-        let settings = RingSettings {
-            strategy: Strategy::Hashed,
-            tokens_per_member: 256,
-            ..RingSettings::default()
+    fn a_large_ring_encoded_in_halves_and_kept_reads_back_identical() {
+        let state_of = |members: usize| {
+            let settings = RingSettings {
+                strategy: Strategy::Hashed,
+                tokens_per_member: 256,
+                ..RingSettings::default()
+            };
+            let members = (0..members).map(|i| MemberSpec::new(format!("db-{i}")));
+            let mut state = State::fresh(settings).unwrap();
+            state.committed = Ring::with_members(settings.ring_config(), members).unwrap();
+            assert!(state.committed.tokens().len() >= PARALLEL_TOKENS);
+            state.epoch = 2;
+            state
         };
-        let members = (0..300).map(|i| MemberSpec::new(format!("db-{i}")));
-        let mut state = State::fresh(settings).unwrap();
-        state.committed = Ring::with_members(settings.ring_config(), members).unwrap();
-        assert!(state.committed.tokens().len() >= PARALLEL_TOKENS);
-        state.epoch = 2;
-        let bytes = state.encode().unwrap();
-        assert_eq!(State::decode(&bytes, "test").unwrap(), state);
+        let (a, b) = (state_of(300), state_of(301));
+        let first = a.encode().unwrap();
+        assert_eq!(State::decode(&first, "test").unwrap(), a);
+        assert_eq!(a.encode().unwrap(), first);
+        let other = b.encode().unwrap();
+        assert_eq!(State::decode(&other, "test").unwrap(), b);
+        assert_eq!(a.encode().unwrap(), first);
+        let mut later = a.clone();
+        later.epoch = 3;
+        assert_eq!(
+            State::decode(&later.encode().unwrap(), "test").unwrap(),
+            later
+        );
     }
 
     #[test]
