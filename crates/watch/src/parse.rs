@@ -480,21 +480,26 @@ endpoints:
     ready: true
 ";
 
-    #[test]
-    fn one_slice_a_list_and_a_document_stream() {
-        assert_eq!(parse_endpoint_slices(SLICE).unwrap().len(), 1);
-        let list = format!(
-            "apiVersion: v1\nkind: List\nitems:\n{}",
-            SLICE
-                .lines()
-                .enumerate()
-                .map(|(i, l)| if i == 0 {
+    /// `object` as the one item of a `kind: List`, as kubectl prints it.
+    fn list_of(object: &str) -> String {
+        let items: String = object
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 0 {
                     format!("- {l}\n")
                 } else {
                     format!("  {l}\n")
-                })
-                .collect::<String>()
-        );
+                }
+            })
+            .collect();
+        format!("apiVersion: v1\nkind: List\nitems:\n{items}")
+    }
+
+    #[test]
+    fn one_slice_a_list_and_a_document_stream() {
+        assert_eq!(parse_endpoint_slices(SLICE).unwrap().len(), 1);
+        let list = list_of(SLICE);
         assert_eq!(parse_endpoint_slices(&list).unwrap().len(), 1);
         let stream = format!("---\n{SLICE}---\n# a comment only\n---\n{SLICE}...\n");
         assert_eq!(parse_endpoint_slices(&stream).unwrap().len(), 2);
@@ -505,18 +510,7 @@ endpoints:
     /// kind, is left to the general path.
     #[test]
     fn a_list_of_slices_reads_in_one_pass_as_the_general_path_reads_it() {
-        let list = format!(
-            "apiVersion: v1\nkind: List\nitems:\n{}",
-            SLICE
-                .lines()
-                .enumerate()
-                .map(|(i, l)| if i == 0 {
-                    format!("- {l}\n")
-                } else {
-                    format!("  {l}\n")
-                })
-                .collect::<String>()
-        );
+        let list = list_of(SLICE);
         let fast = list_of_slices(&list).expect("a list of slices");
         let value: Value = serde_yaml_ng::from_str(&list).unwrap();
         let mut general = ParsedObjects::default();
