@@ -203,14 +203,13 @@ impl Ring {
     /// [`Ring::replica_loads`] by walking every range's replicas, for an
     /// effective replication.
     fn loads_by_walking(&self, replication: &Replication) -> Vec<u128> {
+        if replication.factor == 1 {
+            return self.owned_tokens();
+        }
         let mut owned = vec![0u128; self.len()];
         let mut picked = Vec::with_capacity(replication.factor);
         for position in 0..self.tokens().len() {
             let len = self.range_at(position).len();
-            if replication.factor == 1 {
-                owned[self.owner_indices()[position] as usize] += len;
-                continue;
-            }
             self.replica_indices_at(position, replication, &mut picked);
             for &m in &picked {
                 owned[m as usize] += len;

@@ -1228,6 +1228,7 @@ impl Coordinator {
                 // within it.
                 let ring = self
                     .one_replica_bound()
+                    .filter(|&b| crate::rebalance::needs_polish(&ring, b))
                     .and_then(|b| crate::rebalance::polish_towards(&ring, &Holdings::of(&from), b))
                     .unwrap_or(ring);
                 let to = Placement::new(ring.clone(), self.settings.replication())?;

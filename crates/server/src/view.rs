@@ -63,6 +63,35 @@ pub struct RingFigures {
     pub token_counts: Vec<usize>,
 }
 
+/// Figures computed ahead for a ring about to be shown (while the store
+/// writes it: the runtime's save), for [`View::build_with`] to take instead
+/// of computing them on the way to showing it.
+#[derive(Clone, Debug)]
+pub struct FiguresAhead {
+    /// The ring (the very one, [`Ring::is_same`]) they are of.
+    pub ring: Ring,
+    /// The replication they were computed for.
+    pub replication: Replication,
+    /// The figures.
+    pub figures: Arc<RingFigures>,
+}
+
+impl FiguresAhead {
+    /// The figures of `ring` under `replication`.
+    pub fn of(ring: &Ring, replication: Replication) -> Self {
+        Self {
+            ring: ring.clone(),
+            replication,
+            figures: Arc::new(RingFigures::of(ring, replication)),
+        }
+    }
+
+    /// Whether these are the figures of `ring` under `replication`.
+    pub fn matches(&self, ring: &Ring, replication: Replication) -> bool {
+        self.ring.is_same(ring) && self.replication == replication
+    }
+}
+
 impl RingFigures {
     /// Computes the figures of a placement.
     pub fn of(ring: &Ring, replication: Replication) -> Self {
@@ -150,7 +179,21 @@ impl View {
         state_loaded: bool,
         leader: Option<String>,
     ) -> Self {
+        Self::build_with(coordinator, previous, source, state_loaded, leader, None)
+    }
+
+    /// [`View::build`], taking the committed ring's figures from `ahead`
+    /// where they are of that ring.
+    pub fn build_with(
+        coordinator: &Coordinator,
+        previous: Option<&View>,
+        source: SourceStatus,
+        state_loaded: bool,
+        leader: Option<String>,
+        ahead: Option<&FiguresAhead>,
+    ) -> Self {
         let state = &**coordinator.shown();
+        let replication = state.settings.replication();
         let (ring, figures) = match previous {
             Some(p)
                 if p.epoch == state.epoch
@@ -161,10 +204,10 @@ impl View {
             }
             _ => (
                 Arc::new(state.committed.clone()),
-                Arc::new(RingFigures::of(
-                    &state.committed,
-                    state.settings.replication(),
-                )),
+                match ahead.filter(|a| a.matches(&state.committed, replication)) {
+                    Some(ahead) => ahead.figures.clone(),
+                    None => Arc::new(RingFigures::of(&state.committed, replication)),
+                },
             ),
         };
         let plan = match previous {

@@ -14,7 +14,7 @@ use crate::lease::Leadership;
 use crate::plan_times::{PlanClock, unix_ms};
 use crate::settings::{RingSettings, Timing};
 use crate::state::{State, Store, StoreError};
-use crate::view::{SourceStatus, move_view};
+use crate::view::{FiguresAhead, SourceStatus, move_view};
 use futures::StreamExt;
 use ringleader_client::api::{MoveDoneResponse, SourceState};
 use ringleader_watch::{MembershipStream, SourceEvent, SourceHealth};
@@ -306,7 +306,20 @@ impl Driver {
             // Never write without the lead, not even the last save.
             return Persisted::NotStored(StoreError::NotLeading.to_string());
         }
-        match self.store.save(&save.state).await {
+        // A new committed ring is shown once stored: its figures are
+        // computed here while the store writes it (on the blocking pool),
+        // not after, on the way to showing it (3-5 ms at 1,000 × 256).
+        let shown = self.coordinator.shown();
+        let new_ring = save.state.epoch != shown.epoch || save.state.settings != shown.settings;
+        let figures = async {
+            new_ring
+                .then(|| FiguresAhead::of(&save.state.committed, save.state.settings.replication()))
+        };
+        let (saved, ahead) = tokio::join!(self.store.save(&save.state), figures);
+        if let Some(ahead) = ahead {
+            self.outlets.figures_ahead = Some(ahead);
+        }
+        match saved {
             Ok(()) => {
                 if self.save_failures > 0 {
                     info!("the state is stored again");

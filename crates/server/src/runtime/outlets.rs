@@ -4,9 +4,10 @@
 use super::{Command, Handle, Heartbeat};
 use crate::coordinator::Coordinator;
 use crate::metrics::Metrics;
-use crate::view::{SourceStatus, View};
+use crate::view::{FiguresAhead, SourceStatus, View};
 use ringleader_client::api::WatchEvent;
 use ringleader_planner::MoveState;
+use ringleader_ring::Ring;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -36,6 +37,10 @@ pub struct Outlets {
     pub(super) heartbeat: Arc<Heartbeat>,
     /// What the last published view was made of.
     published: Option<Published>,
+    /// The figures of a ring being stored, computed beside the save
+    /// (crate::runtime::Driver): the next view takes them if it shows that
+    /// ring. Taken by the next view built, whether it does or not.
+    pub(super) figures_ahead: Option<FiguresAhead>,
 }
 
 impl Outlets {
@@ -61,6 +66,7 @@ impl Outlets {
             metrics: metrics.clone(),
             heartbeat: heartbeat.clone(),
             published: None,
+            figures_ahead: None,
         };
         let handle = Handle {
             view: view_rx,
@@ -114,12 +120,14 @@ impl Outlets {
             );
             return;
         }
-        let mut view = View::build(
+        let ahead = self.figures_ahead.take();
+        let mut view = View::build_with(
             coordinator,
             Some(&previous),
             source.clone(),
             state_loaded,
             leader,
+            ahead.as_ref(),
         );
         view.follower = follower;
         let view = Arc::new(view);
@@ -128,6 +136,7 @@ impl Outlets {
         // on the way from a change to its epoch: 2 ms at 1,000 × 256).
         self.published = Some(key);
         let replaced = self.view_tx.send_replace(view.clone());
+        prepare_lookups(&view, &previous);
         self.metrics.observe_view(&view);
         let plan_changed = (view.epoch, view.revision) != (previous.epoch, previous.revision);
         if plan_changed {
@@ -158,6 +167,32 @@ impl Outlets {
             let _ = self.events.send((String::new(), event));
         }
         drop(replaced);
+    }
+}
+
+/// Builds the lookup index of the rings `view` serves that `previous` did
+/// not (the committed ring, the plan's target) on the blocking pool: the
+/// ring was made without one (crate::coordinator plans without lookups),
+/// and the first lookup would otherwise pay for it. Inline where no runtime
+/// runs.
+fn prepare_lookups(view: &View, previous: &View) {
+    let same_plan = match (&view.plan, &previous.plan) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    if Arc::ptr_eq(&view.ring, &previous.ring) && same_plan {
+        return;
+    }
+    // Preparing a ring twice costs nothing: its index is built once.
+    let ring = view.ring.clone();
+    let target = view.plan.as_ref().map(|p| p.target.clone());
+    let work = move || {
+        ring.prepare_lookups();
+        target.iter().for_each(Ring::prepare_lookups);
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(work)),
+        Err(_) => work(),
     }
 }
 

@@ -424,6 +424,15 @@ fn put_move_id(out: &mut Vec<u8>, m: &Move, lineage: Lineage) {
 /// positions dropped, kept positions whose owner is another member, tokens
 /// added (with their owners, as indices into the target's members).
 fn target_diff(out: &mut Vec<u8>, committed: &Ring, target: &Ring) {
+    if target.is_same(committed) {
+        // The very ring (a plan committed as soon as made, with its target
+        // the committed ring): nothing removed, re-owned or added, without
+        // comparing 256,000 tokens to themselves (0.6-0.8 ms of a save).
+        for _ in 0..3 {
+            put(out, 0);
+        }
+        return;
+    }
     // Committed member index → target member index (u32::MAX: not in it).
     let to_target: Vec<u32> = committed
         .members()
