@@ -6,11 +6,15 @@
 //! parsing then deriving; the member set does not depend on the order of the
 //! slices; every member has an id and an address. A Service in the text
 //! (its `ringleader.io/weights` annotation) changes weights only: the same
-//! members, or an error for a malformed annotation.
+//! members, or an error for a malformed annotation. Read with the file
+//! source's item cache, the text reads as read afresh.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringleader_watch::{members_from_slices, members_from_text, parse_endpoint_slices, parse_objects};
+use ringleader_watch::{
+    ItemCache, members_from_slices, members_from_text, parse_endpoint_slices, parse_objects,
+    parse_objects_cached,
+};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -81,6 +85,12 @@ fuzz_target!(|data: &[u8]| {
     }
     // Filtering by Service never panics either.
     let _ = members_from_text(text, Some("db"));
+    // The file source's item cache changes nothing: read with it (empty,
+    // then holding this text's items), the text reads as read afresh.
+    let afresh = parse_objects(text);
+    let mut cache = ItemCache::default();
+    assert_eq!(parse_objects_cached(text, &mut cache), afresh, "first read with the cache");
+    assert_eq!(parse_objects_cached(text, &mut cache), afresh, "read again from the cache");
 });
 
 /// Lines as YAML 1.1 (libyaml) breaks them: `\r\n`, `\n`, `\r`, NEL, LS, PS.

@@ -31,7 +31,10 @@ use futures::StreamExt;
 use notify::Watcher;
 use tokio::sync::Notify;
 
-use crate::{Error, MemberSet, MembershipStream, SourceEvent, SourceHealth, members_from_text};
+use crate::{
+    Error, ItemCache, MemberSet, MembershipStream, SourceEvent, SourceHealth,
+    members_from_text_cached,
+};
 
 /// Settings of the file source; [`stream`](Self::stream) starts it.
 #[derive(Clone, Debug)]
@@ -76,6 +79,7 @@ impl FileSource {
             watcher: None,
             last_read: LastRead::Never,
             last_members: None,
+            items: ItemCache::default(),
             health: SourceHealth::Starting,
             first: true,
             out: VecDeque::from([SourceEvent::Health(SourceHealth::Starting)]),
@@ -110,6 +114,9 @@ struct FileRunner {
     watcher: Option<notify::RecommendedWatcher>,
     last_read: LastRead,
     last_members: Option<MemberSet>,
+    /// The items of the last file read, for the next read to skip those
+    /// unchanged.
+    items: ItemCache,
     health: SourceHealth,
     first: bool,
     out: VecDeque<SourceEvent>,
@@ -266,7 +273,7 @@ impl FileRunner {
                 return;
             }
         };
-        match members_from_text(text, self.config.service.as_deref()) {
+        match members_from_text_cached(text, self.config.service.as_deref(), &mut self.items) {
             Ok(members) => {
                 if self.last_members.as_ref() != Some(&members) {
                     tracing::info!(path = %path.display(), members = members.len(), "membership file read");

@@ -40,7 +40,10 @@ pub use member::{Member, MemberId, MemberPort, MemberSet};
 pub use membership::{
     MembershipError, SERVICE_NAME_LABEL, SliceProblem, member_id, members_from_slices,
 };
-pub use parse::{ParseError, ParsedObjects, parse_endpoint_slices, parse_objects};
+pub use parse::{
+    ItemCache, ParseError, ParsedObjects, parse_endpoint_slices, parse_objects,
+    parse_objects_cached,
+};
 pub use weights::{MAX_WEIGHT, WEIGHTS_ANNOTATION, Weights, WeightsError};
 
 /// Re-exported so callers can name the slice type without a k8s-openapi
@@ -130,10 +133,25 @@ pub enum Error {
 ///
 /// A malformed annotation refuses the whole text, as an invalid slice does.
 pub fn members_from_text(text: &str, service: Option<&str>) -> Result<MemberSet, Error> {
+    members_from_objects(parse_objects(text)?, service)
+}
+
+/// [`members_from_text`] for a text read again as it changes, with the
+/// items read before taken from `cache` ([`ItemCache`]): what the file
+/// source calls.
+pub fn members_from_text_cached(
+    text: &str,
+    service: Option<&str>,
+    cache: &mut ItemCache,
+) -> Result<MemberSet, Error> {
+    members_from_objects(parse_objects_cached(text, cache)?, service)
+}
+
+fn members_from_objects(objects: ParsedObjects, service: Option<&str>) -> Result<MemberSet, Error> {
     let ParsedObjects {
         mut slices,
         mut services,
-    } = parse_objects(text)?;
+    } = objects;
     if let Some(service) = service {
         slices.retain(|s| {
             s.metadata

@@ -15,6 +15,7 @@
 //! empty file is far more often a half-written one than a Service with no
 //! endpoints (write `kind: List` with `items: []` for that).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -69,13 +70,32 @@ pub fn parse_endpoint_slices(text: &str) -> Result<Vec<EndpointSlice>, ParseErro
 /// `kind: List` with `items: []` for that). Errors carry line, column and
 /// the path to the field.
 pub fn parse_objects(text: &str) -> Result<ParsedObjects, ParseError> {
+    parse_objects_with(text, None)
+}
+
+/// [`parse_objects`] for a text read again and again as it changes (the
+/// file source): the items of a kubectl-laid-out `List` of EndpointSlices
+/// read before, word for word, are taken from `cache` instead of parsed
+/// again ([`ItemCache`]). The same objects, or the same error, as
+/// [`parse_objects`] gives.
+pub fn parse_objects_cached(
+    text: &str,
+    cache: &mut ItemCache,
+) -> Result<ParsedObjects, ParseError> {
+    parse_objects_with(text, Some(cache))
+}
+
+fn parse_objects_with(
+    text: &str,
+    cache: Option<&mut ItemCache>,
+) -> Result<ParsedObjects, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first = text.trim_start();
     let mut objects = ParsedObjects::default();
     let documents = if first.starts_with('{') || first.starts_with('[') {
         parse_json(text, &mut objects)?
     } else {
-        parse_yaml(text, &mut objects)?
+        parse_yaml(text, &mut objects, cache)?
     };
     if documents == 0 {
         return Err(ParseError {
@@ -406,8 +426,14 @@ fn list_of_slices(text: &str) -> Option<Vec<EndpointSlice>> {
     matches!(list.kind.as_deref(), Some("List" | "EndpointSliceList")).then_some(list.items)
 }
 
-fn parse_yaml(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> {
+fn parse_yaml(
+    text: &str,
+    out: &mut ParsedObjects,
+    mut cache: Option<&mut ItemCache>,
+) -> Result<usize, ParseError> {
     let mut documents = 0;
+    // Items are kept for the next read only if the text is one such list.
+    let mut kept = None;
     for document in split_documents(text) {
         if is_blank_yaml(&document.text) {
             continue;
@@ -421,6 +447,14 @@ fn parse_yaml(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> 
                 message: without_suffix(e.to_string(), line, column),
             }
         };
+        if let Some(cache) = cache.as_deref_mut()
+            && let Some((mut slices, items)) = cache.read(&document.text)
+        {
+            out.slices.append(&mut slices);
+            kept = if documents == 1 { Some(items) } else { None };
+            continue;
+        }
+        kept = None;
         if let Some(mut slices) = list_of_slices(&document.text) {
             out.slices.append(&mut slices);
             continue;
@@ -462,7 +496,105 @@ fn parse_yaml(text: &str, out: &mut ParsedObjects) -> Result<usize, ParseError> 
             read_shape(&shape, deserializer, out).map_err(yaml_error)?;
         }
     }
+    if let Some(cache) = cache {
+        cache.items = kept.unwrap_or_default();
+    }
     Ok(documents)
+}
+
+/// The EndpointSlices of the last text read with [`parse_objects_cached`],
+/// by the text of their item, for a text of one `List` (or
+/// `EndpointSliceList`) laid out as kubectl prints it: `items:` at the start
+/// of a line, every item a `- ` there too. A file of 1,000 endpoints is
+/// 120 KB of YAML, which the YAML scanner reads at 10-25 MB/s: 5-13 ms of
+/// the way from a change to its plan, though a change rewrites one slice of
+/// ten (a slice holds 100 endpoints) or adds one. Only the items whose text
+/// is new are parsed; the cache then holds the items of this text only.
+///
+/// Reading a list item by item is sound where it is used: in YAML's block
+/// layout a line starting with `-` at column 0 inside a column-0 sequence
+/// can only start its next entry (what an entry nests is indented). Any
+/// text that does not read this way (an alias to another item, a quoted
+/// string running over an entry's start, another layout, anything that
+/// does not parse) is read whole as before, so it gives the same objects or
+/// the same error.
+#[derive(Debug, Default)]
+pub struct ItemCache {
+    items: HashMap<String, EndpointSlice>,
+}
+
+impl ItemCache {
+    /// The slices of `text` if it is such a list whose items all read,
+    /// with the items to keep for the next text.
+    fn read(&self, text: &str) -> Option<(Vec<EndpointSlice>, HashMap<String, EndpointSlice>)> {
+        #[derive(Deserialize)]
+        struct ListHead {
+            kind: Option<String>,
+            items: Option<IgnoredAny>,
+        }
+        let (entries, head) = list_entries(text)?;
+        let head: ListHead = serde_yaml_ng::from_str(&head).ok()?;
+        if head.items.is_some()
+            || !matches!(head.kind.as_deref(), Some("List" | "EndpointSliceList"))
+        {
+            return None;
+        }
+        let mut slices = Vec::with_capacity(entries.len());
+        let mut items = HashMap::with_capacity(entries.len());
+        for entry in entries {
+            let slice = match self.items.get(entry) {
+                Some(slice) => slice.clone(),
+                None => {
+                    let mut one: Vec<EndpointSlice> = serde_yaml_ng::from_str(entry).ok()?;
+                    if one.len() != 1 {
+                        return None;
+                    }
+                    one.pop()?
+                }
+            };
+            items.insert(entry.to_owned(), slice.clone());
+            slices.push(slice);
+        }
+        Some((slices, items))
+    }
+}
+
+/// The entries of a document's top-level `items:` sequence laid out at
+/// column 0, each with its lines, and the document without them (its
+/// other keys); `None` for any other layout.
+fn list_entries(text: &str) -> Option<(Vec<&str>, String)> {
+    let mut offset = 0;
+    let mut items_line = None;
+    let mut starts: Vec<usize> = Vec::new();
+    let mut end = text.len();
+    for line in text.split_inclusive('\n') {
+        let content = line.trim_end_matches(['\n', '\r']);
+        match items_line {
+            None if content == "items:" => items_line = Some((offset, offset + line.len())),
+            None => {}
+            Some(_) if content == "-" || content.starts_with("- ") => starts.push(offset),
+            Some(_) if content.is_empty() || content.starts_with('#') => {}
+            // Before the first entry only blank lines and comments: an
+            // indented sequence is another layout.
+            Some(_) if starts.is_empty() => return None,
+            Some(_) if content.starts_with(' ') => {}
+            Some(_) => {
+                end = offset;
+                break;
+            }
+        }
+        offset += line.len();
+    }
+    let (items_start, _) = items_line?;
+    if starts.is_empty() {
+        return None;
+    }
+    let entries = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&end]))
+        .map(|(&from, &to)| &text[from..to])
+        .collect();
+    Some((entries, format!("{}{}", &text[..items_start], &text[end..])))
 }
 
 #[cfg(test)]
@@ -662,5 +794,126 @@ spec:
                 .contains("items[1].endpoints[0].conditions.ready"),
             "{error}"
         );
+    }
+
+    /// A kubectl-shaped list of `slices` EndpointSlices of `per` endpoints
+    /// each (the bench's file, benches/slices.py).
+    fn kubectl_list(slices: usize, per: usize, ready: impl Fn(usize) -> bool) -> String {
+        let mut text = String::from("apiVersion: v1\nitems:\n");
+        for s in 0..slices {
+            text += &format!(
+                "- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  addressType: IPv4\n  metadata:\n    name: db-{s}\n    labels:\n      kubernetes.io/service-name: db\n  endpoints:\n"
+            );
+            for i in s * per..(s + 1) * per {
+                text += &format!(
+                    "  - addresses: [\"10.0.{}.{}\"]\n    conditions: {{ready: {}}}\n    targetRef: {{kind: Pod, name: db-{i}}}\n    zone: zone-{}\n",
+                    i / 256,
+                    i % 256,
+                    ready(i),
+                    i % 3
+                );
+            }
+        }
+        text + "kind: List\nmetadata:\n  resourceVersion: \"\"\n"
+    }
+
+    /// The file source reads a changing file with an item cache: every
+    /// text reads to the same objects, or fails with the same error, as
+    /// read afresh, whether its items come from the cache, are new, or the
+    /// text cannot be read item by item at all (and then nothing is kept).
+    #[test]
+    fn a_text_read_with_the_item_cache_reads_as_read_afresh() {
+        let base = kubectl_list(5, 20, |_| true);
+        let one_more = kubectl_list(6, 20, |_| true);
+        let one_down = kubectl_list(5, 20, |i| i != 42);
+        let commented = base.replace("- apiVersion", "# a comment\n- apiVersion");
+        // An alias into an earlier item: that item alone does not read.
+        let aliased = base
+            .replacen("zone: zone-0", "zone: &z zone-0", 1)
+            .replace("zone: zone-2", "zone: *z");
+        // A quoted string running over a line that looks like an entry.
+        let quoted = base.replacen(
+            "kubernetes.io/service-name: db",
+            "kubernetes.io/service-name: \"db\n- apiVersion: x\"",
+            1,
+        );
+        let indented = base.replace("\n- ", "\n  - ").replace("\n  ", "\n    ");
+        let broken = base.replacen("{ready: true}", "{ready: maybe}", 1);
+        let stream = format!("{base}---\n{one_more}");
+        let mut cache = ItemCache::default();
+        for (name, text, cached_items) in [
+            ("base", &base, 5),
+            ("base again", &base, 5),
+            ("one slice more", &one_more, 6),
+            ("one endpoint down", &one_down, 5),
+            ("comments between items", &commented, 5),
+            ("an alias between items", &aliased, 0),
+            ("base after the alias", &base, 5),
+            ("a quoted string over an entry", &quoted, 0),
+            ("an indented sequence", &indented, 0),
+            ("a malformed endpoint", &broken, 5),
+            ("two documents", &stream, 0),
+            ("base at last", &base, 5),
+        ] {
+            let afresh = parse_objects(text);
+            assert_eq!(parse_objects_cached(text, &mut cache), afresh, "{name}");
+            if afresh.is_ok() {
+                assert_eq!(cache.items.len(), cached_items, "{name}");
+            }
+        }
+        assert_eq!(parse_objects(&aliased).unwrap().slices.len(), 5);
+        assert!(parse_objects(&broken).is_err());
+    }
+
+    /// Seeded random edits of a kubectl-shaped list (snippets YAML reads in
+    /// odd ways, put anywhere: line breaks other than `\n`, quotes, anchors
+    /// and aliases, entry starts, tabs, comments, document markers), each
+    /// read with a cache holding the unedited list's items: always what the
+    /// edited text reads to afresh, or its error.
+    #[test]
+    fn random_edits_read_with_the_item_cache_as_read_afresh() {
+        const SNIPPETS: [&str; 16] = [
+            "\n- ",
+            "\r",
+            "\r- kind: x\n",
+            "\u{85}- a\n",
+            "\"",
+            "'",
+            "&a ",
+            "*a",
+            "\t",
+            "\n# c\n",
+            "\n---\n",
+            "\nkind: List\n",
+            "\nitems:\n",
+            "- ",
+            "{",
+            "\n  - zone: q\n",
+        ];
+        let base = kubectl_list(3, 3, |i| i % 4 != 1);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..3_000 {
+            let mut text = base.clone();
+            for _ in 0..1 + next() % 3 {
+                let mut at = (next() % (text.len() as u64 + 1)) as usize;
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                text.insert_str(at, SNIPPETS[(next() % SNIPPETS.len() as u64) as usize]);
+            }
+            let mut cache = ItemCache::default();
+            parse_objects_cached(&base, &mut cache).unwrap();
+            assert_eq!(
+                parse_objects_cached(&text, &mut cache),
+                parse_objects(&text),
+                "case {case}: {text}"
+            );
+        }
     }
 }
