@@ -355,34 +355,55 @@ fn section_of(ring: &Ring) -> Section {
     }
 }
 
-/// The committed ring's section: the count, the token deltas (in two
-/// halves at once for a large ring), the owners.
+/// The committed ring's section: the count, the token deltas, the owners.
+/// A large ring's deltas and owners are written in two halves at once:
+/// this thread the first half of each, a helper the second.
 fn write_ring_tokens(out: &mut Vec<u8>, ring: &Ring) {
-    let tokens = ring.tokens();
+    let (tokens, owners) = (ring.tokens(), ring.owner_indices());
     put(out, tokens.len() as u64);
-    if tokens.len() >= PARALLEL_TOKENS {
-        let (head, tail) = tokens.split_at(tokens.len() / 2);
-        let before_tail = head[head.len() - 1];
-        let second = std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new()
-                .name("state-encode".into())
-                .spawn_scoped(scope, || {
-                    let mut part = Vec::with_capacity(tail.len() * 8);
-                    put_deltas(&mut part, tail, before_tail);
-                    part
-                });
-            put_deltas(out, head, 0);
-            helper.ok().and_then(|h| h.join().ok())
-        });
-        match second {
-            Some(part) => out.extend_from_slice(&part),
-            // No thread to be had: the second half here.
-            None => put_deltas(out, tail, before_tail),
-        }
-    } else {
+    if tokens.len() < PARALLEL_TOKENS {
         put_deltas(out, tokens, 0);
+        put_owners(out, owners);
+        return;
     }
-    for &o in ring.owner_indices() {
+    let middle = tokens.len() / 2;
+    let (head, tail) = tokens.split_at(middle);
+    let (owners_head, owners_tail) = owners.split_at(middle);
+    let before_tail = head[middle - 1];
+    let halves = std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("state-encode".into())
+            .spawn_scoped(scope, || {
+                let mut deltas = Vec::with_capacity(tail.len() * 8);
+                put_deltas(&mut deltas, tail, before_tail);
+                let mut owners = Vec::with_capacity(tail.len() * 2);
+                put_owners(&mut owners, owners_tail);
+                (deltas, owners)
+            });
+        put_deltas(out, head, 0);
+        let mut first_owners = Vec::with_capacity(head.len() * 2);
+        put_owners(&mut first_owners, owners_head);
+        helper
+            .ok()
+            .and_then(|h| h.join().ok())
+            .map(|(deltas, owners)| (deltas, first_owners, owners))
+    });
+    match halves {
+        Some((deltas, first_owners, owners)) => {
+            out.extend_from_slice(&deltas);
+            out.extend_from_slice(&first_owners);
+            out.extend_from_slice(&owners);
+        }
+        // No thread to be had: the rest here.
+        None => {
+            put_deltas(out, tail, before_tail);
+            put_owners(out, owners);
+        }
+    }
+}
+
+fn put_owners(out: &mut Vec<u8>, owners: &[u32]) {
+    for &o in owners {
         put(out, u64::from(o));
     }
 }
@@ -841,6 +862,14 @@ mod tests {
         let other = b.encode().unwrap();
         assert_eq!(State::decode(&other, "test").unwrap(), b);
         assert_eq!(a.encode().unwrap(), first);
+        // The section written in halves is the one written in one go.
+        let mut serial = Vec::new();
+        put(&mut serial, a.committed.tokens().len() as u64);
+        put_deltas(&mut serial, a.committed.tokens(), 0);
+        put_owners(&mut serial, a.committed.owner_indices());
+        let mut halves = Vec::new();
+        write_ring_tokens(&mut halves, &a.committed);
+        assert_eq!(halves, serial);
         let mut later = a.clone();
         later.epoch = 3;
         assert_eq!(
