@@ -282,13 +282,14 @@ struct Slot {
 
 /// A member's ranges as `(length, end token)`, largest last, sorted only
 /// once an edit needs them so. A layout starts with each member's ranges as
-/// an unsorted list and the widest of them (all most searches read), and
-/// sorts a member's list when an edit touches it or looks among its ranges:
-/// one change touches a few hundred of 1,000 members, and sorting all of
-/// them into B-tree sets was a quarter of a change at 256,000 tokens. Once
-/// sorted, the list stays a sorted `Vec` (a member has a few hundred
-/// ranges: inserting into one moves a few KiB, cheaper than a B-tree's
-/// nodes to allocate, walk and free).
+/// an unsorted list and the widest of them (all most searches read); ranges
+/// come and go from an unsorted list with its widest kept, and a list is
+/// sorted only when an edit looks among its ranges by length
+/// ([`Ranges::between`]): one change touches a few hundred of 1,000
+/// members, and sorting all of them into B-tree sets was a quarter of a
+/// change at 256,000 tokens. Once sorted, the list stays a sorted `Vec` (a
+/// member has a few hundred ranges: inserting into one moves a few KiB,
+/// cheaper than a B-tree's nodes to allocate, walk and free).
 ///
 /// Before any edit touches a member its list is not even built: the layout
 /// knows only its count and widest range, and where its tokens are in the
@@ -352,24 +353,52 @@ impl Ranges {
         &self.list
     }
 
+    /// Adds `range` (if not there yet). An unsorted list stays unsorted,
+    /// its widest range kept: a join cuts one range from each of hundreds
+    /// of members and touches each once or twice, and sorting every one of
+    /// their lists for that was a tenth of an edit at 1,000 × 256.
     fn insert(&mut self, range: (u128, Token)) {
-        self.sorted();
+        debug_assert!(self.unbuilt.is_none(), "Layout::build_ranges first");
+        if !self.sorted {
+            if !self.list.contains(&range) {
+                self.list.push(range);
+                self.widest = self.widest.max(Some(range));
+            }
+            return;
+        }
         if let Err(at) = self.list.binary_search(&range) {
             self.list.insert(at, range);
         }
     }
 
+    /// Drops `range` (if there). An unsorted list stays unsorted, its
+    /// widest range found again when that was the one dropped.
     fn remove(&mut self, range: &(u128, Token)) {
-        self.sorted();
+        debug_assert!(self.unbuilt.is_none(), "Layout::build_ranges first");
+        if !self.sorted {
+            if let Some(at) = self.list.iter().position(|r| r == range) {
+                self.list.swap_remove(at);
+                if self.widest == Some(*range) {
+                    self.widest = self.list.iter().copied().max();
+                }
+            }
+            return;
+        }
         if let Ok(at) = self.list.binary_search(range) {
             self.list.remove(at);
         }
     }
 
-    /// The ranges from `low` on (in `(length, end)` order), ascending.
-    fn from(&mut self, low: (u128, Token)) -> &[(u128, Token)] {
-        let list = self.sorted();
-        &list[list.partition_point(|r| *r < low)..]
+    /// The ranges from `low` on (in `(length, end)` order), in no
+    /// particular order: without sorting an unsorted list.
+    fn at_least(&self, low: (u128, Token)) -> impl Iterator<Item = &(u128, Token)> {
+        debug_assert!(self.unbuilt.is_none(), "Layout::build_ranges first");
+        let start = if self.sorted {
+            self.list.partition_point(|r| *r < low)
+        } else {
+            0
+        };
+        self.list[start..].iter().filter(move |r| **r >= low)
     }
 
     /// The ranges from `low` to `high` (both included), ascending.
@@ -623,9 +652,10 @@ impl<'a> Layout<'a> {
     fn range_to_cut(&mut self, slot: usize, salt: u64) -> Option<(u128, Token)> {
         let (widest, _) = self.slots[slot].ranges.last()?;
         let floor = widest.saturating_sub(2);
+        // The ends are distinct and `scramble` is a bijection: one minimum,
+        // whatever the order the ranges are read in.
         self.build_ranges(slot)
-            .from((floor, 0))
-            .iter()
+            .at_least((floor, 0))
             .min_by_key(|&&(_, t)| scramble(t ^ salt))
             .copied()
     }
