@@ -10,7 +10,8 @@
 //! and a delete followed by a re-create are seen; any event in the
 //! directory triggers a check), and a poll every second (configurable) as a
 //! fallback for file systems without events. A check reads the file and
-//! parses it only if its content hash changed. A write waits 30 ms before
+//! parses it only if its content hash changed, and then only the items of a
+//! kubectl-shaped `List` that changed ([`crate::ItemCache`]). A write waits 30 ms before
 //! the check (an editor may still be writing); a rename is checked at once,
 //! also cutting such a wait short: a file renamed into place is whole, and
 //! the change is on the path of DESIGN §8's event→plan figure.
