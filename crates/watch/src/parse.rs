@@ -448,7 +448,7 @@ fn parse_yaml(
             }
         };
         if let Some(cache) = cache.as_deref_mut()
-            && let Some((mut slices, items)) = cache.read(&document.text)
+            && let Some((mut slices, items)) = cache.take(&document.text)
         {
             out.slices.append(&mut slices);
             kept = if documents == 1 { Some(items) } else { None };
@@ -525,8 +525,11 @@ pub struct ItemCache {
 
 impl ItemCache {
     /// The slices of `text` if it is such a list whose items all read,
-    /// with the items to keep for the next text.
-    fn read(&self, text: &str) -> Option<(Vec<EndpointSlice>, HashMap<String, EndpointSlice>)> {
+    /// with the items to keep for the next text. The items found are taken
+    /// out of the cache (moved, not copied, into the next one); a text that
+    /// does not read this way leaves the cache partly emptied, which costs
+    /// only a parse.
+    fn take(&mut self, text: &str) -> Option<(Vec<EndpointSlice>, HashMap<String, EndpointSlice>)> {
         #[derive(Deserialize)]
         struct ListHead {
             kind: Option<String>,
@@ -542,8 +545,8 @@ impl ItemCache {
         let mut slices = Vec::with_capacity(entries.len());
         let mut items = HashMap::with_capacity(entries.len());
         for entry in entries {
-            let slice = match self.items.get(entry) {
-                Some(slice) => slice.clone(),
+            let slice = match self.items.remove(entry) {
+                Some(slice) => slice,
                 None => {
                     let mut one: Vec<EndpointSlice> = serde_yaml_ng::from_str(entry).ok()?;
                     if one.len() != 1 {

@@ -170,8 +170,9 @@ impl Outlets {
     }
 }
 
-/// Builds the lookup index of the rings `view` serves that `previous` did
-/// not (the committed ring, the plan's target) on the blocking pool: the
+/// Builds the lookup index of the rings `view` serves (the committed ring,
+/// the plan's target) on the blocking pool when either is new since
+/// `previous`: the
 /// ring was made without one (crate::coordinator plans without lookups),
 /// and the first lookup would otherwise pay for it. Inline where no runtime
 /// runs.

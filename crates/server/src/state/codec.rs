@@ -814,6 +814,19 @@ mod tests {
         state_of(Lineage(7))
     }
 
+    /// The shortcut for a target that is the committed ring itself writes
+    /// what the full comparison writes for an equal copy of it.
+    #[test]
+    fn a_target_that_is_the_committed_ring_diffs_as_an_equal_copy_does() {
+        let ring = state().committed;
+        let copy = Ring::try_from(ringleader_ring::RingSnapshot::from(&ring)).unwrap();
+        assert!(copy == ring && !copy.is_same(&ring));
+        let (mut shortcut, mut compared) = (Vec::new(), Vec::new());
+        target_diff(&mut shortcut, &ring, &ring.clone());
+        target_diff(&mut compared, &ring, &copy);
+        assert_eq!(shortcut, compared);
+    }
+
     #[test]
     fn numbers_of_every_length_are_leb128_and_read_back() {
         let mut values = vec![0, 1, 0x7f, 0x80, u64::MAX];
